@@ -1,0 +1,135 @@
+"""Start the nodes of a launch file as separate processes over real DDS, and stop them cleanly.
+
+Sim/test entry point: localhost-only DDS is forced for every process it starts (the network rule).
+``dexstack-launch sim_cell cell:=tabletop`` is the pip-install equivalent of ``ros2 launch dexstack sim_cell.launch.xml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from dexstack.launch.xml import LaunchDescription, LaunchError, NodeAction, parse_launch_file
+from dexstack.paths import PACKAGE_NAME
+from dexstack.rosenv import force_localhost_dds
+
+
+def node_module(executable: str) -> str:
+    """Module of a dexstack console script (setup.py's entry points are the one list of executables)."""
+    for ep in entry_points(group="console_scripts"):
+        if ep.name == executable and ep.dist is not None and ep.dist.name == PACKAGE_NAME:
+            module, _, func = ep.value.partition(":")
+            if func != "main":
+                raise LaunchError(f"entry point {executable} = {ep.value} must point at a module's main()")
+            return module
+    raise LaunchError(f"'{executable}' is not a {PACKAGE_NAME} executable (is the package installed? pip install -e .)")
+
+
+def node_command(node: NodeAction, python: str = sys.executable) -> list[str]:
+    if node.package != PACKAGE_NAME:
+        raise LaunchError(f"node '{node.name}' is from package '{node.package}': only {PACKAGE_NAME} nodes run here")
+    cmd = [python, "-m", node_module(node.executable), "--ros-args", "-r", f"__node:={node.name}"]
+    for path in node.param_files:
+        if not path.is_file():
+            raise LaunchError(f"parameter file {path} for node '{node.name}' does not exist")
+        cmd += ["--params-file", str(path)]
+    for name, value in node.params.items():
+        cmd += ["-p", f"{name}:={value}"]
+    for src, dst in node.remaps:
+        cmd += ["-r", f"{src}:={dst}"]
+    return cmd
+
+
+@dataclass
+class RunningNode:
+    name: str
+    process: subprocess.Popen
+    log_path: Path | None
+
+
+class LaunchedGraph:
+    """The processes of one launch description. Use as a context manager: exit stops every node."""
+
+    def __init__(self, description: LaunchDescription, log_dir: Path | None = None,
+                 extra_env: dict[str, str] | None = None):
+        self.description = description
+        self.log_dir = log_dir
+        self.env = dict(os.environ)
+        self.env.update(description.env)
+        self.env.update(extra_env or {})
+        force_localhost_dds(self.env)
+        self.nodes: list[RunningNode] = []
+
+    def start(self) -> LaunchedGraph:
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        for node in self.description.nodes:
+            cmd = node_command(node)
+            log_path = self.log_dir / f"{node.name}.log" if self.log_dir is not None else None
+            out = open(log_path, "w") if log_path is not None else None  # noqa: SIM115 (closed with the process)
+            process = subprocess.Popen(cmd, env=self.env, stdout=out or None, stderr=subprocess.STDOUT if out else None,
+                                       start_new_session=True)
+            self.nodes.append(RunningNode(node.name, process, log_path))
+        return self
+
+    def failed(self) -> list[str]:
+        """Names of nodes that have exited."""
+        return [n.name for n in self.nodes if n.process.poll() is not None]
+
+    def stop(self, timeout_s: float = 5.0) -> dict[str, int]:
+        """SIGINT every node (clean rclpy shutdown), then SIGKILL what is left; return exit codes."""
+        for n in self.nodes:
+            if n.process.poll() is None:
+                n.process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout_s
+        codes = {}
+        for n in self.nodes:
+            try:
+                codes[n.name] = n.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                n.process.kill()
+                codes[n.name] = n.process.wait()
+        return codes
+
+    def __enter__(self) -> LaunchedGraph:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dexstack-launch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("launch_file", help="name in launch/ (e.g. sim_cell) or a path to a .launch.xml")
+    parser.add_argument("arguments", nargs="*", help="launch arguments as name:=value")
+    args = parser.parse_args(argv)
+    try:
+        arguments = dict(a.split(":=", 1) for a in args.arguments)
+    except ValueError:
+        parser.error("launch arguments are written name:=value")
+    try:
+        graph = LaunchedGraph(parse_launch_file(args.launch_file, arguments)).start()
+    except LaunchError as exc:
+        print(f"dexstack-launch: {exc}", file=sys.stderr)
+        return 2
+    print(f"started {[n.name for n in graph.nodes]}; Ctrl-C stops them")
+    try:
+        while not graph.failed():
+            time.sleep(0.2)
+        print(f"node(s) exited: {graph.failed()}", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    codes = graph.stop()
+    return 0 if all(c in (0, -signal.SIGINT) for c in codes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Shared rclpy plumbing for dexstack nodes: typed parameters, QoS profiles, stamps, diagnostics, entry point."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from dexstack.diagnostics import StatusReport
+
+# Sensor streams: latest wins, never block the publisher.
+SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.BEST_EFFORT)
+# Commands and joint states: every message matters, small queue.
+COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+STATE_QOS = COMMAND_QOS
+# State a late joiner needs (robot description, calibration).
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+P = TypeVar("P")
+
+
+def param(default: Any, description: str, *, read_only: bool = False, min: float | None = None,
+          max: float | None = None, choices: tuple | None = None,
+          validate: Callable[[Any], str | None] | None = None) -> Any:
+    """A ROS parameter as a dataclass field. ``validate`` returns an error message, or None if the value is fine."""
+    return dataclasses.field(default=default, metadata={
+        "description": description, "read_only": read_only, "min": min, "max": max, "choices": choices,
+        "validate": validate,
+    })
+
+
+def _descriptor(f: dataclasses.Field) -> ParameterDescriptor:
+    m = f.metadata
+    text = m["description"] + (f" One of {list(m['choices'])}." if m["choices"] else "")
+    d = ParameterDescriptor(description=text, read_only=m["read_only"])
+    if m["min"] is not None or m["max"] is not None:
+        lo = m["min"] if m["min"] is not None else -sys.float_info.max
+        hi = m["max"] if m["max"] is not None else sys.float_info.max
+        if isinstance(f.default, bool):
+            pass
+        elif isinstance(f.default, int):
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    return d
+
+
+def check_value(f: dataclasses.Field, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for parameter field ``f`` (None if it is). ROS checks type and range."""
+    m = f.metadata
+    if m["choices"] and value not in m["choices"]:
+        return f"{f.name}={value!r} is not one of {list(m['choices'])}"
+    if m["validate"] is not None:
+        return m["validate"](value)
+    return None
+
+
+def declare_params(node: Node, params_cls: type[P], on_change: Callable[[str, Any], None] | None = None) -> P:
+    """Declare every field of ``params_cls`` on ``node`` with descriptors; return the current values.
+
+    Later sets are validated (type and range by ROS, choices and ``validate`` here); a rejected set keeps the old
+    value and answers the caller with the reason. Accepted sets update the returned object and call ``on_change``.
+    """
+    fields = {f.name: f for f in dataclasses.fields(params_cls)}
+    values = {}
+    for name, f in fields.items():
+        node.declare_parameter(name, f.default, _descriptor(f))
+        values[name] = node.get_parameter(name).value
+        error = check_value(f, values[name])
+        if error:
+            raise ValueError(f"invalid startup parameter: {error}")
+    current = params_cls(**values)
+
+    def on_set(parameters: list) -> SetParametersResult:
+        for p in parameters:
+            if p.name in fields:
+                error = check_value(fields[p.name], p.value)
+                if error:
+                    node.get_logger().warn(f"rejected parameter change: {error}")
+                    return SetParametersResult(successful=False, reason=error)
+        for p in parameters:
+            if p.name in fields:
+                setattr(current, p.name, p.value)
+                if on_change is not None:
+                    on_change(p.name, p.value)
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(on_set)
+    return current
+
+
+def stamp_from_ns(stamp_ns: int):
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
+
+
+def stamp_to_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def diagnostic_array(node: Node, reports: list[StatusReport]) -> DiagnosticArray:
+    msg = DiagnosticArray()
+    msg.header.stamp = node.get_clock().now().to_msg()
+    for r in reports:
+        msg.status.append(DiagnosticStatus(
+            level=bytes([int(r.level)]), name=r.name, message=r.message, hardware_id=node.get_name(),
+            values=[KeyValue(key=k, value=str(v)) for k, v in r.values.items()],
+        ))
+    return msg
+
+
+class RateMeter:
+    """Events per second over a sliding window (for diagnostics and reports)."""
+
+    def __init__(self, window_s: float = 2.0):
+        self.window_s = window_s
+        self._times: deque[float] = deque()
+
+    def tick(self, now_s: float | None = None) -> None:
+        now_s = time.monotonic() if now_s is None else now_s
+        self._times.append(now_s)
+        cutoff = now_s - self.window_s
+        while self._times and self._times[0] < cutoff:
+            self._times.popleft()
+
+    def rate_hz(self) -> float:
+        if len(self._times) < 2:
+            return 0.0
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else 0.0
+
+
+def run_node(node_factory: Callable[[], Node], args: list[str] | None = None) -> None:
+    """Entry point body: init, spin until Ctrl-C / SIGTERM, and exit with a message (not a traceback) on bad setup."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = node_factory()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"[dexstack] {exc}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()

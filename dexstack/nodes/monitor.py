@@ -1,0 +1,85 @@
+"""GraphMonitor: a passive node that measures what the graph publishes (rates, latest state) for reports/tests."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+
+from dexstack.nodes import common
+
+CAMERA_COLOR = "/camera/camera/color/image_raw"
+CAMERA_DEPTH = "/camera/camera/aligned_depth_to_color/image_raw"
+OBJECT_GT = "/dexstack/sim/object_pose_gt"
+
+
+class TopicStats:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.first_s: float | None = None
+        self.last_s: float | None = None
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        self.count += 1
+        self.first_s = now if self.first_s is None else self.first_s
+        self.last_s = now
+
+    def rate_hz(self) -> float:
+        if self.count < 2 or self.last_s == self.first_s:
+            return 0.0
+        return (self.count - 1) / (self.last_s - self.first_s)
+
+
+class GraphMonitor(Node):
+    def __init__(self, name: str = "dexstack_monitor") -> None:
+        super().__init__(name)
+        self.joint_states, self.color, self.depth, self.object_gt = TopicStats(), TopicStats(), TopicStats(), TopicStats()
+        self.last_joint_state: JointState | None = None
+        self.last_color: np.ndarray | None = None
+        self.diagnostics: dict[str, dict[str, str]] = {}
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, common.STATE_QOS)
+        self.create_subscription(Image, CAMERA_COLOR, self._on_color, common.SENSOR_QOS)
+        self.create_subscription(Image, CAMERA_DEPTH, lambda _m: self.depth.tick(), common.SENSOR_QOS)
+        self.create_subscription(PoseStamped, OBJECT_GT, lambda _m: self.object_gt.tick(), common.STATE_QOS)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        self.joint_states.tick()
+        self.last_joint_state = msg
+
+    def _on_color(self, msg: Image) -> None:
+        self.color.tick()
+        self.last_color = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+
+    def reset_counts(self) -> None:
+        for stats in (self.joint_states, self.color, self.depth, self.object_gt):
+            stats.reset()
+
+    def report(self) -> dict:
+        report: dict = {"rates_hz": {
+            "joint_states": self.joint_states.rate_hz(),
+            "camera_color": self.color.rate_hz(),
+            "camera_aligned_depth": self.depth.rate_hz(),
+            "object_pose_gt": self.object_gt.rate_hz(),
+        }}
+        sim = self.diagnostics.get("sim_cell")
+        if sim:
+            report["physics_hz"] = float(sim.get("physics_hz", 0.0))
+            report["render_ms"] = float(sim.get("render_ms", 0.0))
+            report["commands_rejected"] = int(sim.get("rejected_total", 0))
+        if self.last_joint_state is not None:
+            report["joint_names"] = list(self.last_joint_state.name)
+            report["final_joint_positions_rad"] = list(self.last_joint_state.position)
+        return report

@@ -1,0 +1,78 @@
+"""scripted_motion: plays a keyframe motion (config/motions/) as arm trajectory + streamed hand commands.
+
+It waits for ``/joint_states`` (the drivers are up), sends the whole arm motion as one ``JointTrajectory`` (as a
+JTC client would) and streams hand targets. It publishes to the command *inputs* of the stack; the launch file
+decides whether they go through the safety monitor or, on the bare sim cell, straight to the drivers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from builtin_interfaces.msg import Duration
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from dexstack.control.scripted import load_motion
+from dexstack.nodes import common
+from dexstack.robot.description import load_description
+
+
+@dataclass
+class Params:
+    robot_profile: str = common.param("panda_allegro", "Robot profile (config/robots/<name>.yaml).", read_only=True)
+    motion: str = common.param("demo", "Motion (config/motions/<name>.yaml or a path).", read_only=True)
+    hand_rate_hz: float = common.param(50.0, "Rate of streamed hand commands.", min=1.0, max=500.0)
+    repeat: bool = common.param(False, "Start over when the motion ends.")
+    arm_command_topic: str = common.param("/dexstack/arm/command", "Arm command output.", read_only=True)
+    hand_command_topic: str = common.param("/dexstack/hand/command", "Hand command output.", read_only=True)
+
+
+def _duration(t_s: float) -> Duration:
+    return Duration(sec=int(t_s), nanosec=int(round((t_s - int(t_s)) * 1e9)))
+
+
+class ScriptedMotionNode(Node):
+    def __init__(self) -> None:
+        super().__init__("scripted_motion")
+        self.params = common.declare_params(self, Params)
+        self.description = load_description(self.params.robot_profile)
+        self.motion = load_motion(self.params.motion, self.description)
+        self.arm_pub = self.create_publisher(JointTrajectory, self.params.arm_command_topic, common.COMMAND_QOS)
+        self.hand_pub = self.create_publisher(Float64MultiArray, self.params.hand_command_topic, common.COMMAND_QOS)
+        self.create_subscription(JointState, "/joint_states", self._on_state, common.STATE_QOS)
+        self.start_time: float | None = None
+        self.create_timer(1.0 / self.params.hand_rate_hz, self._tick)
+        self.get_logger().info(f"motion '{self.params.motion}' ({self.motion.duration_s:.1f} s) waits for /joint_states")
+
+    def _on_state(self, _msg: JointState) -> None:
+        if self.start_time is None and self.arm_pub.get_subscription_count() > 0:
+            self._start()
+
+    def _start(self) -> None:
+        self.start_time = time.monotonic()
+        traj = JointTrajectory()
+        traj.joint_names = list(self.description.arm_joints)
+        for t, q in zip(self.motion.times_s[1:], self.motion.arm_rad[1:]):
+            traj.points.append(JointTrajectoryPoint(positions=q.tolist(), time_from_start=_duration(float(t))))
+        self.arm_pub.publish(traj)
+        self.get_logger().info("motion started")
+
+    def _tick(self) -> None:
+        if self.start_time is None:
+            return
+        t = time.monotonic() - self.start_time
+        self.hand_pub.publish(Float64MultiArray(data=self.motion.hand_at(t).tolist()))
+        if t > self.motion.duration_s and self.params.repeat:
+            self._start()
+
+
+def main(args: list[str] | None = None) -> None:
+    common.run_node(ScriptedMotionNode, args)
+
+
+if __name__ == "__main__":
+    main()

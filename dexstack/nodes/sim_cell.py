@@ -1,0 +1,252 @@
+"""sim_cell: the MuJoCo simulation of the cell, behaving like the real drivers.
+
+Publishes ``/joint_states`` (every arm and hand joint), the RGB-D camera under realsense-ros names, the robot
+description, the object's ground-truth pose (evaluation only) and ``/diagnostics``; accepts arm
+``JointTrajectory`` and hand ``Float64MultiArray`` commands on the topics the robot profile names (the
+ros2_control controller inputs). Malformed commands are rejected with a logged reason and the robot holds.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is imported
+
+import threading  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import rclpy  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray, String  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from dexstack.control.commands import CommandError  # noqa: E402
+from dexstack.diagnostics import Level, ReasonCounter, StatusReport  # noqa: E402
+from dexstack.nodes import common  # noqa: E402
+from dexstack.nodes.tf import TfPublisher  # noqa: E402
+from dexstack.sim.cell import SimCell  # noqa: E402
+from dexstack.transforms import transform_to_pose  # noqa: E402
+
+CAMERA_NS = "/camera/camera"
+OBJECT_GT_TOPIC = "/dexstack/sim/object_pose_gt"
+
+
+@dataclass
+class Params:
+    cell: str = common.param("tabletop", "Cell configuration (config/cells/<name>.yaml or a path).", read_only=True)
+    joint_states_rate_hz: float = common.param(250.0, "Rate of /joint_states and ground truth.", min=10.0, max=1000.0)
+    camera_enabled: bool = common.param(True, "Render and publish the RGB-D camera.", read_only=True)
+    camera_rate_hz: float = common.param(15.0, "Camera frame rate (rendering is CPU-bound here).", min=1.0, max=60.0)
+    publish_tf: bool = common.param(True, "Publish robot and camera TF when tf2_msgs is installed.")
+    diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", min=0.1, max=10.0)
+
+
+class SimCellNode(Node):
+    def __init__(self) -> None:
+        super().__init__("sim_cell")
+        self.params = common.declare_params(self, Params)
+        self.cell = SimCell(self.params.cell, with_camera=self.params.camera_enabled)
+        d = self.cell.description
+        self.rejections = ReasonCounter()
+        self.physics_rate = common.RateMeter(window_s=2.0)
+        self.camera_rate = common.RateMeter(window_s=3.0)
+        self.overruns = 0
+        self.render_ms = 0.0
+
+        self.joint_state_pub = self.create_publisher(JointState, "/joint_states", common.STATE_QOS)
+        self.object_gt_pub = self.create_publisher(PoseStamped, OBJECT_GT_TOPIC, common.STATE_QOS)
+        self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
+        description_pub = self.create_publisher(String, "/robot_description", common.LATCHED_QOS)
+        description_pub.publish(String(data=d.urdf_xml))
+        self.create_subscription(JointTrajectory, d.profile.arm.command.topic, self._on_arm, common.COMMAND_QOS)
+        self.create_subscription(Float64MultiArray, d.profile.hand.command.topic, self._on_hand, common.COMMAND_QOS)
+        self.tf = TfPublisher(self, d) if self.params.publish_tf else None
+        if self.tf is not None and self.cell.calibration is not None:
+            cal = self.cell.calibration
+            self.tf.publish_static(cal.parent_frame, cal.frame_id, cal.T_parent_camera)
+
+        self._stop = threading.Event()
+        self.context.on_shutdown(self._stop.set)  # stop publishing threads before the context goes away
+        self._physics_thread = threading.Thread(target=self._physics_loop, name="physics", daemon=True)
+        self._physics_thread.start()
+        self._camera_thread = None
+        if self.cell.calibration is not None:
+            self.color_pub = self.create_publisher(Image, f"{CAMERA_NS}/color/image_raw", common.SENSOR_QOS)
+            self.color_info_pub = self.create_publisher(CameraInfo, f"{CAMERA_NS}/color/camera_info", common.SENSOR_QOS)
+            self.depth_pub = self.create_publisher(
+                Image, f"{CAMERA_NS}/aligned_depth_to_color/image_raw", common.SENSOR_QOS)
+            self.depth_info_pub = self.create_publisher(
+                CameraInfo, f"{CAMERA_NS}/aligned_depth_to_color/camera_info", common.SENSOR_QOS)
+            self._camera_thread = threading.Thread(target=self._camera_loop, name="camera", daemon=True)
+            self._camera_thread.start()
+        self.create_timer(1.0 / self.params.diagnostics_rate_hz, self._publish_diagnostics)
+        self.get_logger().info(
+            f"sim cell '{self.cell.cell.name}' up: {len(d.joints)} joints, physics {1.0 / self.cell.timestep_s:.0f} Hz, "
+            f"arm <- {d.profile.arm.command.topic}, hand <- {d.profile.hand.command.topic}")
+
+    # ------------------------------------------------------------------ commands
+    def _reject(self, what: str, exc: CommandError) -> None:
+        self.rejections.add(f"{what}: {exc}")
+        self.get_logger().warn(f"rejected {what} command, holding: {exc}", throttle_duration_sec=1.0)
+
+    def _on_arm(self, msg: JointTrajectory) -> None:
+        try:
+            self.cell.command_arm_trajectory(
+                msg.joint_names,
+                [p.positions for p in msg.points],
+                [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points],
+            )
+        except CommandError as exc:
+            self._reject("arm", exc)
+
+    def _on_hand(self, msg: Float64MultiArray) -> None:
+        try:
+            self.cell.command_hand_positions(msg.data)
+        except CommandError as exc:
+            self._reject("hand", exc)
+
+    # ------------------------------------------------------------------ physics
+    def _physics_loop(self) -> None:
+        """Step physics in real time; publish joint states and ground truth every publish period."""
+        try:
+            self._run_physics()
+        except Exception:  # a publish racing shutdown is fine; anything else is a bug worth a traceback
+            if rclpy.ok(context=self.context):
+                raise
+
+    def _run_physics(self) -> None:
+        dt = self.cell.timestep_s
+        start = time.monotonic()
+        sim_start = self.cell.time_s
+        next_publish = start
+        while not self._stop.is_set():
+            now = time.monotonic()
+            behind_steps = int(((now - start) - (self.cell.time_s - sim_start)) / dt)
+            if behind_steps > 0:
+                steps = min(behind_steps, int(0.05 / dt))  # never catch up more than 50 ms at once
+                if steps < behind_steps:
+                    self.overruns += 1
+                    start += (behind_steps - steps) * dt  # drop the backlog: run slower than real time
+                self.cell.step(steps)
+                for _ in range(steps):
+                    self.physics_rate.tick(now)
+            if now >= next_publish:
+                self._publish_state()
+                next_publish += 1.0 / self.params.joint_states_rate_hz
+                if next_publish < now:
+                    next_publish = now + 1.0 / self.params.joint_states_rate_hz
+            sleep_s = min(next_publish, now + dt) - time.monotonic()
+            if sleep_s > 0:
+                time.sleep(sleep_s)
+
+    def _publish_state(self) -> None:
+        state = self.cell.joint_state()
+        stamp = self.get_clock().now().to_msg()
+        msg = JointState()
+        msg.header.stamp = stamp
+        msg.name = list(self.cell.joints)
+        msg.position = state.position_rad.tolist()
+        msg.velocity = state.velocity_rad_s.tolist()
+        msg.effort = state.effort_nm.tolist()
+        self.joint_state_pub.publish(msg)
+        xyz, quat = transform_to_pose(self.cell.object_pose())
+        gt = PoseStamped()
+        gt.header.stamp = stamp
+        gt.header.frame_id = self.cell.description.base_frame
+        gt.pose.position.x, gt.pose.position.y, gt.pose.position.z = map(float, xyz)
+        o = gt.pose.orientation
+        o.x, o.y, o.z, o.w = map(float, quat)
+        self.object_gt_pub.publish(gt)
+        if self.tf is not None:
+            self.tf.publish_robot(state.position_rad, stamp)
+
+    # ------------------------------------------------------------------ camera
+    def _camera_info(self, stamp) -> CameraInfo:
+        cal = self.cell.calibration
+        i = cal.intrinsics
+        info = CameraInfo()
+        info.header.stamp = stamp
+        info.header.frame_id = cal.frame_id
+        info.width, info.height = i.width, i.height
+        info.distortion_model = i.distortion_model
+        info.d = list(i.D)
+        info.k = i.K.reshape(-1).tolist()
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.p = [i.fx, 0.0, i.cx, 0.0, 0.0, i.fy, i.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        return info
+
+    def _camera_loop(self) -> None:
+        try:
+            self._run_camera()
+        except Exception:
+            if rclpy.ok(context=self.context):
+                raise
+
+    def _run_camera(self) -> None:
+        from dexstack.sim.camera import SimCamera  # the GL context belongs to this thread
+
+        camera = SimCamera(self.cell)
+        frame_id = self.cell.calibration.frame_id
+        next_frame = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                t0 = time.monotonic()
+                stamp = self.get_clock().now().to_msg()  # time of the rendered physics state
+                image = camera.render()
+                self.render_ms = 1000.0 * (time.monotonic() - t0)
+                h, w = image.depth_mm.shape
+                color = Image(height=h, width=w, encoding="rgb8", is_bigendian=0, step=3 * w,
+                              data=image.color_rgb8.tobytes())
+                depth = Image(height=h, width=w, encoding="16UC1", is_bigendian=0, step=2 * w,
+                              data=image.depth_mm.tobytes())
+                for img in (color, depth):
+                    img.header.stamp = stamp
+                    img.header.frame_id = frame_id
+                info = self._camera_info(stamp)
+                self.color_pub.publish(color)
+                self.color_info_pub.publish(info)
+                self.depth_pub.publish(depth)
+                self.depth_info_pub.publish(info)
+                self.camera_rate.tick()
+                next_frame = max(next_frame + 1.0 / self.params.camera_rate_hz, time.monotonic())
+                self._stop.wait(max(0.0, next_frame - time.monotonic()))
+        finally:
+            camera.close()
+
+    # ------------------------------------------------------------------ diagnostics
+    def _publish_diagnostics(self) -> None:
+        physics_hz = self.physics_rate.rate_hz()
+        nominal_hz = 1.0 / self.cell.timestep_s
+        rejected = self.rejections.counts()
+        level = Level.OK if physics_hz >= 0.9 * nominal_hz else Level.WARN
+        message = "running" if level == Level.OK else f"physics at {physics_hz:.0f} Hz, below {nominal_hz:.0f} Hz"
+        if rejected:
+            message += f"; {sum(rejected.values())} commands rejected, last: {self.rejections.last_reason}"
+        values = {
+            "physics_hz": f"{physics_hz:.1f}",
+            "physics_nominal_hz": f"{nominal_hz:.1f}",
+            "sim_time_s": f"{self.cell.time_s:.3f}",
+            "overruns": str(self.overruns),
+            "camera_hz": f"{self.camera_rate.rate_hz():.2f}",
+            "render_ms": f"{self.render_ms:.1f}",
+            "rejected_total": str(sum(rejected.values())),
+            **{f"rejected[{reason}]": str(n) for reason, n in rejected.items()},
+        }
+        self.diag_pub.publish(common.diagnostic_array(self, [StatusReport("sim_cell", level, message, values)]))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._physics_thread.join(timeout=1.0)
+        if self._camera_thread is not None:
+            self._camera_thread.join(timeout=2.0)
+
+
+def main(args: list[str] | None = None) -> None:
+    common.run_node(SimCellNode, args)
+
+
+if __name__ == "__main__":
+    main()

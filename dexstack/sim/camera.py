@@ -1,0 +1,58 @@
+"""Simulated RGB-D camera: renders color and depth aligned to color from the cell's calibrated camera.
+
+Set ``MUJOCO_GL=egl`` before importing mujoco for headless rendering (the sim node does). A renderer owns a GL
+context bound to the thread that created it: create and use :class:`SimCamera` in one thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from dexstack.sim.cell import SimCell
+
+DEPTH_MAX_MM = 65535
+
+
+@dataclass(frozen=True)
+class RGBDImage:
+    time_s: float  # simulation time of the rendered state
+    color_rgb8: np.ndarray  # (H, W, 3) uint8
+    depth_mm: np.ndarray  # (H, W) uint16, aligned to color, 0 = no return
+
+
+class SimCamera:
+    def __init__(self, cell: SimCell, max_depth_m: float = 10.0):
+        if cell.calibration is None:
+            raise ValueError("this SimCell was built without a camera")
+        self.cell = cell
+        self.intrinsics = cell.calibration.intrinsics
+        self.max_depth_m = max_depth_m
+        self._data = mujoco.MjData(cell.model)
+        h, w = self.intrinsics.height, self.intrinsics.width
+        self._renderer = mujoco.Renderer(cell.model, height=h, width=w)
+        self._camera = cell.calibration.camera_name
+        self._depth_scale_m = cell.calibration.depth_scale_m
+
+    def render(self) -> RGBDImage:
+        time_s, qpos = self.cell.copy_qpos()
+        self._data.qpos[:] = qpos
+        mujoco.mj_kinematics(self.cell.model, self._data)
+        mujoco.mj_camlight(self.cell.model, self._data)
+        renderer = self._renderer
+        renderer.update_scene(self._data, camera=self._camera)
+        renderer.disable_depth_rendering()
+        color = renderer.render().copy()
+        renderer.enable_depth_rendering()
+        depth_m = renderer.render()
+        depth_mm = np.where(
+            (depth_m > 0) & (depth_m < self.max_depth_m),
+            np.minimum(np.rint(depth_m / self._depth_scale_m), DEPTH_MAX_MM),
+            0,
+        ).astype(np.uint16)
+        return RGBDImage(time_s=time_s, color_rgb8=color, depth_mm=depth_mm)
+
+    def close(self) -> None:
+        self._renderer.close()

@@ -1,0 +1,130 @@
+"""The simulated cell: MuJoCo physics of the robot behind the same command semantics as the real drivers.
+
+Arm commands execute like ros2_control's joint_trajectory_controller (interpolated setpoints, then hold); hand
+commands are forward position targets. Malformed commands raise :class:`~dexstack.control.commands.CommandError`
+and leave the current targets untouched, so the robot holds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from dexstack.calibration import CameraCalibration, load_camera_calibration
+from dexstack.control.commands import validate_positions, validate_trajectory
+from dexstack.control.trajectory import TrajectoryFollower
+from dexstack.robot.description import RobotDescription, load_description
+from dexstack.sim.config import CellConfig, load_cell_config
+from dexstack.sim.scene import OBJECT_JOINT, build_spec
+from dexstack.transforms import make_transform, quat_xyzw_to_matrix
+
+
+@dataclass(frozen=True)
+class JointStateSample:
+    """Measured state of every actuated joint, in ``description.joints`` order."""
+
+    time_s: float  # simulation time
+    position_rad: np.ndarray
+    velocity_rad_s: np.ndarray
+    effort_nm: np.ndarray
+
+
+class SimCell:
+    """Physics of one cell. Thread-safe: commands, stepping and reads take one lock."""
+
+    def __init__(self, cell: CellConfig | str = "tabletop", with_camera: bool = True):
+        self.cell = load_cell_config(cell) if isinstance(cell, str) else cell
+        self.description: RobotDescription = load_description(self.cell.robot_profile)
+        self.calibration: CameraCalibration | None = (
+            load_camera_calibration(self.cell.calibration) if with_camera else None
+        )
+        self.spec = build_spec(self.description, self.cell, self.calibration)
+        self.model = self.spec.compile()
+        self.data = mujoco.MjData(self.model)
+        self.lock = threading.Lock()
+        d = self.description
+        self._qpos_adr = np.array([self.model.joint(n).qposadr[0] for n in d.joints])
+        self._dof_adr = np.array([self.model.joint(n).dofadr[0] for n in d.joints])
+        self._act_ids = np.array([self.model.actuator(n).id for n in d.joints])
+        self._n_arm = len(d.arm_joints)
+        self._object_qpos = self.model.joint(OBJECT_JOINT).qposadr[0]
+        self._arm = TrajectoryFollower(np.zeros(self._n_arm))
+        self._hand_target = np.zeros(len(d.hand_joints))
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def joints(self) -> tuple[str, ...]:
+        return self.description.joints
+
+    @property
+    def timestep_s(self) -> float:
+        return float(self.model.opt.timestep)
+
+    @property
+    def time_s(self) -> float:
+        return float(self.data.time)
+
+    def reset(self, q_rad: np.ndarray | None = None) -> None:
+        """Robot at ``q_rad`` (default: the profile's home), at rest, holding; object at its initial pose."""
+        q = self.description.home() if q_rad is None else np.asarray(q_rad, dtype=float)
+        with self.lock:
+            mujoco.mj_resetData(self.model, self.data)
+            self.data.qpos[self._qpos_adr] = q
+            self._arm.hold(q[: self._n_arm])
+            self._hand_target = q[self._n_arm:].copy()
+            self.data.ctrl[self._act_ids] = q
+            mujoco.mj_forward(self.model, self.data)
+
+    def joint_state(self) -> JointStateSample:
+        with self.lock:
+            return JointStateSample(
+                time_s=float(self.data.time),
+                position_rad=self.data.qpos[self._qpos_adr].copy(),
+                velocity_rad_s=self.data.qvel[self._dof_adr].copy(),
+                effort_nm=self.data.actuator_force[self._act_ids].copy(),
+            )
+
+    def object_pose(self) -> np.ndarray:
+        """T_base_object: ground truth for evaluation only (the robot base is the MuJoCo world origin)."""
+        with self.lock:
+            x, y, z, qw, qx, qy, qz = self.data.qpos[self._object_qpos: self._object_qpos + 7]
+        return make_transform((x, y, z), quat_xyzw_to_matrix((qx, qy, qz, qw)))
+
+    def targets(self) -> np.ndarray:
+        """Current position setpoints (arm, hand) in joint order."""
+        with self.lock:
+            return self.data.ctrl[self._act_ids].copy()
+
+    def copy_qpos(self) -> tuple[float, np.ndarray]:
+        """(time, qpos) snapshot for rendering on another MjData."""
+        with self.lock:
+            return float(self.data.time), self.data.qpos.copy()
+
+    # ------------------------------------------------------------------ commands
+    def command_arm_trajectory(
+        self, joint_names: Sequence[str], positions: Sequence[Sequence[float]], times_from_start_s: Sequence[float]
+    ) -> None:
+        """Replace the arm trajectory, starting now. Raises CommandError (and keeps the old one) if malformed."""
+        times, q = validate_trajectory(joint_names, positions, times_from_start_s, self.description.arm_joints)
+        with self.lock:
+            self._arm.set(float(self.data.time), times, q)
+
+    def command_hand_positions(self, values: Sequence[float]) -> None:
+        """New hand position targets in profile order. Raises CommandError (and holds) if malformed."""
+        q = validate_positions(values, len(self.description.hand_joints), "hand command")
+        with self.lock:
+            self._hand_target = q
+
+    # ------------------------------------------------------------------ physics
+    def step(self, n: int = 1) -> None:
+        with self.lock:
+            for _ in range(n):
+                arm = self._arm.sample(float(self.data.time))
+                self.data.ctrl[self._act_ids[: self._n_arm]] = arm
+                self.data.ctrl[self._act_ids[self._n_arm:]] = self._hand_target
+                mujoco.mj_step(self.model, self.data)

@@ -1,0 +1,102 @@
+"""Typed configuration of the simulated cell (``config/cells/<name>.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dexstack.paths import data_path
+
+SHAPES = ("box", "cylinder", "sphere")
+
+
+class CellConfigError(ValueError):
+    """A cell configuration is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    size_m: tuple[float, float, float] = (1.0, 1.2, 0.04)
+    center_xyz_m: tuple[float, float, float] = (0.35, 0.0, -0.02)
+    rgba: tuple[float, float, float, float] = (0.55, 0.45, 0.35, 1.0)
+
+
+@dataclass(frozen=True)
+class ObjectConfig:
+    name: str = "cube"
+    shape: str = "box"
+    size_m: tuple[float, ...] = (0.05, 0.05, 0.05)
+    mass_kg: float = 0.1
+    friction: float = 1.0
+    initial_xyz_m: tuple[float, float, float] = (0.5, 0.0, 0.025)
+    initial_rpy_rad: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    rgba: tuple[float, float, float, float] = (0.85, 0.2, 0.2, 1.0)
+
+
+@dataclass(frozen=True)
+class PhysicsConfig:
+    timestep_s: float = 0.001
+    gains: dict[str, dict[str, float]] = field(default_factory=lambda: {"arm": {"kp": 2000.0, "kv": 150.0},
+                                                                          "hand": {"kp": 10.0, "kv": 0.3}})
+    joint_damping: dict[str, float] = field(default_factory=lambda: {"arm": 5.0, "hand": 0.05})
+    armature: dict[str, float] = field(default_factory=lambda: {"arm": 0.1, "hand": 0.002})
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    name: str = "tabletop"
+    robot_profile: str = "panda_allegro"
+    calibration: str = "sim_tabletop"
+    table: TableConfig = field(default_factory=TableConfig)
+    object: ObjectConfig = field(default_factory=ObjectConfig)
+    physics: PhysicsConfig = field(default_factory=PhysicsConfig)
+
+
+def _tuple(section: dict, key: str, default: tuple) -> tuple:
+    return tuple(float(v) for v in section.get(key, default))
+
+
+def load_cell_config(name_or_path: str) -> CellConfig:
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = data_path("config", "cells", f"{name_or_path}.yaml")
+    if not path.is_file():
+        raise CellConfigError(f"cell configuration '{name_or_path}' not found (looked for {path})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        t, o, p = raw.get("table", {}), raw.get("object", {}), raw.get("physics", {})
+        d_t, d_o, d_p = TableConfig(), ObjectConfig(), PhysicsConfig()
+        obj = ObjectConfig(
+            name=str(o.get("name", d_o.name)),
+            shape=str(o.get("shape", d_o.shape)),
+            size_m=_tuple(o, "size_m", d_o.size_m),
+            mass_kg=float(o.get("mass_kg", d_o.mass_kg)),
+            friction=float(o.get("friction", d_o.friction)),
+            initial_xyz_m=_tuple(o, "initial_xyz_m", d_o.initial_xyz_m),
+            initial_rpy_rad=_tuple(o, "initial_rpy_rad", d_o.initial_rpy_rad),
+            rgba=_tuple(o, "rgba", d_o.rgba),
+        )
+        if obj.shape not in SHAPES:
+            raise ValueError(f"object.shape '{obj.shape}' is not one of {SHAPES}")
+        physics = PhysicsConfig(
+            timestep_s=float(p.get("timestep_s", d_p.timestep_s)),
+            gains={k: {kk: float(vv) for kk, vv in v.items()} for k, v in p.get("gains", d_p.gains).items()},
+            joint_damping={k: float(v) for k, v in p.get("joint_damping", d_p.joint_damping).items()},
+            armature={k: float(v) for k, v in p.get("armature", d_p.armature).items()},
+        )
+        if not 0 < physics.timestep_s <= 0.002:
+            raise ValueError(f"physics.timestep_s {physics.timestep_s} must be in (0, 0.002] (>= 500 Hz physics)")
+        return CellConfig(
+            name=str(raw.get("name", path.stem)),
+            robot_profile=str(raw.get("robot_profile", "panda_allegro")),
+            calibration=str(raw.get("calibration", "sim_tabletop")),
+            table=TableConfig(size_m=_tuple(t, "size_m", d_t.size_m),
+                              center_xyz_m=_tuple(t, "center_xyz_m", d_t.center_xyz_m),
+                              rgba=_tuple(t, "rgba", d_t.rgba)),
+            object=obj,
+            physics=physics,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CellConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,57 @@
+"""Every launch file is runnable: executables exist, parameter files exist, and every parameter is declared."""
+
+import dataclasses
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dexstack.launch.runner import node_command, node_module
+from dexstack.launch.xml import LaunchError, parse_launch_file
+from dexstack.paths import data_path
+
+LAUNCH_FILES = sorted(Path(data_path("launch")).glob("*.launch.xml"))
+
+
+def test_there_are_launch_files():
+    assert {p.name for p in LAUNCH_FILES} >= {"sim_cell.launch.xml", "sim_demo.launch.xml"}
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_names_only_existing_executables_files_and_parameters(path):
+    launch = parse_launch_file(str(path))
+    assert launch.nodes, "a launch file with no nodes"
+    if path.name.startswith("sim"):
+        assert launch.env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST", "sim launch files force localhost DDS"
+    for node in launch.nodes:
+        module = importlib.import_module(node_module(node.executable))
+        declared = {f.name for f in dataclasses.fields(module.Params)}
+        node_command(node)  # raises if a parameter file is missing
+        for param_file in node.param_files:
+            doc = yaml.safe_load(param_file.read_text())
+            section = {**doc.get("/**", {}), **doc.get(node.name, {})}.get("ros__parameters", {})
+            unknown = set(section) - declared
+            assert not unknown, f"{param_file.name} sets undeclared parameters of {node.name}: {sorted(unknown)}"
+        unknown = set(node.params) - declared
+        assert not unknown, f"{path.name} sets undeclared parameters of {node.name}: {sorted(unknown)}"
+
+
+def test_every_node_in_a_parameter_file_is_launched_somewhere():
+    launched = {n.name for p in LAUNCH_FILES for n in parse_launch_file(str(p)).nodes}
+    for param_file in Path(data_path("config")).glob("*.yaml"):
+        doc = yaml.safe_load(param_file.read_text()) or {}
+        for key, value in doc.items():
+            if isinstance(value, dict) and "ros__parameters" in value and key != "/**":
+                assert key in launched, f"{param_file.name} configures '{key}', which no launch file starts"
+
+
+def test_unknown_executables_and_arguments_are_clear_errors(tmp_path):
+    bad = tmp_path / "bad.launch.xml"
+    bad.write_text('<launch><node pkg="dexstack" exec="no_such_node" name="x"/></launch>')
+    with pytest.raises(LaunchError, match="not a dexstack executable"):
+        node_command(parse_launch_file(str(bad)).nodes[0])
+    with pytest.raises(LaunchError, match="unknown launch arguments"):
+        parse_launch_file("sim_cell", {"nonsense": "1"})
+    with pytest.raises(LaunchError, match="not found"):
+        parse_launch_file("no_such_launch")

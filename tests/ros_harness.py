@@ -1,0 +1,85 @@
+"""Fixtures for tests with real ROS 2: an rclpy node spinning in this process, and nodes in real processes."""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dexstack.rosenv import assert_localhost_dds
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0, period_s: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout_s`` passes; return its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period_s)
+    return bool(predicate())
+
+
+@pytest.fixture(scope="session")
+def rclpy_context() -> Iterator[None]:
+    assert_localhost_dds()
+    import rclpy
+
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+    for path in glob.glob("/dev/shm/fastdds_*") + glob.glob("/dev/shm/sem.fastdds_*"):
+        try:  # Fast DDS leaves shared-memory files behind; remove ours (best effort, others may be in use)
+            if os.stat(path).st_uid == os.getuid() and time.time() - os.stat(path).st_mtime > 60:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+class SpinningNode:
+    """A node of the test process, spun by an executor in a background thread."""
+
+    def __init__(self, name: str):
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+
+        self.node = Node(name)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.fixture
+def ros_node(rclpy_context, request) -> Iterator:
+    spinning = SpinningNode(f"test_{request.node.name}".replace("[", "_").replace("]", "_").replace("-", "_")[:60])
+    yield spinning.node
+    spinning.close()
+
+
+def start_graph(launch_name: str, arguments: dict[str, str] | None, log_dir: Path):
+    from dexstack.launch.runner import LaunchedGraph
+    from dexstack.launch.xml import parse_launch_file
+
+    return LaunchedGraph(parse_launch_file(launch_name, arguments), log_dir=log_dir).start()
+
+
+def dump_logs(graph) -> str:
+    return "\n".join(f"--- {n.name} ---\n{n.log_path.read_text()[-3000:]}" for n in graph.nodes if n.log_path)
+
+
+@pytest.fixture(scope="module")
+def sim_cell_graph(rclpy_context, tmp_path_factory) -> Iterator:
+    """The sim cell running in its own process for a whole test module."""
+    graph = start_graph("sim_cell", None, tmp_path_factory.mktemp("sim_cell_logs"))
+    yield graph
+    codes = graph.stop()
+    assert all(c == 0 for c in codes.values()), f"nodes did not exit cleanly: {codes}\n{dump_logs(graph)}"
