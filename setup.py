@@ -12,6 +12,7 @@ PACKAGE = "dexstack"
 NODES = {
     "sim_cell": "dexstack.nodes.sim_cell:main",
     "scripted_motion": "dexstack.nodes.scripted_motion:main",
+    "safety_monitor": "dexstack.nodes.safety_monitor:main",
 }
 TOOLS = {
     "dexstack-sim-demo": "dexstack.cli.demo:main",

@@ -33,10 +33,15 @@ def param(default: Any, description: str, *, read_only: bool = False, min: float
           max: float | None = None, choices: tuple | None = None,
           validate: Callable[[Any], str | None] | None = None) -> Any:
     """A ROS parameter as a dataclass field. ``validate`` returns an error message, or None if the value is fine."""
-    return dataclasses.field(default=default, metadata={
-        "description": description, "read_only": read_only, "min": min, "max": max, "choices": choices,
-        "validate": validate,
-    })
+    metadata = {"description": description, "read_only": read_only, "min": min, "max": max, "choices": choices,
+                "validate": validate}
+    if isinstance(default, list):  # array parameters: a fresh list per instance
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def _descriptor(f: dataclasses.Field) -> ParameterDescriptor:
@@ -46,9 +51,10 @@ def _descriptor(f: dataclasses.Field) -> ParameterDescriptor:
     if m["min"] is not None or m["max"] is not None:
         lo = m["min"] if m["min"] is not None else -sys.float_info.max
         hi = m["max"] if m["max"] is not None else sys.float_info.max
-        if isinstance(f.default, bool):
+        default = _default(f)
+        if isinstance(default, bool):
             pass
-        elif isinstance(f.default, int):
+        elif isinstance(default, int):
             d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
         else:
             d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
@@ -65,29 +71,39 @@ def check_value(f: dataclasses.Field, value: Any) -> str | None:
     return None
 
 
-def declare_params(node: Node, params_cls: type[P], on_change: Callable[[str, Any], None] | None = None) -> P:
+def declare_params(node: Node, params_cls: type[P], on_change: Callable[[str, Any], None] | None = None,
+                   validate_all: Callable[[P], str | None] | None = None) -> P:
     """Declare every field of ``params_cls`` on ``node`` with descriptors; return the current values.
 
     Later sets are validated (type and range by ROS, choices and ``validate`` here); a rejected set keeps the old
-    value and answers the caller with the reason. Accepted sets update the returned object and call ``on_change``.
+    value and answers the caller with the reason. ``validate_all`` checks the would-be values together (e.g. a
+    min below a max). Accepted sets update the returned object and call ``on_change``.
     """
     fields = {f.name: f for f in dataclasses.fields(params_cls)}
     values = {}
     for name, f in fields.items():
-        node.declare_parameter(name, f.default, _descriptor(f))
+        node.declare_parameter(name, _default(f), _descriptor(f))
         values[name] = node.get_parameter(name).value
         error = check_value(f, values[name])
         if error:
             raise ValueError(f"invalid startup parameter: {error}")
     current = params_cls(**values)
+    if validate_all is not None and (error := validate_all(current)):
+        raise ValueError(f"invalid startup parameters: {error}")
 
     def on_set(parameters: list) -> SetParametersResult:
         for p in parameters:
             if p.name in fields:
                 error = check_value(fields[p.name], p.value)
                 if error:
-                    node.get_logger().warn(f"rejected parameter change: {error}")
+                    node.get_logger().warning(f"rejected parameter change: {error}")
                     return SetParametersResult(successful=False, reason=error)
+        if validate_all is not None:
+            candidate = dataclasses.replace(current, **{p.name: p.value for p in parameters if p.name in fields})
+            error = validate_all(candidate)
+            if error:
+                node.get_logger().warning(f"rejected parameter change: {error}")
+                return SetParametersResult(successful=False, reason=error)
         for p in parameters:
             if p.name in fields:
                 setattr(current, p.name, p.value)
@@ -142,17 +158,19 @@ class RateMeter:
 
 
 def run_node(node_factory: Callable[[], Node], args: list[str] | None = None) -> None:
-    """Entry point body: init, spin until Ctrl-C / SIGTERM, and exit with a message (not a traceback) on bad setup."""
+    """Entry point body: init, spin until Ctrl-C / SIGTERM. A bad setup (missing file, invalid parameter) exits
+    with its message and code 2, not a traceback; errors while running are bugs and keep their traceback."""
     rclpy.init(args=args)
     node = None
     try:
-        node = node_factory()
+        try:
+            node = node_factory()
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"[dexstack] cannot start: {exc}", file=sys.stderr)
+            sys.exit(2)
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"[dexstack] {exc}", file=sys.stderr)
-        sys.exit(2)
     finally:
         if node is not None:
             close = getattr(node, "close", None)

@@ -41,6 +41,8 @@ class Params:
     camera_enabled: bool = common.param(True, "Render and publish the RGB-D camera.", read_only=True)
     camera_rate_hz: float = common.param(15.0, "Camera frame rate (rendering is CPU-bound here).", min=1.0, max=60.0)
     publish_tf: bool = common.param(True, "Publish robot and camera TF when tf2_msgs is installed.")
+    publish_joint_states: bool = common.param(
+        True, "Publish /joint_states; false simulates a driver dropout (fault injection).")
     diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", min=0.1, max=10.0)
 
 
@@ -90,7 +92,7 @@ class SimCellNode(Node):
     # ------------------------------------------------------------------ commands
     def _reject(self, what: str, exc: CommandError) -> None:
         self.rejections.add(f"{what}: {exc}")
-        self.get_logger().warn(f"rejected {what} command, holding: {exc}", throttle_duration_sec=1.0)
+        self.get_logger().warning(f"rejected {what} command, holding: {exc}", throttle_duration_sec=1.0)
 
     def _on_arm(self, msg: JointTrajectory) -> None:
         try:
@@ -145,6 +147,8 @@ class SimCellNode(Node):
     def _publish_state(self) -> None:
         state = self.cell.joint_state()
         stamp = self.get_clock().now().to_msg()
+        if not self.params.publish_joint_states:
+            return
         msg = JointState()
         msg.header.stamp = stamp
         msg.name = list(self.cell.joints)

@@ -15,7 +15,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from dexstack.calibration import load_camera_calibration
 from dexstack.nodes import common
 from dexstack.robot import load_description
-from tests.ros_harness import wait_for
+from tests.ros_harness import call_service, wait_for
 
 DESCRIPTION = load_description("panda_allegro")
 ARM_TOPIC = DESCRIPTION.profile.arm.command.topic
@@ -142,11 +142,7 @@ def test_malformed_commands_are_rejected_and_the_robot_holds(ros_node, joint_sta
 
 
 def _parameter_call(ros_node, service_type, name, request):
-    client = ros_node.create_client(service_type, name)
-    assert client.wait_for_service(timeout_sec=10.0)
-    future = client.call_async(request)
-    assert wait_for(future.done, 10.0)
-    return future.result()
+    return call_service(ros_node, service_type, name, request)
 
 
 def test_bad_parameter_values_are_rejected_and_the_old_value_kept(ros_node, sim_cell_graph):

@@ -1,0 +1,359 @@
+"""SafetyGate: turns command-source inputs into limit-respecting driver setpoints, one control tick at a time.
+
+Every tick (``rate_hz``), for each part (arm, hand) with a live command:
+1. sample the input reference (arm trajectories are interpolated like a joint_trajectory_controller; hand commands
+   are position steps), clamp it into the joint limits shrunk by a margin;
+2. move the output toward it through a jerk-limited online filter (ruckig) with the description's velocity limits
+   (scaled) and configured acceleration/jerk limits, starting from the measured state (re-seeded from it when the
+   robot falls behind);
+3. check the palm and fingertips (pinocchio FK of the output) against the workspace box; clip the step or hold.
+
+Inputs are validated (names, lengths, NaN/inf) and rejected whole. Watchdogs: a part whose command stream is stale
+stops (holds its last output); a stale ``/joint_states`` stops everything. The e-stop latches: nothing passes until
+a reset, which needs fresh state. Every intervention is counted by reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from ruckig import InputParameter, OutputParameter, Result, Ruckig, RuckigError
+
+from dexstack.control.commands import CommandError, validate_positions, validate_trajectory
+from dexstack.control.trajectory import TrajectoryFollower
+from dexstack.diagnostics import ReasonCounter
+from dexstack.robot.description import RobotDescription
+from dexstack.robot.kinematics import Kinematics
+
+WORKSPACE_MODES = ("clip", "reject")
+
+
+@dataclass
+class SafetyConfig:
+    rate_hz: float = 100.0
+    command_timeout_s: float = 0.1
+    state_timeout_s: float = 0.5
+    position_margin_rad: float = 0.02
+    velocity_scale: float = 0.5
+    arm_max_acceleration_rad_s2: float = 4.0
+    arm_max_jerk_rad_s3: float = 40.0
+    hand_max_acceleration_rad_s2: float = 40.0
+    hand_max_jerk_rad_s3: float = 800.0
+    max_tracking_error_rad: float = 0.3
+    workspace_min_m: tuple[float, float, float] = (-0.2, -0.7, 0.01)
+    workspace_max_m: tuple[float, float, float] = (0.95, 0.7, 1.2)
+    workspace_mode: str = "clip"
+
+    def errors(self) -> list[str]:
+        """Why this configuration is unusable (empty if it is fine)."""
+        out = []
+        positive = ("rate_hz", "command_timeout_s", "state_timeout_s", "arm_max_acceleration_rad_s2",
+                    "arm_max_jerk_rad_s3", "hand_max_acceleration_rad_s2", "hand_max_jerk_rad_s3",
+                    "max_tracking_error_rad")
+        out += [f"{name} must be > 0" for name in positive if not getattr(self, name) > 0]
+        if not 0 < self.velocity_scale <= 1:
+            out.append("velocity_scale must be in (0, 1]")
+        if self.position_margin_rad < 0:
+            out.append("position_margin_rad must be >= 0")
+        if len(self.workspace_min_m) != 3 or len(self.workspace_max_m) != 3:
+            out.append("workspace_min_m and workspace_max_m need 3 values (x, y, z)")
+        elif not all(lo < hi for lo, hi in zip(self.workspace_min_m, self.workspace_max_m)):
+            out.append("workspace_min_m must be below workspace_max_m on every axis")
+        if self.workspace_mode not in WORKSPACE_MODES:
+            out.append(f"workspace_mode must be one of {WORKSPACE_MODES}")
+        return out
+
+
+@dataclass
+class GateOutput:
+    """What to send to the drivers this tick (None: send nothing for that part)."""
+
+    arm_rad: np.ndarray | None = None
+    hand_rad: np.ndarray | None = None
+    interventions: list[str] = field(default_factory=list)
+
+
+class FilterError(RuntimeError):
+    """The online filter found no trajectory; the part holds."""
+
+
+class _PartFilter:
+    """Jerk-limited online filter of one part's setpoints (ruckig), seeded from the measured state."""
+
+    def __init__(self, lower: np.ndarray, upper: np.ndarray, v_max: np.ndarray, a_max: float, j_max: float,
+                 dt_s: float):
+        n = lower.size
+        self.lower, self.upper = lower, upper
+        self._otg = Ruckig(n, dt_s)
+        self._inp = InputParameter(n)
+        self._out = OutputParameter(n)
+        self._inp.max_velocity = v_max.tolist()
+        self._inp.max_acceleration = [a_max] * n
+        self._inp.max_jerk = [j_max] * n
+        self.position = np.zeros(n)
+        self.seeded = False
+
+    def seed(self, q: np.ndarray) -> None:
+        self.position = np.clip(q, self.lower, self.upper)
+        self._inp.current_position = self.position.tolist()
+        self._inp.current_velocity = [0.0] * self.position.size
+        self._inp.current_acceleration = [0.0] * self.position.size
+        self.seeded = True
+
+    def step(self, target: np.ndarray, target_velocity: np.ndarray | None = None) -> np.ndarray:
+        """Advance one tick toward ``target`` (inside limits) moving at ``target_velocity`` (default: at rest)."""
+        self._inp.target_position = target.tolist()
+        self._inp.target_acceleration = [0.0] * target.size
+        velocity = np.zeros(target.size)
+        if target_velocity is not None:
+            v_max = np.asarray(self._inp.max_velocity)
+            velocity = np.clip(target_velocity, -v_max, v_max)
+            velocity[np.abs(velocity) < 1e-6] = 0.0  # numerical dust makes ruckig's step 2 fail
+        self._inp.target_velocity = velocity.tolist()
+        try:
+            result = self._otg.update(self._inp, self._out)
+        except RuckigError:
+            result = None
+        if result not in (Result.Working, Result.Finished):
+            if target_velocity is not None:  # retry toward a target at rest before giving up
+                return self.step(target)
+            self.hold_here()
+            raise FilterError(f"no jerk-limited trajectory to the target ({result}); holding")
+        self._out.pass_to_input(self._inp)
+        self.position = np.asarray(self._out.new_position)
+        return self.position
+
+    def hold_here(self) -> None:
+        """Zero velocity at the current setpoint."""
+        self.seed(self.position)
+
+
+class SafetyGate:
+    """The pure safety logic. Times are seconds on one monotonic clock supplied by the caller."""
+
+    def __init__(self, description: RobotDescription, config: SafetyConfig):
+        problems = config.errors()
+        if problems:
+            raise ValueError("invalid safety configuration: " + "; ".join(problems))
+        self.description = description
+        self.config = config
+        self.kinematics = Kinematics(description)
+        self.interventions = ReasonCounter()
+        self.frames = (description.profile.hand.palm_link, *description.profile.hand.fingertip_links)
+        self._n_arm = len(description.arm_joints)
+        self.estopped = False
+        self.estop_reason = ""
+        self._q_meas: np.ndarray | None = None
+        self._state_time: float = -np.inf
+        self._arm_ref: TrajectoryFollower | None = None
+        self._arm_ref_end = -np.inf
+        self._arm_cmd_time = -np.inf
+        self._hand_target: np.ndarray | None = None
+        self._hand_cmd_time = -np.inf
+        self._arm_active = self._hand_active = False
+        self._build_filters()
+
+    # ------------------------------------------------------------------ configuration
+    def _build_filters(self) -> None:
+        c, d = self.config, self.description
+        margin = c.position_margin_rad
+        parts = {}
+        for part, joints, a_max, j_max in (
+            ("arm", d.arm_joints, c.arm_max_acceleration_rad_s2, c.arm_max_jerk_rad_s3),
+            ("hand", d.hand_joints, c.hand_max_acceleration_rad_s2, c.hand_max_jerk_rad_s3),
+        ):
+            lim = d.limit_arrays(joints)
+            lower = np.minimum(lim["lower"] + margin, (lim["lower"] + lim["upper"]) / 2)
+            upper = np.maximum(lim["upper"] - margin, (lim["lower"] + lim["upper"]) / 2)
+            parts[part] = _PartFilter(lower, upper, c.velocity_scale * lim["velocity"], a_max, j_max, 1.0 / c.rate_hz)
+        self._arm, self._hand = parts["arm"], parts["hand"]
+
+    def reconfigure(self, config: SafetyConfig) -> None:
+        """Apply new limits; filters restart from the measured state (raises ValueError on a bad config)."""
+        problems = config.errors()
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.config = config
+        self._build_filters()
+
+    # ------------------------------------------------------------------ inputs
+    def _intervene(self, reason: str, out: GateOutput | None = None) -> None:
+        self.interventions.add(reason)
+        if out is not None:
+            out.interventions.append(reason)
+
+    def update_state(self, q_rad: Sequence[float], now_s: float) -> None:
+        """Measured joint positions in description order."""
+        q = np.asarray(q_rad, dtype=float)
+        if q.shape != (len(self.description.joints),) or not np.all(np.isfinite(q)):
+            self._intervene("state: malformed joint state ignored")
+            return
+        self._q_meas = q
+        self._state_time = now_s
+
+    def arm_command(self, joint_names: Sequence[str], positions: Sequence[Sequence[float]],
+                    times_from_start_s: Sequence[float], now_s: float) -> None:
+        """A JointTrajectory input. Raises CommandError (input ignored, robot holds) when malformed or stopped."""
+        if self.estopped:
+            self._intervene("estop: command refused")
+            raise CommandError("e-stop is latched: reset first")
+        try:
+            times, q = validate_trajectory(joint_names, positions, times_from_start_s, self.description.arm_joints)
+        except CommandError as exc:
+            self._intervene(f"arm: {exc}")
+            raise
+        if self._arm_ref is None:
+            start = self._arm.position if self._arm.seeded else self._measured_arm()
+            if start is None:
+                self._intervene("state: no joint state yet")
+                raise CommandError("no /joint_states received yet")
+            self._arm_ref = TrajectoryFollower(start)
+        self._arm_ref.set(now_s, times, q)
+        self._arm_ref_end = self._arm_ref.end_time_s
+        self._arm_cmd_time = now_s
+
+    def hand_command(self, values: Sequence[float], now_s: float) -> None:
+        if self.estopped:
+            self._intervene("estop: command refused")
+            raise CommandError("e-stop is latched: reset first")
+        try:
+            self._hand_target = validate_positions(values, len(self.description.hand_joints), "hand command")
+        except CommandError as exc:
+            self._intervene(f"hand: {exc}")
+            raise
+        self._hand_cmd_time = now_s
+
+    def _measured_arm(self) -> np.ndarray | None:
+        return None if self._q_meas is None else self._q_meas[: self._n_arm]
+
+    # ------------------------------------------------------------------ e-stop
+    def estop(self, reason: str = "e-stop requested") -> None:
+        self.estopped = True
+        self.estop_reason = reason
+        self._intervene(f"estop: {reason}")
+        self._clear_inputs()
+
+    def reset(self, now_s: float) -> tuple[bool, str]:
+        """Release the e-stop. Refused unless /joint_states is fresh; filters restart from the measured state."""
+        if not self.state_fresh(now_s):
+            return False, f"reset refused: no /joint_states in the last {self.config.state_timeout_s} s"
+        self.estopped = False
+        self.estop_reason = ""
+        self._clear_inputs()
+        return True, "e-stop released; waiting for new commands"
+
+    def _clear_inputs(self) -> None:
+        self._arm_ref, self._arm_ref_end, self._arm_cmd_time = None, -np.inf, -np.inf
+        self._hand_target, self._hand_cmd_time = None, -np.inf
+        self._arm.seeded = self._hand.seeded = False
+        self._arm_active = self._hand_active = False
+
+    # ------------------------------------------------------------------ tick
+    def state_fresh(self, now_s: float) -> bool:
+        return self._q_meas is not None and now_s - self._state_time <= self.config.state_timeout_s
+
+    def tick(self, now_s: float) -> GateOutput:
+        """One control period: what (if anything) to send to each driver now."""
+        out = GateOutput()
+        if self.estopped:
+            return out
+        if not self.state_fresh(now_s):
+            if self._arm_active or self._hand_active:
+                self._intervene("watchdog: /joint_states stale, holding", out)
+                self._clear_inputs()
+            return out
+        c = self.config
+        arm_live = self._arm_ref is not None and (now_s - self._arm_cmd_time <= c.command_timeout_s
+                                                  or now_s <= self._arm_ref_end)
+        hand_live = self._hand_target is not None and now_s - self._hand_cmd_time <= c.command_timeout_s
+        if self._arm_active and not arm_live:
+            self._intervene("watchdog: arm command stream stale, holding", out)
+            self._arm_ref = None
+            self._arm.hold_here()
+        if self._hand_active and not hand_live:
+            self._intervene("watchdog: hand command stream stale, holding", out)
+            self._hand_target = None
+            self._hand.hold_here()
+        self._arm_active, self._hand_active = arm_live, hand_live
+        if not (arm_live or hand_live):
+            return out
+
+        q_meas = self._q_meas
+        q_prev = np.concatenate([self._seeded(self._arm, q_meas[: self._n_arm], out, "arm"),
+                                 self._seeded(self._hand, q_meas[self._n_arm:], out, "hand")])
+        q_new = q_prev.copy()
+        if arm_live:
+            # Track the reference and its velocity, so timed trajectories are followed without lag.
+            dt = 1.0 / c.rate_hz
+            ref = self._clamped(self._arm, self._arm_ref.sample(now_s), out, "arm")
+            ref_next = np.clip(self._arm_ref.sample(now_s + dt), self._arm.lower, self._arm.upper)
+            q_new[: self._n_arm] = self._filtered(self._arm, ref, (ref_next - ref) / dt, out, "arm")
+        if hand_live:
+            target = self._clamped(self._hand, self._hand_target, out, "hand")
+            q_new[self._n_arm:] = self._filtered(self._hand, target, None, out, "hand")
+        q_safe = self._workspace(q_prev, q_new, out)
+        if q_safe is not q_new:
+            self._arm.seed(q_safe[: self._n_arm])
+            self._hand.seed(q_safe[self._n_arm:])
+        if arm_live:
+            out.arm_rad = q_safe[: self._n_arm].copy()
+        if hand_live:
+            out.hand_rad = q_safe[self._n_arm:].copy()
+        return out
+
+    def _filtered(self, part: _PartFilter, target: np.ndarray, velocity: np.ndarray | None, out: GateOutput,
+                  name: str) -> np.ndarray:
+        try:
+            return part.step(target, velocity)
+        except FilterError as exc:
+            self._intervene(f"{name}: {exc}", out)
+            return part.position.copy()
+
+    def _seeded(self, part: _PartFilter, q_meas: np.ndarray, out: GateOutput, name: str) -> np.ndarray:
+        if not part.seeded:
+            part.seed(q_meas)
+        elif np.max(np.abs(part.position - q_meas)) > self.config.max_tracking_error_rad:
+            self._intervene(f"{name}: robot far from setpoint, restarting from measured state", out)
+            part.seed(q_meas)
+        return part.position.copy()
+
+    def _clamped(self, part: _PartFilter, target: np.ndarray, out: GateOutput, name: str) -> np.ndarray:
+        clamped = np.clip(target, part.lower, part.upper)
+        if np.any(clamped != target):
+            self._intervene(f"{name}: target clamped into joint limits", out)
+        return clamped
+
+    def workspace_violation_m(self, q: np.ndarray) -> float:
+        """Summed distance (m) of the palm and fingertips outside the workspace box at ``q`` (0: all inside)."""
+        self.kinematics.update(q)
+        lo, hi = np.asarray(self.config.workspace_min_m), np.asarray(self.config.workspace_max_m)
+        total = 0.0
+        for frame in self.frames:
+            p = self.kinematics.pose(frame)[:3, 3]
+            total += float(np.sum(np.maximum(lo - p, 0.0) + np.maximum(p - hi, 0.0)))
+        return total
+
+    def _workspace(self, q_prev: np.ndarray, q_new: np.ndarray, out: GateOutput) -> np.ndarray:
+        new = self.workspace_violation_m(q_new)
+        if new == 0.0:
+            return q_new
+        prev = self.workspace_violation_m(q_prev)
+        if prev > 0.0:  # already outside (e.g. started there): only steps that go back toward the box pass
+            if new < prev:
+                return q_new
+            self._intervene("workspace: outside the box and not moving back in, holding", out)
+            return q_prev
+        if self.config.workspace_mode == "reject":
+            self._intervene("workspace: palm/fingertips would leave the box, holding", out)
+            return q_prev
+        lo, hi = 0.0, 1.0  # largest fraction of the step that stays inside
+        for _ in range(8):
+            mid = (lo + hi) / 2
+            if self.workspace_violation_m(q_prev + mid * (q_new - q_prev)) > 0.0:
+                hi = mid
+            else:
+                lo = mid
+        self._intervene("workspace: step clipped at the box boundary", out)
+        return q_prev + lo * (q_new - q_prev)

@@ -1,0 +1,154 @@
+"""SafetyGate core: each check has a test that fails if the check is removed."""
+
+import math
+
+import numpy as np
+import pytest
+
+from dexstack.control.commands import CommandError
+from dexstack.robot import load_description
+from dexstack.safety import SafetyConfig, SafetyGate
+
+D = load_description("panda_allegro")
+N_ARM = len(D.arm_joints)
+DT = 0.01
+
+
+@pytest.fixture
+def gate():
+    g = SafetyGate(D, SafetyConfig(rate_hz=1.0 / DT))
+    g.update_state(D.home(), 0.0)
+    return g
+
+
+def run(gate, t0, seconds, q_meas=None, feed_state=True, **commands):
+    """Tick for ``seconds``, feeding back the output as the measured state (an ideal robot), re-sending the given
+    commands every tick as a streaming source (policy, teleop) does. ``arm=(target, time_from_start)``."""
+    outputs = []
+    q = D.home() if q_meas is None else q_meas.copy()
+    for k in range(int(round(seconds / DT))):
+        t = t0 + k * DT
+        if feed_state:
+            gate.update_state(q, t)
+        if "hand" in commands:
+            gate.hand_command(commands["hand"], t)
+        if "arm" in commands:
+            target, horizon = commands["arm"]
+            gate.arm_command(D.arm_joints, [target], [horizon], t)
+        out = gate.tick(t)
+        if out.arm_rad is not None:
+            q[:N_ARM] = out.arm_rad
+        if out.hand_rad is not None:
+            q[N_ARM:] = out.hand_rad
+        outputs.append((t, out))
+    return outputs, q
+
+
+def arm_outputs(outputs):
+    return np.array([o.arm_rad for _, o in outputs if o.arm_rad is not None])
+
+
+def test_nan_and_malformed_commands_are_rejected_and_nothing_is_forwarded(gate):
+    with pytest.raises(CommandError, match="non-finite"):
+        gate.hand_command([math.nan] * len(D.hand_joints), 0.0)
+    with pytest.raises(CommandError, match="expected 16"):
+        gate.hand_command([0.1] * 3, 0.0)
+    with pytest.raises(CommandError, match="unknown joints"):
+        gate.arm_command(["x", *D.arm_joints[1:]], [[0.0] * N_ARM], [0.1], 0.0)
+    out = gate.tick(0.0)
+    assert out.arm_rad is None and out.hand_rad is None
+    assert any("non-finite" in r for r in gate.interventions.counts())
+
+
+def test_out_of_limit_targets_are_clamped_inside_the_margin(gate):
+    target = D.home(D.arm_joints)
+    target[6] = 4.0  # panda_joint7 (wrist roll) upper limit is 2.8973
+    outputs, q = run(gate, 0.0, 4.0, arm=(target, 0.5))
+    upper = D.limits["panda_joint7"].upper - gate.config.position_margin_rad
+    assert arm_outputs(outputs)[:, 6].max() <= upper + 1e-9
+    assert q[6] == pytest.approx(upper, abs=1e-3)
+    assert "arm: target clamped into joint limits" in gate.interventions.counts()
+
+
+def test_a_step_larger_than_the_velocity_limit_is_rate_limited(gate):
+    target = D.home(D.arm_joints)
+    target[0] += 1.0  # a 1 rad step commanded to happen in one tick
+    outputs, q = run(gate, 0.0, 3.0, arm=(target, DT))
+    arm = arm_outputs(outputs)
+    velocity = np.diff(arm[:, 0]) / DT
+    v_max = gate.config.velocity_scale * D.limits["panda_joint1"].velocity
+    assert velocity.max() <= v_max * 1.001
+    assert np.abs(np.diff(velocity) / DT).max() <= gate.config.arm_max_acceleration_rad_s2 * 1.05
+    assert q[0] == pytest.approx(target[0], abs=1e-3)  # and it still gets there
+
+
+def test_stale_command_stream_holds_after_the_timeout(gate):
+    q = D.home()
+    t = 0.0
+    for k in range(50):  # stream a moving target at 100 Hz
+        t = k * DT
+        target = D.home(D.arm_joints) + 0.002 * k
+        gate.update_state(q, t)
+        gate.arm_command(D.arm_joints, [target], [DT], t)
+        out = gate.tick(t)
+        assert out.arm_rad is not None
+        q[:N_ARM] = out.arm_rad
+    outputs, _ = run(gate, t + DT, 0.5, q_meas=q)
+    sent = [t_out for t_out, o in outputs if o.arm_rad is not None]
+    assert sent and max(sent) <= t + gate.config.command_timeout_s + 1e-9
+    assert "watchdog: arm command stream stale, holding" in gate.interventions.counts()
+
+
+def test_stale_joint_states_stop_everything(gate):
+    outputs, _ = run(gate, 0.0, 0.2, hand=D.home(D.hand_joints) + 0.3)
+    assert all(o.hand_rad is not None for _, o in outputs)
+    late = gate.config.state_timeout_s + 0.3
+    outputs, _ = run(gate, late, 0.2, feed_state=False, hand=D.home(D.hand_joints) + 0.3)
+    assert all(o.hand_rad is None for _, o in outputs)
+    assert "watchdog: /joint_states stale, holding" in gate.interventions.counts()
+
+
+def test_estop_latches_and_reset_needs_fresh_state(gate):
+    gate.hand_command(D.home(D.hand_joints) + 0.3, 0.0)
+    assert gate.tick(0.0).hand_rad is not None
+    gate.estop("test")
+    assert gate.tick(0.01).hand_rad is None
+    with pytest.raises(CommandError, match="e-stop"):
+        gate.hand_command(D.home(D.hand_joints), 0.02)
+    ok, message = gate.reset(5.0)  # last state at t=0: stale
+    assert not ok and "refused" in message and gate.estopped
+    gate.update_state(D.home(), 5.0)
+    ok, _ = gate.reset(5.0)
+    assert ok and not gate.estopped
+    assert gate.tick(5.01).hand_rad is None  # commands from before the stop do not resume
+
+
+def test_workspace_box_keeps_the_hand_above_the_table(gate):
+    # Lower the hand by bending the shoulder/elbow until the fingertips would go through the table.
+    target = D.home(D.arm_joints) + np.array([0.0, 1.4, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert gate.workspace_violation_m(np.concatenate([target, D.home(D.hand_joints)])) > 0
+    _, q = run(gate, 0.0, 4.0, arm=(target, 1.0))
+    assert gate.workspace_violation_m(q) == 0.0
+    z_min = gate.config.workspace_min_m[2]
+    gate.kinematics.update(q)
+    tips_z = [gate.kinematics.pose(f)[2, 3] for f in gate.frames]
+    assert min(tips_z) >= z_min - 1e-6 and min(tips_z) < z_min + 0.02  # clipped at the boundary, not far above
+    assert "workspace: step clipped at the box boundary" in gate.interventions.counts()
+
+
+def test_workspace_reject_mode_holds_instead_of_clipping():
+    g = SafetyGate(D, SafetyConfig(rate_hz=1.0 / DT, workspace_mode="reject", workspace_max_m=(0.95, 0.7, 0.65)))
+    g.update_state(D.home(), 0.0)
+    target = D.home(D.arm_joints) + np.array([0.0, -0.6, 0.0, 0.0, 0.0, 0.0, 0.0])  # lifts the thumb above 0.65 m
+    assert g.workspace_violation_m(np.concatenate([target, D.home(D.hand_joints)])) > 0
+    outputs, q = run(g, 0.0, 2.0, arm=(target, 0.5))
+    assert g.workspace_violation_m(q) == 0.0
+    moved = arm_outputs(outputs)[:, 1] - D.home(D.arm_joints)[1]
+    assert moved.min() < -0.1  # it moved toward the target until the next step would have left the box
+    assert "workspace: palm/fingertips would leave the box, holding" in g.interventions.counts()
+
+
+def test_bad_configuration_is_rejected_with_reasons():
+    with pytest.raises(ValueError, match="workspace_min_m must be below"):
+        SafetyGate(D, SafetyConfig(workspace_min_m=(1, 0, 0), workspace_max_m=(0, 1, 1)))
+    assert SafetyConfig(velocity_scale=2.0).errors() == ["velocity_scale must be in (0, 1]"]
