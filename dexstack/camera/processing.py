@@ -1,0 +1,185 @@
+"""librealsense frame processing shared by every source: depth filters, depth-to-color alignment and
+copy-out into an :class:`~dexstack.camera.types.RGBDFrame`, plus SDK <-> dexstack type conversions.
+
+Extrinsics convention: ``T_color_depth`` is a 4x4 homogeneous transform in metres that maps a point
+expressed in the depth camera's optical frame into the color camera's optical frame
+(``p_color = T_color_depth @ p_depth``). librealsense stores the same transform as ``rs.extrinsics``
+of the depth profile "to" the color profile, with a column-major rotation.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyrealsense2 as rs
+
+from dexstack.camera.config import CameraConfig
+from dexstack.camera.types import Intrinsics, RGBDFrame
+
+_LOG = logging.getLogger(__name__)
+
+_NS_PER_MS = 1_000_000
+_MM_PER_M = 1000.0
+_DEPTH_MAX = np.iinfo(np.uint16).max
+
+# Channel slices that turn a color format into RGB8 (playback files keep the format they were recorded in).
+_RGB_CHANNELS = {
+    rs.format.rgb8: slice(None),
+    rs.format.bgr8: slice(None, None, -1),
+    rs.format.rgba8: slice(0, 3),
+    rs.format.bgra8: slice(2, None, -1),
+}
+
+
+def intrinsics_from_rs(intr: rs.intrinsics) -> Intrinsics:
+    return Intrinsics(
+        width=intr.width,
+        height=intr.height,
+        fx=intr.fx,
+        fy=intr.fy,
+        ppx=intr.ppx,
+        ppy=intr.ppy,
+        model=intr.model.name,
+        coeffs=tuple(float(c) for c in intr.coeffs),
+    )
+
+
+def intrinsics_to_rs(intr: Intrinsics) -> rs.intrinsics:
+    out = rs.intrinsics()
+    out.width, out.height = intr.width, intr.height
+    out.fx, out.fy, out.ppx, out.ppy = intr.fx, intr.fy, intr.ppx, intr.ppy
+    out.model = getattr(rs.distortion, intr.model)
+    out.coeffs = list(intr.coeffs)
+    return out
+
+
+def extrinsics_to_rs(T_color_depth: np.ndarray) -> rs.extrinsics:
+    """``T_color_depth`` (4x4, metres) -> ``rs.extrinsics`` of the depth profile to the color profile."""
+    T = np.asarray(T_color_depth, dtype=float)
+    if T.shape != (4, 4):
+        raise ValueError(f"T_color_depth must be 4x4, got {T.shape}")
+    out = rs.extrinsics()
+    out.rotation = T[:3, :3].flatten(order="F").tolist()
+    out.translation = T[:3, 3].tolist()
+    return out
+
+
+def extrinsics_from_rs(extr: rs.extrinsics) -> np.ndarray:
+    """``rs.extrinsics`` (depth profile to color profile) -> ``T_color_depth`` (4x4, metres)."""
+    T = np.eye(4)
+    T[:3, :3] = np.asarray(extr.rotation, dtype=float).reshape(3, 3, order="F")
+    T[:3, 3] = extr.translation
+    return T
+
+
+class FrameProcessor:
+    """Turns a depth + color ``rs.composite_frame`` into an owned :class:`RGBDFrame`.
+
+    Depth goes through the enabled filters (decimation, spatial, temporal, hole filling, in that
+    order, all on z16 depth) and then, when ``align_depth``, ``rs.align(rs.stream.color)`` reprojects
+    it into the color camera. Depth is converted from the frame's own units to millimetres.
+
+    Stamp and frame number are the color frame's. ``dropped_frames`` counts gaps in successive frame
+    numbers (a frame number that does not increase is taken as a counter restart, not a drop).
+    The temporal filter and the drop counter are stateful: use one processor per stream.
+    """
+
+    def __init__(
+        self,
+        *,
+        align_depth: bool = True,
+        decimation: bool = False,
+        spatial: bool = False,
+        temporal: bool = False,
+        hole_filling: bool = False,
+    ):
+        enabled = (
+            (decimation, rs.decimation_filter),
+            (spatial, rs.spatial_filter),
+            (temporal, rs.temporal_filter),
+            (hole_filling, rs.hole_filling_filter),
+        )
+        self._filters: list[rs.filter] = [make() for on, make in enabled if on]
+        self._align = rs.align(rs.stream.color) if align_depth else None
+        self._last_color: tuple[int, int] | None = None  # (frame_number, stamp_ns) of the last emitted frame
+        self._dropped_frames = 0
+
+    @classmethod
+    def from_config(cls, config: CameraConfig) -> FrameProcessor:
+        return cls(
+            align_depth=config.align_depth,
+            decimation=config.decimation_filter,
+            spatial=config.spatial_filter,
+            temporal=config.temporal_filter,
+            hole_filling=config.hole_filling_filter,
+        )
+
+    @property
+    def dropped_frames(self) -> int:
+        return self._dropped_frames
+
+    def process(self, frameset: rs.composite_frame) -> RGBDFrame | None:
+        """Return the RGB-D frame, or None when ``frameset`` lacks depth or color.
+
+        Raises ValueError for a color format that cannot be converted to RGB8.
+        """
+        color = frameset.get_color_frame()
+        if not (color and frameset.get_depth_frame()):
+            return None
+        frame_number = color.get_frame_number()
+        stamp_ns = round(color.get_timestamp() * _NS_PER_MS)
+        if (frame_number, stamp_ns) == self._last_color:
+            # The syncer can re-send a color frame with a new depth frame (seen where a looping playback
+            # wraps around); emitting it again would publish one image twice.
+            _LOG.debug("skipping frameset that repeats color frame %d", frame_number)
+            return None
+
+        for block in self._filters:  # on a frameset, each filter replaces only the depth frame
+            frameset = block.process(frameset).as_frameset()
+        if self._align is not None:  # reprojects depth; the color frame passes through unchanged
+            frameset = self._align.process(frameset)
+        depth = frameset.get_depth_frame()
+
+        self._count_drops(frame_number)
+        self._last_color = (frame_number, stamp_ns)
+        units_m = depth.get_units()
+        return RGBDFrame(
+            color_rgb8=_color_to_rgb8(color),
+            depth_mm=_depth_to_mm(np.asanyarray(depth.get_data()), units_m),
+            stamp_ns=stamp_ns,
+            frame_number=frame_number,
+            color_intrinsics=intrinsics_from_rs(color.profile.as_video_stream_profile().get_intrinsics()),
+            depth_intrinsics=intrinsics_from_rs(depth.profile.as_video_stream_profile().get_intrinsics()),
+            depth_scale_m=float(units_m),
+            depth_aligned=self._align is not None,
+            stamp_domain=color.get_frame_timestamp_domain().name,
+        )
+
+    def _count_drops(self, frame_number: int) -> None:
+        if self._last_color is None:
+            return
+        last = self._last_color[0]
+        gap = frame_number - last - 1
+        if gap > 0:
+            self._dropped_frames += gap
+            _LOG.debug("dropped %d frame(s) between frame %d and %d", gap, last, frame_number)
+        elif gap < 0:
+            _LOG.info("frame counter restarted (%d after %d)", frame_number, last)
+
+
+def _color_to_rgb8(color: rs.video_frame) -> np.ndarray:
+    fmt = color.profile.format()
+    if fmt not in _RGB_CHANNELS:
+        raise ValueError(f"color format {fmt.name} is not supported; use rgb8, bgr8, rgba8 or bgra8")
+    pixels = np.asanyarray(color.get_data())
+    return np.array(pixels[..., _RGB_CHANNELS[fmt]], order="C", copy=True)
+
+
+def _depth_to_mm(raw: np.ndarray, units_m: float) -> np.ndarray:
+    """z16 counts of ``units_m`` metres -> owned uint16 millimetres (rounded, saturated at 65535)."""
+    mm_per_count = units_m * _MM_PER_M
+    if abs(mm_per_count - 1.0) < 1e-6:
+        return np.array(raw, dtype=np.uint16, copy=True)
+    mm = np.rint(raw.astype(np.float32) * np.float32(mm_per_count))
+    return np.minimum(mm, _DEPTH_MAX).astype(np.uint16)
