@@ -13,6 +13,10 @@ NODES = {
     "sim_cell": "dexstack.nodes.sim_cell:main",
     "scripted_motion": "dexstack.nodes.scripted_motion:main",
     "safety_monitor": "dexstack.nodes.safety_monitor:main",
+    "camera": "dexstack.nodes.camera:main",
+    "hand_pose": "dexstack.nodes.hand_pose:main",
+    "object_pose": "dexstack.nodes.object_pose:main",
+    "policy": "dexstack.nodes.policy:main",
 }
 TOOLS = {
     "dexstack-sim-demo": "dexstack.cli.demo:main",

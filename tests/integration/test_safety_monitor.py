@@ -202,3 +202,13 @@ def test_bad_safety_parameters_are_refused_and_old_values_kept(cell):
         type=ParameterType.PARAMETER_STRING, string_value="ignore"))])
     result = cell.call("/safety_monitor/set_parameters", SetParameters, request).results[0]
     assert not result.successful and "not one of" in result.reason
+
+
+def test_the_safety_monitor_is_the_only_publisher_of_driver_commands(cell):
+    def publishers(topic):
+        names = {info.node_name for info in cell.node.get_publishers_info_by_topic(topic)}
+        return {name for name in names if not name.startswith("test_")}  # this test's own nodes
+
+    for topic in (D.profile.arm.command.topic, D.profile.hand.command.topic):
+        # Wait out discovery: a participant's node names arrive after its endpoints.
+        assert wait_for(lambda: publishers(topic) == {"safety_monitor"}, 5.0), f"{topic}: {publishers(topic)}"
