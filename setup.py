@@ -17,6 +17,8 @@ NODES = {
     "hand_pose": "dexstack.nodes.hand_pose:main",
     "object_pose": "dexstack.nodes.object_pose:main",
     "policy": "dexstack.nodes.policy:main",
+    "teleop": "dexstack.nodes.teleop:main",
+    "sim_hand": "dexstack.nodes.sim_hand:main",
 }
 TOOLS = {
     "dexstack-sim-demo": "dexstack.cli.demo:main",
