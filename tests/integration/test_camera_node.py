@@ -3,6 +3,8 @@ topics, encodings, CameraInfo, aligned depth, stamps, point cloud, end of playba
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,20 +16,13 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from dexstack.camera import CameraConfig, Intrinsics, PlaybackEnded, RealSenseSource, SoftwareCamera
 from dexstack.nodes import common
-from tests.camera.synthetic import DEPTH_848, FRAME_PERIOD_NS, color_image, software_config, stamp_ns
+from tests.camera.make_recording import COLOR, N_FRAMES, plane_mm
+from tests.camera.synthetic import color_image, stamp_ns
 from tests.ros_harness import SpinningNode, call_service, dump_logs, start_graph, wait_for
 
-N_FRAMES = 24
-COLOR = Intrinsics(640, 480, 615.3, 615.1, 318.2, 241.7, "brown_conrady", (0.11, -0.05, 0.001, -0.002, 0.013))
 PREFIX = "/camera/camera"
 COLOR_FRAME = "camera_color_optical_frame"
-
-
-def plane_mm(n: int) -> int:
-    """Frame n sees a fronto-parallel plane at its own depth, so a depth image paired with the wrong color shows."""
-    return 1000 + 10 * n
 
 
 @dataclass
@@ -37,32 +32,31 @@ class Recording:
     index: dict[bytes, int]  # color bytes -> frame number
 
 
+@dataclass
+class CoreFrame:
+    depth_mm: np.ndarray
+
+
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> Recording:
-    """24 frames at 30 Hz, pushed in real time (playback is paced by the recording's own timing)."""
-    path = tmp_path_factory.mktemp("camera_node") / "recording.db3"
-    T = np.eye(4)
-    T[0, 3] = 0.015  # a D435-like baseline: alignment really reprojects
+def recording_dir(tmp_path_factory) -> Path:
+    """The recording and the core's reading of it, made in another process (see tests/camera/make_recording.py)."""
+    out = tmp_path_factory.mktemp("camera_node")
+    subprocess.run([sys.executable, "-m", "tests.camera.make_recording", str(out)], check=True, timeout=120,
+                   cwd=Path(__file__).resolve().parents[2])
+    return out
+
+
+@pytest.fixture(scope="module")
+def recording(recording_dir) -> Recording:
     colors = [color_image(COLOR, n) for n in range(N_FRAMES)]
-    config = software_config(depth_profile="848x480x30", record_path=str(path))
-    with SoftwareCamera(config, COLOR, DEPTH_848, T) as cam:
-        start = time.monotonic()
-        for n in range(N_FRAMES):
-            time.sleep(max(0.0, start + n * FRAME_PERIOD_NS * 1e-9 - time.monotonic()))
-            cam.push(colors[n], np.full((DEPTH_848.height, DEPTH_848.width), plane_mm(n), np.uint16), stamp_ns(n), n)
-            cam.read(timeout_s=0.0 if n == 0 else 1.0)
-    return Recording(path, colors, {c.tobytes(): n for n, c in enumerate(colors)})
+    return Recording(recording_dir / "recording.db3", colors, {c.tobytes(): n for n, c in enumerate(colors)})
 
 
 @pytest.fixture(scope="module")
-def core_frames(recording):
+def core_frames(recording_dir):
     """What the camera core itself makes of the same file (aligned, no filters), by frame number."""
-    frames = {}
-    with RealSenseSource(CameraConfig(source="playback", playback_path=str(recording.path))) as source:
-        with pytest.raises(PlaybackEnded):
-            while True:
-                frame = source.read(timeout_s=5.0)
-                frames[frame.frame_number] = frame
+    with np.load(recording_dir / "core_frames.npz") as data:
+        frames = {int(k): CoreFrame(depth_mm=data[k]) for k in data.files}
     assert sorted(frames) == list(range(N_FRAMES))
     return frames
 
