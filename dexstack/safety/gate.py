@@ -28,6 +28,7 @@ from dexstack.robot.description import RobotDescription
 from dexstack.robot.kinematics import Kinematics
 
 WORKSPACE_MODES = ("clip", "reject")
+PLANNED_SETTLE_TIMEOUT_S = 5.0  # longest a planned trajectory may run past its end time to reach its last point
 
 
 @dataclass
@@ -150,6 +151,8 @@ class SafetyGate:
         self._arm_ref: TrajectoryFollower | None = None
         self._arm_ref_end = -np.inf
         self._arm_cmd_time = -np.inf
+        self._arm_final: np.ndarray | None = None
+        self._last_tick_s: float | None = None
         self._hand_target: np.ndarray | None = None
         self._hand_cmd_time = -np.inf
         self._arm_active = self._hand_active = False
@@ -213,6 +216,9 @@ class SafetyGate:
         self._arm_ref.set(now_s, times, q)
         self._arm_ref_end = self._arm_ref.end_time_s
         self._arm_cmd_time = now_s
+        # A planned trajectory (several points) runs to its last point even after its end time, since the filter
+        # may trail the reference at the limits; a stream of single points stops with the stream (watchdog).
+        self._arm_final = q[-1] if len(times) > 1 else None
 
     def hand_command(self, values: Sequence[float], now_s: float) -> None:
         if self.estopped:
@@ -245,7 +251,7 @@ class SafetyGate:
         return True, "e-stop released; waiting for new commands"
 
     def _clear_inputs(self) -> None:
-        self._arm_ref, self._arm_ref_end, self._arm_cmd_time = None, -np.inf, -np.inf
+        self._arm_ref, self._arm_ref_end, self._arm_cmd_time, self._arm_final = None, -np.inf, -np.inf, None
         self._hand_target, self._hand_cmd_time = None, -np.inf
         self._arm.seeded = self._hand.seeded = False
         self._arm_active = self._hand_active = False
@@ -265,8 +271,13 @@ class SafetyGate:
                 self._clear_inputs()
             return out
         c = self.config
+        dt = 1.0 / c.rate_hz
+        # Advance the filters by the time that really passed (a late tick moves as far as the limits allow).
+        steps = 1 if self._last_tick_s is None else int(np.clip(round((now_s - self._last_tick_s) / dt), 1, 10))
+        self._last_tick_s = now_s
         arm_live = self._arm_ref is not None and (now_s - self._arm_cmd_time <= c.command_timeout_s
-                                                  or now_s <= self._arm_ref_end)
+                                                  or now_s <= self._arm_ref_end
+                                                  or self._finishing_planned_trajectory(now_s))
         hand_live = self._hand_target is not None and now_s - self._hand_cmd_time <= c.command_timeout_s
         if self._arm_active and not arm_live:
             self._intervene("watchdog: arm command stream stale, holding", out)
@@ -286,13 +297,12 @@ class SafetyGate:
         q_new = q_prev.copy()
         if arm_live:
             # Track the reference and its velocity, so timed trajectories are followed without lag.
-            dt = 1.0 / c.rate_hz
             ref = self._clamped(self._arm, self._arm_ref.sample(now_s), out, "arm")
             ref_next = np.clip(self._arm_ref.sample(now_s + dt), self._arm.lower, self._arm.upper)
-            q_new[: self._n_arm] = self._filtered(self._arm, ref, (ref_next - ref) / dt, out, "arm")
+            q_new[: self._n_arm] = self._filtered(self._arm, ref, (ref_next - ref) / dt, out, "arm", steps)
         if hand_live:
             target = self._clamped(self._hand, self._hand_target, out, "hand")
-            q_new[self._n_arm:] = self._filtered(self._hand, target, None, out, "hand")
+            q_new[self._n_arm:] = self._filtered(self._hand, target, None, out, "hand", steps)
         q_safe = self._workspace(q_prev, q_new, out)
         if q_safe is not q_new:
             self._arm.seed(q_safe[: self._n_arm])
@@ -304,12 +314,21 @@ class SafetyGate:
         return out
 
     def _filtered(self, part: _PartFilter, target: np.ndarray, velocity: np.ndarray | None, out: GateOutput,
-                  name: str) -> np.ndarray:
+                  name: str, steps: int = 1) -> np.ndarray:
         try:
-            return part.step(target, velocity)
+            for _ in range(steps):
+                position = part.step(target, velocity)
+            return position
         except FilterError as exc:
             self._intervene(f"{name}: {exc}", out)
             return part.position.copy()
+
+    def _finishing_planned_trajectory(self, now_s: float) -> bool:
+        """A planned trajectory's last point not reached yet (bounded: a blocked robot does not keep it alive)."""
+        if self._arm_final is None or now_s - self._arm_ref_end > PLANNED_SETTLE_TIMEOUT_S:
+            return False
+        final = np.clip(self._arm_final, self._arm.lower, self._arm.upper)
+        return bool(np.max(np.abs(self._arm.position - final)) > 1e-4)
 
     def _seeded(self, part: _PartFilter, q_meas: np.ndarray, out: GateOutput, name: str) -> np.ndarray:
         if not part.seeded:

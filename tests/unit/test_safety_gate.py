@@ -152,3 +152,28 @@ def test_bad_configuration_is_rejected_with_reasons():
     with pytest.raises(ValueError, match="workspace_min_m must be below"):
         SafetyGate(D, SafetyConfig(workspace_min_m=(1, 0, 0), workspace_max_m=(0, 1, 1)))
     assert SafetyConfig(velocity_scale=2.0).errors() == ["velocity_scale must be in (0, 1]"]
+
+
+def test_a_planned_trajectory_reaches_its_last_point_even_when_the_limits_slow_it_down(gate):
+    target = D.home(D.arm_joints)
+    target[0] += 1.0  # 1 rad in 0.5 s: twice the velocity limit
+    mid = (D.home(D.arm_joints) + target) / 2
+    gate.arm_command(D.arm_joints, [mid, target], [0.25, 0.5], 0.0)
+    _, q = run(gate, 0.0, 3.0)  # no further commands
+    assert q[0] == pytest.approx(target[0], abs=1e-3)
+
+
+def test_late_ticks_advance_the_filter_by_the_elapsed_time(gate):
+    target = D.home(D.arm_joints)
+    target[0] += 0.5
+    q = D.home()
+    positions = []
+    for t in np.arange(0.0, 1.0, 3 * DT):  # ticks three periods apart
+        gate.update_state(q, t)
+        gate.arm_command(D.arm_joints, [target], [DT], t)
+        out = gate.tick(t)
+        q[:N_ARM] = out.arm_rad
+        positions.append(out.arm_rad[0])
+    speed = np.diff(positions) / (3 * DT)
+    v_max = gate.config.velocity_scale * D.limits["panda_joint1"].velocity
+    assert speed.max() == pytest.approx(v_max, rel=0.02)  # wall-clock speed at the limit, not a third of it
