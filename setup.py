@@ -19,10 +19,12 @@ NODES = {
     "policy": "dexstack.nodes.policy:main",
     "teleop": "dexstack.nodes.teleop:main",
     "sim_hand": "dexstack.nodes.sim_hand:main",
+    "recorder": "dexstack.nodes.recorder:main",
 }
 TOOLS = {
     "dexstack-sim-demo": "dexstack.cli.demo:main",
     "dexstack-launch": "dexstack.launch.runner:main",
+    "dexstack-record": "dexstack.cli.record:main",
 }
 
 
