@@ -33,6 +33,9 @@ class ObjectConfig:
     initial_xyz_m: tuple[float, float, float] = (0.5, 0.0, 0.025)
     initial_rpy_rad: tuple[float, float, float] = (0.0, 0.0, 0.0)
     rgba: tuple[float, float, float, float] = (0.85, 0.2, 0.2, 1.0)
+    # Optional cube-map image on the object (e.g. AprilTags on the faces of a box), a path relative to the package
+    # data root or absolute. One 3x4 grid image in MuJoCo's ".U..LFRB.D.." layout; ``rgba`` multiplies it.
+    texture_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,16 @@ class CellConfig:
     table: TableConfig = field(default_factory=TableConfig)
     object: ObjectConfig = field(default_factory=ObjectConfig)
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
+
+
+def texture_path(texture_file: str) -> Path:
+    """Absolute path of an object texture: absolute as given, else relative to the package data root."""
+    path = Path(texture_file)
+    if not path.is_absolute():
+        path = data_path(texture_file)
+    if not path.is_file():
+        raise ValueError(f"object.texture_file '{texture_file}' not found (looked for {path})")
+    return path
 
 
 def _tuple(section: dict, key: str, default: tuple) -> tuple:
@@ -77,9 +90,12 @@ def load_cell_config(name_or_path: str) -> CellConfig:
             initial_xyz_m=_tuple(o, "initial_xyz_m", d_o.initial_xyz_m),
             initial_rpy_rad=_tuple(o, "initial_rpy_rad", d_o.initial_rpy_rad),
             rgba=_tuple(o, "rgba", d_o.rgba),
+            texture_file=str(o["texture_file"]) if o.get("texture_file") else None,
         )
         if obj.shape not in SHAPES:
             raise ValueError(f"object.shape '{obj.shape}' is not one of {SHAPES}")
+        if obj.texture_file is not None:
+            texture_path(obj.texture_file)  # fail at load time, with the path, if it is missing
         physics = PhysicsConfig(
             timestep_s=float(p.get("timestep_s", d_p.timestep_s)),
             gains={k: {kk: float(vv) for kk, vv in v.items()} for k, v in p.get("gains", d_p.gains).items()},

@@ -9,7 +9,7 @@ import numpy as np
 
 from dexstack.calibration import CameraCalibration
 from dexstack.robot.description import RobotDescription
-from dexstack.sim.config import CellConfig
+from dexstack.sim.config import CellConfig, texture_path
 from dexstack.transforms import matrix_to_quat_xyzw, rpy_to_matrix
 
 # MuJoCo cameras look along -z with +y up; the REP-103 optical frame looks along +z with +y down.
@@ -81,9 +81,15 @@ def build_spec(description: RobotDescription, cell: CellConfig, calibration: Cam
         "cylinder": (mujoco.mjtGeom.mjGEOM_CYLINDER, [obj.size_m[0], obj.size_m[1] / 2]),
         "sphere": (mujoco.mjtGeom.mjGEOM_SPHERE, [obj.size_m[0]]),
     }[obj.shape]
-    body.add_geom(name=f"{obj.name}_geom", type=geom_type, size=size, mass=obj.mass_kg, rgba=list(obj.rgba),
-                  friction=[obj.friction, 0.005, 0.0001], condim=4,
-                  contype=SCENE_CONTYPE, conaffinity=SCENE_CONAFFINITY)
+    geom = body.add_geom(name=f"{obj.name}_geom", type=geom_type, size=size, mass=obj.mass_kg, rgba=list(obj.rgba),
+                         friction=[obj.friction, 0.005, 0.0001], condim=4,
+                         contype=SCENE_CONTYPE, conaffinity=SCENE_CONAFFINITY)
+    if obj.texture_file is not None:  # a cube map (e.g. AprilTags on a box's faces); rgba tints it
+        spec.add_texture(name=f"{obj.name}_texture", type=mujoco.mjtTexture.mjTEXTURE_CUBE,
+                         file=str(texture_path(obj.texture_file)), gridsize=[3, 4], gridlayout=".U..LFRB.D..")
+        material = spec.add_material(name=f"{obj.name}_material", rgba=list(obj.rgba))
+        material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = f"{obj.name}_texture"
+        geom.material = f"{obj.name}_material"
 
     if calibration is not None:
         intr = calibration.intrinsics

@@ -1,0 +1,177 @@
+"""object_pose: 6-D pose of a known object in the robot base frame from the RGB-D camera.
+
+Subscribes the color image, the aligned depth (16UC1) and its camera_info (realsense-ros names), pairs them by
+stamp and runs :class:`dexstack.perception.object_pose.ObjectPoseEstimator` with ``method`` ``fiducial``
+(AprilTag 36h11, IPPE_SQUARE, depth-checked) or ``model`` (point-to-plane ICP of the object's shape against the
+depth cloud, seeded by the previous pose, the tags or a coarse search). The object (shape, tags) comes from
+``config/objects/<object>.yaml``; ``T_base_camera`` from the calibration file (``calibration``), not /tf.
+
+Publishes, stamped with the image's stamp, in the calibration's parent (base) frame, only for frames where the
+object is found (a lost object is never reported with an old pose):
+
+- ``/dexstack/object_pose`` (geometry_msgs/PoseStamped);
+- ``/dexstack/object_pose_with_covariance`` (geometry_msgs/PoseWithCovarianceStamped): the same pose with its
+  6x6 covariance (x, y, z, rx, ry, rz about the base axes; ICP or PnP residuals);
+- ``/diagnostics`` at ``diagnostics_rate_hz`` and at once when tracking is lost or regained: status (OK
+  tracking / WARN lost with the reason), fitness (depth agreement), coverage, ICP RMS, reprojection error, tags,
+  rates and processing time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+from rclpy.node import Node
+
+from dexstack.calibration import load_camera_calibration
+from dexstack.diagnostics import Level, ReasonCounter, StatusReport
+from dexstack.nodes import common
+from dexstack.nodes.hand_pose import RgbdInput
+from dexstack.perception.geometry import PinholeCamera
+from dexstack.perception.icp import IcpConfig
+from dexstack.perception.object_pose import METHODS, ObjectPoseConfig, ObjectPoseEstimator, ObjectPoseResult
+from dexstack.perception.objects import load_object_model
+from dexstack.perception.tags import TagDetectorConfig
+from dexstack.transforms import transform_to_pose
+
+POSE_TOPIC = "/dexstack/object_pose"
+POSE_COV_TOPIC = "/dexstack/object_pose_with_covariance"
+
+
+@dataclass
+class Params:
+    calibration: str = common.param("sim_tabletop", "Camera calibration (calibration/<name>/camera.yaml or a path): "
+                                    "T_base_camera and the base frame.", read_only=True)
+    object: str = common.param("cube", "Object config (config/objects/<name>.yaml or a path).", read_only=True)
+    method: str = common.param("model", "Pose method.", choices=METHODS)
+    tag_upsample: int = common.param(2, "Tag detection on the image scaled up by this factor.", min=1, max=4)
+    fiducial_depth_refine: bool = common.param(True, "Fiducial: correct the tag poses with the depth planes.")
+    use_tags_for_init: bool = common.param(True, "Model: seed ICP from the tags when not tracking.")
+    coarse_search: bool = common.param(True, "Model: search the depth image when neither tracking nor tags seed.")
+    max_track_gap_s: float = common.param(0.5, "Model: the previous pose seeds ICP if younger than this (s).",
+                                          min=0.0, max=10.0)
+    min_fitness: float = common.param(0.6, "Lost below this depth agreement over the visible surface.",
+                                      min=0.0, max=1.0)
+    min_coverage: float = common.param(0.2, "Lost below this fraction of the visible surface confirmed by depth.",
+                                       min=0.0, max=1.0)
+    max_rmse_m: float = common.param(0.004, "Model: lost above this ICP point-to-plane RMS (m).", min=0.0005, max=0.05)
+    sync_tolerance_s: float = common.param(0.015, "Color and depth pair if their stamps differ by at most this (s).",
+                                           min=0.0, max=0.5)
+    diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", read_only=True, min=0.1, max=10.0)
+
+
+def estimator_config(p: Params) -> ObjectPoseConfig:
+    return ObjectPoseConfig(
+        method=p.method, tags=TagDetectorConfig(upsample=p.tag_upsample),
+        fiducial_depth_refine=p.fiducial_depth_refine, icp=IcpConfig(), use_tags_for_init=p.use_tags_for_init,
+        coarse_search=p.coarse_search, max_track_gap_s=p.max_track_gap_s, min_fitness=p.min_fitness,
+        min_coverage=p.min_coverage, max_rmse_m=p.max_rmse_m)
+
+
+class ObjectPoseNode(Node):
+    def __init__(self) -> None:
+        super().__init__("object_pose")
+        self.params = common.declare_params(self, Params, on_change=self._on_param)
+        p = self.params
+        self.calibration = load_camera_calibration(p.calibration)
+        self.base_frame = self.calibration.parent_frame
+        self.model = load_object_model(p.object)
+        self.estimator = self._make_estimator()
+        self.lost_reasons = ReasonCounter()
+        self.processed = common.RateMeter(window_s=3.0)
+        self.published = common.RateMeter(window_s=3.0)
+        self.process_ms = 0.0
+        self.last: ObjectPoseResult | None = None
+
+        self.pose_pub = self.create_publisher(PoseStamped, POSE_TOPIC, common.STATE_QOS)
+        self.pose_cov_pub = self.create_publisher(PoseWithCovarianceStamped, POSE_COV_TOPIC, common.STATE_QOS)
+        self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
+        self.input = RgbdInput(self, self.calibration, p.sync_tolerance_s, self._on_frame)
+        self.create_timer(1.0 / p.diagnostics_rate_hz, self._publish_diagnostics)
+        self.get_logger().info(
+            f"object_pose up: object '{self.model.name}' ({self.model.shape}, {len(self.model.tags)} tags), "
+            f"method '{p.method}', base frame '{self.base_frame}', publishing {POSE_TOPIC}")
+
+    def _make_estimator(self) -> ObjectPoseEstimator:
+        return ObjectPoseEstimator(self.model, self.calibration.T_parent_camera, estimator_config(self.params),
+                                   self.calibration.depth_scale_m)
+
+    def _on_param(self, name: str, value) -> None:
+        if name == "sync_tolerance_s":
+            self.input.set_tolerance(value)
+        else:  # a new estimator with the new settings: it starts untracked
+            self.estimator = self._make_estimator()
+
+    def _on_frame(self, stamp_ns: int, header, rgb: np.ndarray, depth: np.ndarray, camera: PinholeCamera) -> None:
+        t0 = time.perf_counter()
+        result = self.estimator.estimate(rgb, depth, camera, stamp_ns * 1e-9)
+        self.process_ms = 1000.0 * (time.perf_counter() - t0)
+        self.processed.tick()
+        changed = self.last is None or self.last.tracking != result.tracking
+        self.last = result
+        if result.tracking:
+            self._publish_pose(result, header.stamp)
+        else:
+            self.lost_reasons.add(result.lost_kind)
+        if changed:
+            if not result.tracking:
+                self.get_logger().warning(f"object '{self.model.name}' lost: {result.reason}")
+            else:
+                self.get_logger().info(f"object '{self.model.name}' found (init: {result.init})")
+            self._publish_diagnostics()
+
+    def _publish_pose(self, result: ObjectPoseResult, stamp) -> None:
+        msg = PoseStamped()
+        msg.header.stamp = stamp
+        msg.header.frame_id = self.base_frame
+        xyz, quat = transform_to_pose(result.T_base_object)
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = map(float, xyz)
+        o = msg.pose.orientation
+        o.x, o.y, o.z, o.w = map(float, quat)
+        with_cov = PoseWithCovarianceStamped()
+        with_cov.header = msg.header
+        with_cov.pose.pose = msg.pose
+        cov = np.nan_to_num(result.covariance_base, nan=1e6, posinf=1e6, neginf=1e6)
+        with_cov.pose.covariance = [float(v) for v in cov.ravel()]
+        self.pose_pub.publish(msg)
+        self.pose_cov_pub.publish(with_cov)
+        self.published.tick()
+
+    def _publish_diagnostics(self) -> None:
+        r = self.last
+        last_frame = self.input.last_frame_s
+        if last_frame is None or time.monotonic() - last_frame > 2.0:
+            level, message = Level.WARN, "no RGB-D frames"
+        elif r is not None and r.tracking:
+            level, message = Level.OK, f"tracking (init: {r.init})"
+        else:
+            level, message = Level.WARN, f"lost: {r.reason if r else 'no frame yet'}"
+        values = {
+            "object": self.model.name,
+            "method": r.method if r else self.params.method,  # of the last result
+            "tracking": str(bool(r and r.tracking)).lower(),
+            "fitness": f"{r.fitness:.3f}" if r else "nan",
+            "coverage": f"{r.coverage:.3f}" if r else "nan",
+            "icp_rmse_mm": f"{1000 * r.rmse_m:.2f}" if r else "nan",
+            "reprojection_px": f"{r.reprojection_px:.2f}" if r else "nan",
+            "tags_seen": ",".join(map(str, r.tags_seen)) if r else "",
+            "input_hz": f"{self.input.frames_in.rate_hz():.2f}",
+            "processed_hz": f"{self.processed.rate_hz():.2f}",
+            "published_hz": f"{self.published.rate_hz():.2f}",
+            "process_ms": f"{self.process_ms:.1f}",
+            "unpaired_frames": str(self.input.pairer.dropped),
+            "lost_total": str(self.lost_reasons.total),
+            **{f"lost[{reason}]": str(n) for reason, n in self.lost_reasons.counts().items()},
+        }
+        self.diag_pub.publish(common.diagnostic_array(self, [StatusReport("object_pose", level, message, values)]))
+
+
+def main(args: list[str] | None = None) -> None:
+    common.run_node(ObjectPoseNode, args)
+
+
+if __name__ == "__main__":
+    main()
