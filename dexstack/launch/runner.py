@@ -11,10 +11,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+
+import yaml
 
 from dexstack.launch.xml import LaunchDescription, LaunchError, NodeAction, parse_launch_file
 from dexstack.paths import PACKAGE_NAME
@@ -32,7 +35,18 @@ def node_module(executable: str) -> str:
     raise LaunchError(f"'{executable}' is not a {PACKAGE_NAME} executable (is the package installed? pip install -e .)")
 
 
-def node_command(node: NodeAction, python: str = sys.executable) -> list[str]:
+def param_value(text: str):
+    """A launch-file ``<param value>`` typed as ``ros2 launch`` types it: a YAML scalar or list, else the string."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if value is None or isinstance(value, dict) else value
+
+
+def node_command(node: NodeAction, python: str = sys.executable, param_dir: Path | None = None) -> list[str]:
+    """The command line of one node. Single parameters go through a YAML file (as launch_ros does), so values
+    with ':' or spaces stay strings; the file is written to ``param_dir`` (default: a new temporary folder)."""
     if node.package != PACKAGE_NAME:
         raise LaunchError(f"node '{node.name}' is from package '{node.package}': only {PACKAGE_NAME} nodes run here")
     cmd = [python, "-m", node_module(node.executable), "--ros-args", "-r", f"__node:={node.name}"]
@@ -40,8 +54,13 @@ def node_command(node: NodeAction, python: str = sys.executable) -> list[str]:
         if not path.is_file():
             raise LaunchError(f"parameter file {path} for node '{node.name}' does not exist")
         cmd += ["--params-file", str(path)]
-    for name, value in node.params.items():
-        cmd += ["-p", f"{name}:={value}"]
+    if node.params:
+        param_dir = Path(tempfile.mkdtemp(prefix="dexstack_params_")) if param_dir is None else param_dir
+        param_dir.mkdir(parents=True, exist_ok=True)
+        path = param_dir / f"{node.name}.params.yaml"
+        values = {name: param_value(value) for name, value in node.params.items()}
+        path.write_text(yaml.safe_dump({node.name: {"ros__parameters": values}}))
+        cmd += ["--params-file", str(path)]
     for src, dst in node.remaps:
         cmd += ["-r", f"{src}:={dst}"]
     return cmd
@@ -71,7 +90,7 @@ class LaunchedGraph:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         for node in self.description.nodes:
-            cmd = node_command(node)
+            cmd = node_command(node, param_dir=self.log_dir)
             log_path = self.log_dir / f"{node.name}.log" if self.log_dir is not None else None
             out = open(log_path, "w") if log_path is not None else None  # noqa: SIM115 (closed with the process)
             process = subprocess.Popen(cmd, env=self.env, stdout=out or None, stderr=subprocess.STDOUT if out else None,

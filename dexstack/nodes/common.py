@@ -179,3 +179,23 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None) ->
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+def call_service(node: Node, srv_type, name: str, request, timeout_s: float = 10.0, attempts: int = 3):
+    """Call a service from a node spun by another thread; None if it never answered. Retries: with Fast DDS a
+    response can be lost while a new client's reply reader is still matching (use for idempotent calls only)."""
+    client = node.create_client(srv_type, name)
+    try:
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            return None
+        for _ in range(attempts):
+            future = client.call_async(request)
+            deadline = time.monotonic() + timeout_s / attempts
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if future.done():
+                return future.result()
+            client.remove_pending_request(future)
+        return None
+    finally:
+        node.destroy_client(client)

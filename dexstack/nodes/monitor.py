@@ -15,6 +15,7 @@ from dexstack.nodes import common
 CAMERA_COLOR = "/camera/camera/color/image_raw"
 CAMERA_DEPTH = "/camera/camera/aligned_depth_to_color/image_raw"
 OBJECT_GT = "/dexstack/sim/object_pose_gt"
+OBJECT_ESTIMATE = "/dexstack/object_pose"
 
 
 class TopicStats:
@@ -42,18 +43,40 @@ class GraphMonitor(Node):
     def __init__(self, name: str = "dexstack_monitor") -> None:
         super().__init__(name)
         self.joint_states, self.color, self.depth, self.object_gt = TopicStats(), TopicStats(), TopicStats(), TopicStats()
+        self.object_estimate = TopicStats()
+        self._gt: dict[int, np.ndarray] = {}  # stamp_ns -> xyz of recent ground-truth poses
+        self.object_errors_mm: list[float] = []
         self.last_joint_state: JointState | None = None
         self.last_color: np.ndarray | None = None
         self.diagnostics: dict[str, dict[str, str]] = {}
         self.create_subscription(JointState, "/joint_states", self._on_joint_state, common.STATE_QOS)
         self.create_subscription(Image, CAMERA_COLOR, self._on_color, common.SENSOR_QOS)
         self.create_subscription(Image, CAMERA_DEPTH, lambda _m: self.depth.tick(), common.SENSOR_QOS)
-        self.create_subscription(PoseStamped, OBJECT_GT, lambda _m: self.object_gt.tick(), common.STATE_QOS)
+        self.create_subscription(PoseStamped, OBJECT_GT, self._on_object_gt, common.STATE_QOS)
+        self.create_subscription(PoseStamped, OBJECT_ESTIMATE, self._on_object_estimate, common.STATE_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_joint_state(self, msg: JointState) -> None:
         self.joint_states.tick()
         self.last_joint_state = msg
+
+    def _on_object_gt(self, msg: PoseStamped) -> None:
+        self.object_gt.tick()
+        p = msg.pose.position
+        self._gt[common.stamp_to_ns(msg.header.stamp)] = np.array([p.x, p.y, p.z])
+        while len(self._gt) > 2000:
+            self._gt.pop(next(iter(self._gt)))
+
+    def _on_object_estimate(self, msg: PoseStamped) -> None:
+        """Position error against the ground truth nearest in time (the estimate carries its image's stamp)."""
+        self.object_estimate.tick()
+        if not self._gt:
+            return
+        stamp = common.stamp_to_ns(msg.header.stamp)
+        nearest = min(self._gt, key=lambda s: abs(s - stamp))
+        if abs(nearest - stamp) < 20_000_000:
+            p = msg.pose.position
+            self.object_errors_mm.append(1000 * float(np.linalg.norm(np.array([p.x, p.y, p.z]) - self._gt[nearest])))
 
     def _on_color(self, msg: Image) -> None:
         self.color.tick()
@@ -64,8 +87,9 @@ class GraphMonitor(Node):
             self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
 
     def reset_counts(self) -> None:
-        for stats in (self.joint_states, self.color, self.depth, self.object_gt):
+        for stats in (self.joint_states, self.color, self.depth, self.object_gt, self.object_estimate):
             stats.reset()
+        self.object_errors_mm.clear()
 
     def report(self) -> dict:
         report: dict = {"rates_hz": {
@@ -73,7 +97,10 @@ class GraphMonitor(Node):
             "camera_color": self.color.rate_hz(),
             "camera_aligned_depth": self.depth.rate_hz(),
             "object_pose_gt": self.object_gt.rate_hz(),
+            "object_pose_estimate": self.object_estimate.rate_hz(),
         }}
+        if self.object_errors_mm:
+            report["object_pose_error_mm_median"] = float(np.median(self.object_errors_mm))
         sim = self.diagnostics.get("sim_cell")
         if sim:
             report["physics_hz"] = float(sim.get("physics_hz", 0.0))

@@ -27,6 +27,8 @@ class Params:
     motion: str = common.param("demo", "Motion (config/motions/<name>.yaml or a path).", read_only=True)
     hand_rate_hz: float = common.param(50.0, "Rate of streamed hand commands.", min=1.0, max=500.0)
     repeat: bool = common.param(False, "Start over when the motion ends.")
+    start_delay_s: float = common.param(0.0, "Wait this long after the first /joint_states before starting.",
+                                        read_only=True, min=0.0, max=600.0)
     arm_command_topic: str = common.param("/dexstack/arm/command", "Arm command output.", read_only=True)
     hand_command_topic: str = common.param("/dexstack/hand/command", "Hand command output.", read_only=True)
 
@@ -45,11 +47,16 @@ class ScriptedMotionNode(Node):
         self.hand_pub = self.create_publisher(Float64MultiArray, self.params.hand_command_topic, common.COMMAND_QOS)
         self.create_subscription(JointState, "/joint_states", self._on_state, common.STATE_QOS)
         self.start_time: float | None = None
+        self.first_state_time: float | None = None
         self.create_timer(1.0 / self.params.hand_rate_hz, self._tick)
         self.get_logger().info(f"motion '{self.params.motion}' ({self.motion.duration_s:.1f} s) waits for /joint_states")
 
     def _on_state(self, _msg: JointState) -> None:
-        if self.start_time is None and self.arm_pub.get_subscription_count() > 0:
+        if self.start_time is not None or self.arm_pub.get_subscription_count() == 0:
+            return
+        now = time.monotonic()
+        self.first_state_time = self.first_state_time or now
+        if now - self.first_state_time >= self.params.start_delay_s:
             self._start()
 
     def _start(self) -> None:

@@ -15,10 +15,17 @@ def test_sim_demo_runs_the_scripted_motion_and_reports(tmp_path):
     (run_dir,) = list(tmp_path.iterdir())
     report = json.loads((run_dir / "report.json").read_text())
     assert report["ok"]
-    assert report["rates_hz"]["joint_states"] > 200
+    assert report["rates_hz"]["joint_states"] > 150  # 250 configured; five processes share two cores here
     assert report["rates_hz"]["camera_color"] > 5
+    assert report["rates_hz"]["object_pose_estimate"] > 3  # perception runs on the rendered camera
+    assert report["object_pose_error_mm_median"] < 5.0
     assert report["physics_hz"] >= 500
     assert report["final_tracking_error_rad_max"] < 0.05
     assert report["dds"]["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     assert all(n["exit_code"] == 0 for n in report["nodes"].values())
     assert (run_dir / "camera_color.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The motion was recorded as an episode and exported as a LeRobot dataset.
+    episode = run_dir / "recordings" / "episode_000000"
+    assert (episode / "metadata.yaml").is_file() and list(episode.glob("*.mcap"))
+    info = json.loads((run_dir / "lerobot_dataset" / "meta" / "info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 1 and info["total_frames"] > 100

@@ -55,3 +55,16 @@ def test_unknown_executables_and_arguments_are_clear_errors(tmp_path):
         parse_launch_file("sim_cell", {"nonsense": "1"})
     with pytest.raises(LaunchError, match="not found"):
         parse_launch_file("no_such_launch")
+
+
+def test_single_parameters_keep_their_yaml_types_and_strings_with_colons(tmp_path):
+    from dexstack.launch.runner import param_value
+
+    assert param_value("3.0") == 3.0 and param_value("true") is True and param_value("[1, 2]") == [1, 2]
+    assert param_value("scripted demo: lean over the cube") == "scripted demo: lean over the cube"
+    launch = parse_launch_file("sim_demo", {"output_dir": "out: here"})
+    recorder = next(n for n in launch.nodes if n.name == "recorder")
+    cmd = node_command(recorder, param_dir=tmp_path)
+    written = yaml.safe_load((tmp_path / "recorder.params.yaml").read_text())["recorder"]["ros__parameters"]
+    assert written["output_dir"] == "out: here" and written["task"].startswith("scripted demo:")
+    assert str(tmp_path / "recorder.params.yaml") in cmd
