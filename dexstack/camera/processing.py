@@ -104,6 +104,7 @@ class FrameProcessor:
         self._align = rs.align(rs.stream.color) if align_depth else None
         self._last_color: tuple[int, int] | None = None  # (frame_number, stamp_ns) of the last emitted frame
         self._dropped_frames = 0
+        self._unsynchronized = 0
 
     @classmethod
     def from_config(cls, config: CameraConfig) -> FrameProcessor:
@@ -117,7 +118,13 @@ class FrameProcessor:
 
     @property
     def dropped_frames(self) -> int:
+        """Color frames never delivered (gaps in the frame counter)."""
         return self._dropped_frames
+
+    @property
+    def unsynchronized_pairs(self) -> int:
+        """Color/depth pairs discarded because their stamps were more than half a frame apart."""
+        return self._unsynchronized
 
     def process(self, frameset: rs.composite_frame) -> RGBDFrame | None:
         """Return the RGB-D frame, or None when ``frameset`` lacks depth or color.
@@ -125,10 +132,19 @@ class FrameProcessor:
         Raises ValueError for a color format that cannot be converted to RGB8.
         """
         color = frameset.get_color_frame()
-        if not (color and frameset.get_depth_frame()):
+        raw_depth = frameset.get_depth_frame()
+        if not (color and raw_depth):
             return None
         frame_number = color.get_frame_number()
         stamp_ns = round(color.get_timestamp() * _NS_PER_MS)
+        # The syncer pairs the latest frames it has; under load (and where a playback wraps around) that can be a
+        # depth image of another moment. Never publish such a pair: more than half a frame apart is dropped.
+        fps = color.profile.fps() or 30
+        skew_ns = abs(round(raw_depth.get_timestamp() * _NS_PER_MS) - stamp_ns)
+        if skew_ns > 0.5e9 / fps:
+            self._unsynchronized += 1
+            _LOG.debug("dropping a color/depth pair %.1f ms apart", skew_ns / 1e6)
+            return None
         if (frame_number, stamp_ns) == self._last_color:
             # The syncer can re-send a color frame with a new depth frame (seen where a looping playback
             # wraps around); emitting it again would publish one image twice.

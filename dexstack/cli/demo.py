@@ -132,6 +132,11 @@ def run(args: argparse.Namespace) -> int:
     ok = ok and report["rates_hz"]["joint_states"] > 0.7 * args.expected_joint_states_hz
     ok = ok and report["rates_hz"]["camera_color"] > 0.0
     ok = ok and report.get("final_tracking_error_rad_max", np.inf) < args.tolerance_rad
+    for name, code in codes.items():
+        if code != 0:
+            log = next(n.log_path for n in graph.nodes if n.name == name)
+            tail = log.read_text()[-1500:] if log and log.exists() else ""
+            notes.append(f"node {name} exited with {code}; end of its log:\n{tail}")
     ok = ok and all(code == 0 for code in codes.values())
     report["ok"] = bool(ok)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))

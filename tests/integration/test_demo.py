@@ -22,7 +22,7 @@ def test_sim_demo_runs_the_scripted_motion_and_reports(tmp_path):
     assert report["physics_hz"] >= 500
     assert report["final_tracking_error_rad_max"] < 0.05
     assert report["dds"]["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
-    assert all(n["exit_code"] == 0 for n in report["nodes"].values())
+    assert all(n["exit_code"] == 0 for n in report["nodes"].values()), report["nodes"]
     assert (run_dir / "camera_color.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The motion was recorded as an episode and exported as a LeRobot dataset.
     episode = run_dir / "recordings" / "episode_000000"

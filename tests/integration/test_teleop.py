@@ -65,7 +65,7 @@ def test_losing_the_hand_holds_the_robot(ros_node, teleop_graph):
     states, driver = Stream(), Stream()
     ros_node.create_subscription(JointState, "/joint_states", states, common.STATE_QOS)
     ros_node.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory", driver, common.COMMAND_QOS)
-    assert wait_for(lambda: len(driver.items) > 10, 30.0)
+    assert wait_for(lambda: len(driver.items) > 10 and len(states.items) > 10, 30.0)
     request = SetParameters.Request(parameters=[Parameter(
         name="visible", value=ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=False))])
     assert call_service(ros_node, SetParameters, "/sim_hand/set_parameters", request).results[0].successful
