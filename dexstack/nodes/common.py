@@ -168,9 +168,18 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None) ->
         except (ValueError, FileNotFoundError) as exc:
             print(f"[dexstack] cannot start: {exc}", file=sys.stderr)
             sys.exit(2)
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
+        except (KeyboardInterrupt, Exception):
+            if rclpy.ok():
+                raise
+            return  # stopped by a signal while starting up
+        try:
+            rclpy.spin(node)
+        except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+            pass
+        except Exception:
+            # SIGINT/SIGTERM shut the context down while the executor was mid-take: a clean stop, not a crash.
+            if rclpy.ok(context=node.context):
+                raise
     finally:
         if node is not None:
             close = getattr(node, "close", None)
