@@ -1,0 +1,333 @@
+"""policy: runs a policy bundle (policies/<name>/) at its control rate and sends its actions to the safety monitor.
+
+Inputs: ``/joint_states`` (every arm and hand joint; separate arm/hand messages are fine), and when the active
+policy's observation asks for them ``/dexstack/object_pose`` (geometry_msgs/PoseStamped, robot base frame) and
+``/dexstack/hand_keypoints`` (geometry_msgs/PoseArray, 21 points). The reference trajectory is the bundle's or the
+``reference`` parameter's (policies/references/<name>.npz).
+
+Outputs, once per control period: ``/dexstack/arm/command`` (trajectory_msgs/JointTrajectory: one point, the
+position target, ``time_from_start`` = one control period) and ``/dexstack/hand/command``
+(std_msgs/Float64MultiArray, profile hand-joint order), for the parts the policy commands. Nothing is sent while
+``enabled`` is false, the joint state is stale, or an input the policy needs is missing: the safety monitor's
+watchdog then holds the robot.
+
+Swapping: setting ``policy`` (or ``reference``/``device``) loads and validates the new bundle on a loader thread,
+never on the control thread (which keeps stepping the running policy); the parameter callback waits for the result.
+A bad bundle **refuses the parameter set with the reason** (``ros2 param set`` prints it) and the running policy
+keeps running; a good one takes over at the next step boundary. The control loop runs on its own thread, paced
+by the monotonic clock, so parameter calls and subscriptions never delay a step.
+
+Services: ``~/list`` and ``~/describe`` (std_srvs/Trigger, JSON in ``message``): bundles, references and types;
+the active policy. ``~/restart`` (Trigger): play the reference again from its start.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+import torch
+from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import PoseArray, PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from dexstack.diagnostics import Level, ReasonCounter, StatusReport
+from dexstack.nodes import common
+from dexstack.policies import (
+    InputCache, Policy, PolicyError, PolicyRuntime, list_bundles, list_references, load_manifest, policy_types,
+)
+from dexstack.policies.registry import check_device
+from dexstack.robot.description import load_description
+
+OBJECT_POSE_TOPIC = "/dexstack/object_pose"
+KEYPOINTS_TOPIC = "/dexstack/hand_keypoints"
+
+
+def _device_error(value: str) -> str | None:
+    try:
+        check_device(value)
+    except PolicyError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass
+class Params:
+    robot_profile: str = common.param("panda_allegro", "Robot profile (config/robots/<name>.yaml).", read_only=True)
+    policy: str = common.param("", "Policy bundle: a name in policies/ (or $DEXSTACK_POLICY_PATH) or a folder path. "
+                                   "Empty: no policy (nothing is sent). Changing it swaps at a step boundary; a "
+                                   "bad bundle is refused with the reason and the running policy keeps running.")
+    reference: str = common.param("", "Reference trajectory (policies/references/<name>.npz or a path); empty: the "
+                                      "bundle's own.")
+    enabled: bool = common.param(True, "Send commands. Re-enabling restarts the reference from its beginning.")
+    rate_hz: float = common.param(0.0, "Control rate; 0 = the bundle's control_rate_hz.", min=0.0, max=500.0)
+    device: str = common.param("cpu", "Torch device for network policies (cpu, cuda, cuda:1).",
+                               validate=_device_error)
+    state_timeout_s: float = common.param(0.2, "/joint_states older than this: nothing is sent.", min=0.01, max=5.0)
+    object_pose_timeout_s: float = common.param(
+        0.5, "Object pose / hand keypoints older than this are missing (a policy that needs them sends nothing); "
+             "rides through short perception dropouts, e.g. while the hand occludes the object.", min=0.01, max=5.0)
+    load_timeout_s: float = common.param(30.0, "Longest wait for a bundle to load.", min=1.0, max=600.0)
+    torch_threads: int = common.param(1, "Threads of torch inference (1 keeps the other cores for the graph).",
+                                      read_only=True, min=1, max=64)
+    object_pose_topic: str = common.param(OBJECT_POSE_TOPIC, "Object pose input.", read_only=True)
+    keypoints_topic: str = common.param(KEYPOINTS_TOPIC, "Hand keypoints input (retarget policies).", read_only=True)
+    arm_command_topic: str = common.param("/dexstack/arm/command", "Arm command output.", read_only=True)
+    hand_command_topic: str = common.param("/dexstack/hand/command", "Hand command output.", read_only=True)
+    diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", min=0.1, max=10.0)
+
+
+def _duration(t_s: float) -> Duration:
+    return Duration(sec=int(t_s), nanosec=int(round((t_s - int(t_s)) * 1e9)))
+
+
+class PolicyNode(Node):
+    def __init__(self) -> None:
+        super().__init__("policy")
+        self._loaded_key: tuple[str, str, str] | None = None  # (policy, reference, device) of the staged policy
+        self._pending: tuple[tuple[str, str, str], Policy | None] | None = None
+        self.runtime: PolicyRuntime | None = None
+        self.description = None
+        self.params = common.declare_params(self, Params, self._on_change, self._validate)  # loads the policy
+        torch.set_num_threads(self.params.torch_threads)
+        self.runtime.rate_override_hz = self.params.rate_hz
+        self.inputs = InputCache(self.description.joints)
+        self.errors = ReasonCounter()
+        self.rejected = ReasonCounter()
+        self.rate = common.RateMeter(window_s=3.0)
+        self._step_ms: list[float] = []
+        self._max_gap_s = 0.0
+        self._was_enabled = self.params.enabled
+
+        self.arm_pub = self.create_publisher(JointTrajectory, self.params.arm_command_topic, common.COMMAND_QOS)
+        self.hand_pub = self.create_publisher(Float64MultiArray, self.params.hand_command_topic, common.COMMAND_QOS)
+        self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, common.STATE_QOS)
+        self._object_sub = self._keypoints_sub = None
+        self._stage_pending()
+        self.create_service(Trigger, "~/list", self._on_list)
+        self.create_service(Trigger, "~/describe", self._on_describe)
+        self.create_service(Trigger, "~/restart", self._on_restart)
+        self.create_timer(1.0 / self.params.diagnostics_rate_hz, self._publish_diagnostics)
+
+        self._stop = threading.Event()
+        self.context.on_shutdown(self._stop.set)
+        self._thread = threading.Thread(target=self._control_loop, name="policy-control", daemon=True)
+        self._thread.start()
+        self.get_logger().info(f"policy node up: '{self.params.policy or '(none)'}' -> {self.params.arm_command_topic}, "
+                               f"{self.params.hand_command_topic}")
+
+    # ------------------------------------------------------------------ parameters (executor thread)
+    def _validate(self, candidate: Params) -> str | None:
+        """Runs before a parameter set is accepted (and at startup): loads a changed policy off the control thread."""
+        if self.description is None:  # startup: the robot first
+            self.description = load_description(candidate.robot_profile)
+            self.runtime = PolicyRuntime(self.description, candidate.device)
+        key = (candidate.policy, candidate.reference, candidate.device)
+        if key == self._loaded_key:
+            return None
+        if not candidate.policy:
+            self._pending = (key, None)
+            return None
+        t0 = time.monotonic()
+        try:
+            policy = self.runtime.load(candidate.policy, candidate.reference or None, candidate.device,
+                                       timeout_s=candidate.load_timeout_s)
+        except PolicyError as exc:
+            reason = f"policy '{candidate.policy}' rejected, keeping '{self.params_policy_name()}': {exc}"
+            if hasattr(self, "rejected"):  # not at startup, where the node exits with the reason
+                self.rejected.add(str(exc)[:300])
+            return reason
+        self._pending = (key, policy)
+        self.get_logger().info(f"loaded policy '{policy.name}' ({policy.manifest.type}, "
+                               f"{policy.manifest.control_rate_hz:g} Hz) in {1000 * (time.monotonic() - t0):.0f} ms")
+        return None
+
+    def params_policy_name(self) -> str:
+        active = self.runtime.active if self.runtime is not None else None
+        return active.name if active is not None else "(none)"
+
+    def _stage_pending(self) -> None:
+        if self._pending is None:
+            return
+        key, policy = self._pending
+        self._pending = None
+        self._loaded_key = key
+        self._ensure_inputs(policy)
+        self.runtime.stage(policy)
+
+    def _on_change(self, name: str, value) -> None:
+        if name in ("policy", "reference", "device"):
+            self._stage_pending()
+        elif name == "rate_hz":
+            self.runtime.rate_override_hz = float(value)
+        elif name == "enabled" and value and not self._was_enabled:
+            self.runtime.restart()
+        if name == "enabled":
+            self._was_enabled = bool(value)
+
+    def _ensure_inputs(self, policy: Policy | None) -> None:
+        """Subscribe to the object pose / keypoints only when a policy asks for them."""
+        if policy is None:
+            return
+        if "object_pose" in policy.needs and self._object_sub is None:
+            self._object_sub = self.create_subscription(PoseStamped, self.params.object_pose_topic, self._on_object,
+                                                        common.STATE_QOS)
+        if "hand_keypoints" in policy.needs and self._keypoints_sub is None:
+            self._keypoints_sub = self.create_subscription(PoseArray, self.params.keypoints_topic, self._on_keypoints,
+                                                           common.SENSOR_QOS)
+
+    # ------------------------------------------------------------------ inputs (executor thread)
+    def _on_joint_state(self, msg: JointState) -> None:
+        self.inputs.update_joints(msg.name, msg.position, msg.velocity, time.monotonic())
+
+    def _on_object(self, msg: PoseStamped) -> None:
+        p, o = msg.pose.position, msg.pose.orientation
+        self.inputs.update_object(np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w]), time.monotonic())
+
+    def _on_keypoints(self, msg: PoseArray) -> None:
+        points = None if not msg.poses else np.array([[p.position.x, p.position.y, p.position.z] for p in msg.poses])
+        if points is not None and points.shape != (21, 3):
+            self.errors.add(f"hand keypoints: {len(msg.poses)} points, expected 21")
+            points = None
+        self.inputs.update_keypoints(points, time.monotonic())
+
+    # ------------------------------------------------------------------ control thread
+    def _control_loop(self) -> None:
+        try:
+            self._run_control()
+        except Exception:  # a publish racing shutdown is fine; anything else is a bug worth a traceback
+            if rclpy.ok(context=self.context):
+                raise
+
+    def _run_control(self) -> None:
+        next_t = time.monotonic()
+        last_send = None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now < next_t:
+                self._stop.wait(next_t - now)
+                continue
+            sent = self._step(now)
+            if sent:
+                if last_send is not None:
+                    self._max_gap_s = max(self._max_gap_s, now - last_send)
+                last_send = now
+            period = self.runtime.period_s  # after the step: a swap may have changed the rate
+            next_t += period
+            if next_t < time.monotonic() - period:  # fell behind by more than a period: do not burst to catch up
+                next_t = time.monotonic()
+
+    def _step(self, now: float) -> bool:
+        if not self.params.enabled:
+            return False
+        state = self.inputs.state(now, self.params.state_timeout_s, self.params.object_pose_timeout_s)
+        if state is None:
+            if self.runtime.active is not None:
+                self.errors.add("no fresh /joint_states")
+            return False
+        t0 = time.perf_counter()
+        try:
+            targets = self.runtime.step(state, now)
+        except PolicyError as exc:
+            self.errors.add(str(exc))
+            self.get_logger().warning(f"no command this step: {exc}", throttle_duration_sec=2.0)
+            return False
+        except Exception as exc:  # a bug in a policy must not kill the control thread; the robot holds
+            self.errors.add(f"{type(exc).__name__}: {exc}")
+            self.get_logger().error(f"policy step failed: {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
+            return False
+        if targets is None:
+            return False
+        period = self.runtime.period_s
+        if targets.arm is not None:
+            traj = JointTrajectory(joint_names=list(self.description.arm_joints))
+            traj.points.append(JointTrajectoryPoint(positions=targets.arm.tolist(), time_from_start=_duration(period)))
+            self.arm_pub.publish(traj)
+        if targets.hand is not None:
+            self.hand_pub.publish(Float64MultiArray(data=targets.hand.tolist()))
+        self._step_ms.append(1000.0 * (time.perf_counter() - t0))
+        del self._step_ms[:-200]
+        self.rate.tick(now)
+        return True
+
+    # ------------------------------------------------------------------ services, diagnostics
+    def _on_list(self, _request, response):
+        bundles = {}
+        for name, path in list_bundles().items():
+            try:
+                manifest = load_manifest(path)
+                bundles[name] = {"type": manifest.type, "robot_profile": manifest.robot_profile,
+                                 "control_rate_hz": manifest.control_rate_hz, "description": manifest.description,
+                                 "path": str(path)}
+            except PolicyError as exc:
+                bundles[name] = {"error": str(exc), "path": str(path)}
+        response.success = True
+        response.message = json.dumps({"bundles": bundles, "references": sorted(list_references()),
+                                       "types": sorted(policy_types())})
+        return response
+
+    def _on_describe(self, _request, response):
+        policy = self.runtime.active
+        response.success = policy is not None
+        info = {"active": None if policy is None else policy.manifest.summary(),
+                "reference": None if policy is None or policy.reference is None else {
+                    "name": policy.reference.name, "kind": policy.reference.kind,
+                    "duration_s": policy.reference.duration_s},
+                "episode_time_s": self.runtime.episode_time_s(time.monotonic()),
+                "enabled": self.params.enabled, "rate_hz": 1.0 / self.runtime.period_s, "swaps": self.runtime.swaps,
+                "rejected": self.rejected.total, "last_rejection": self.rejected.last_reason}
+        response.message = json.dumps(info)
+        return response
+
+    def _on_restart(self, _request, response):
+        self.runtime.restart()
+        response.success = True
+        response.message = "the reference restarts at the next step"
+        return response
+
+    def _publish_diagnostics(self) -> None:
+        policy = self.runtime.active
+        rate = self.rate.rate_hz()
+        nominal = 1.0 / self.runtime.period_s
+        step_ms = np.array(self._step_ms) if self._step_ms else np.zeros(1)
+        if policy is None:
+            level, message = Level.WARN, "no policy"
+        elif not self.params.enabled:
+            level, message = Level.OK, f"'{policy.name}' disabled"
+        elif rate < 0.8 * nominal:
+            level, message = Level.WARN, f"'{policy.name}' at {rate:.1f} Hz, below {nominal:.1f} Hz"
+            if self.errors.last_reason:
+                message += f"; last problem: {self.errors.last_reason}"
+        else:
+            level, message = Level.OK, f"'{policy.name}' running"
+        values = {"policy": policy.name if policy else "", "type": policy.manifest.type if policy else "",
+                  "rate_hz": f"{rate:.1f}", "nominal_rate_hz": f"{nominal:.1f}",
+                  "step_ms_p50": f"{np.percentile(step_ms, 50):.3f}", "step_ms_max": f"{step_ms.max():.3f}",
+                  "max_send_gap_ms": f"{1000 * self._max_gap_s:.1f}", "swaps": str(self.runtime.swaps),
+                  "rejected_bundles": str(self.rejected.total), "last_rejection": self.rejected.last_reason,
+                  "skipped_steps": str(self.errors.total), "last_skip_reason": self.errors.last_reason}
+        self.diag_pub.publish(common.diagnostic_array(self, [StatusReport("policy", level, message, values)]))
+        self._max_gap_s = 0.0  # per diagnostics period
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+        if self.runtime is not None:
+            self.runtime.close()
+
+
+def main(args: list[str] | None = None) -> None:
+    common.run_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    main()

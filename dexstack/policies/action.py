@@ -1,0 +1,98 @@
+"""Actions: raw network output -> joint position targets for the arm and/or the hand, within the joint limits.
+
+``absolute``  target = offset + scale * a
+``delta``     target = previous target + scale * a
+``residual``  target = reference(t + period) + scale * a        (DexTrack-style tracking)
+
+A policy commands whole parts (``joints: all | arm | hand`` or an explicit list covering whole parts, in the
+policy's own order): arm trajectories must name every arm joint and hand commands carry every hand joint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dexstack.policies.errors import PolicyError
+from dexstack.policies.manifest import ActionSpec
+from dexstack.policies.observation import StepContext
+from dexstack.robot.description import RobotDescription
+
+
+@dataclass(frozen=True)
+class JointTargets:
+    """Position targets to send this step (None: that part is not commanded). Description order within a part."""
+
+    arm: np.ndarray | None
+    hand: np.ndarray | None
+
+    def full(self, fallback: np.ndarray, n_arm: int) -> np.ndarray:
+        q = np.array(fallback, dtype=float)
+        if self.arm is not None:
+            q[:n_arm] = self.arm
+        if self.hand is not None:
+            q[n_arm:] = self.hand
+        return q
+
+
+def resolve_action_joints(joints: str | tuple[str, ...], description: RobotDescription) -> tuple[str, ...]:
+    named = {"all": description.joints, "arm": description.arm_joints, "hand": description.hand_joints}
+    if isinstance(joints, str):
+        if joints not in named:
+            raise PolicyError(f"action.joints '{joints}' is not one of {sorted(named)} or a list of joint names")
+        return named[joints]
+    unknown = [j for j in joints if j not in description.limits]
+    if unknown:
+        raise PolicyError(f"action.joints names {unknown}, not joints of robot '{description.profile.name}'")
+    if len(set(joints)) != len(joints):
+        raise PolicyError("action.joints names a joint twice")
+    for part, part_joints in (("arm", description.arm_joints), ("hand", description.hand_joints)):
+        given = [j for j in joints if j in part_joints]
+        if given and len(given) != len(part_joints):
+            missing = [j for j in part_joints if j not in joints]
+            raise PolicyError(f"action.joints commands part of the {part}: add {missing} (parts are commanded whole)")
+    return tuple(joints)
+
+
+class ActionMapper:
+    def __init__(self, spec: ActionSpec, description: RobotDescription):
+        self.spec = spec
+        self.joints = resolve_action_joints(spec.joints, description)
+        self.size = len(self.joints)
+        index = {name: i for i, name in enumerate(description.joints)}
+        self.index = np.array([index[j] for j in self.joints])
+        self.n_arm = len(description.arm_joints)
+        self.commands_arm = bool(np.any(self.index < self.n_arm))
+        self.commands_hand = bool(np.any(self.index >= self.n_arm))
+        for key in ("scale", "offset"):
+            values = getattr(spec, key)
+            if len(values) not in (1, self.size):
+                raise PolicyError(f"action.{key} has {len(values)} values: give 1 or one per action ({self.size})")
+        self.scale = np.broadcast_to(np.asarray(spec.scale, dtype=float), (self.size,))
+        self.offset = np.broadcast_to(np.asarray(spec.offset, dtype=float), (self.size,))
+        limits = description.limit_arrays()
+        self.lower, self.upper = limits["lower"], limits["upper"]
+
+    def base(self, ctx: StepContext) -> np.ndarray:
+        """What the raw action is added to (full joint vector)."""
+        mode = self.spec.mode
+        if mode == "absolute":
+            q = np.array(ctx.state.q, dtype=float)
+            q[self.index] = self.offset
+            return q
+        if mode == "delta":
+            return np.array(ctx.last_target if ctx.last_target is not None else ctx.state.q, dtype=float)
+        if ctx.reference is None:
+            raise PolicyError("residual actions need a reference trajectory")
+        return ctx.reference.q_at(ctx.t_s + ctx.period_s)
+
+    def targets(self, raw: np.ndarray, ctx: StepContext) -> JointTargets:
+        raw = np.asarray(raw, dtype=float).reshape(-1)
+        if raw.size != self.size:
+            raise PolicyError(f"policy produced {raw.size} actions, expected {self.size}")
+        q = self.base(ctx)
+        q[self.index] += self.scale * raw
+        q = np.clip(q, self.lower, self.upper)
+        return JointTargets(arm=q[: self.n_arm] if self.commands_arm else None,
+                            hand=q[self.n_arm:] if self.commands_hand else None)

@@ -1,0 +1,1 @@
+"""DexTrack-style tracking: kinematic hand-object references, the tracking environment and its training."""

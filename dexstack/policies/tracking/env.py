@@ -1,0 +1,221 @@
+"""The tracking environment: follow a hand-object reference in the sim cell (DexTrack-style), for training and for
+evaluating any policy of the runtime.
+
+Layers:
+
+- :class:`TrackingTask` (no simulator): reward, success and termination from measured vs reference states;
+- a backend with ``reset / command / advance / observe`` (:class:`~dexstack.policies.tracking.physics.CellBackend`
+  is the MuJoCo cell; anything with those four methods works);
+- :class:`TrackingEnv`: one episode on one reference, observations built by the runtime's own
+  :class:`~dexstack.policies.observation.ObservationBuilder` and actions mapped by its
+  :class:`~dexstack.policies.action.ActionMapper`, from the bundle manifest: training and deployment share the
+  layouts by construction;
+- :func:`evaluate`: a :class:`~dexstack.policies.registry.Policy` (replay, tracking, ...) run through
+  :class:`~dexstack.policies.runtime.PolicyRuntime`, exactly as the node runs it.
+
+Episodes start at the end of the reference's approach phase (robot at the reference, object at rest): the approach
+is a free-space joint motion that teaches nothing. Domain randomisation: object friction and mass, observation
+noise on joints and the object pose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dexstack.policies.action import ActionMapper
+from dexstack.policies.manifest import PolicyManifest
+from dexstack.policies.observation import ObservationBuilder, RobotState, StepContext
+from dexstack.policies.reference import ReferenceTrajectory
+from dexstack.policies.registry import Policy
+from dexstack.policies.runtime import PolicyRuntime
+
+
+def quat_angle(a: np.ndarray, b: np.ndarray) -> float:
+    """Rotation angle (rad) between two xyzw quaternions."""
+    return float(2.0 * np.arccos(min(1.0, abs(float(np.dot(a, b))) / (np.linalg.norm(a) * np.linalg.norm(b)))))
+
+
+@dataclass(frozen=True)
+class SuccessCriteria:
+    """A reference is tracked when the object stays near its reference all along and ends where it should."""
+
+    max_position_error_m: float = 0.04
+    final_position_error_m: float = 0.03
+    final_rotation_error_rad: float = 0.4
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    w_object_pos: float = 1.0
+    w_object_rot: float = 0.5
+    w_joints: float = 0.3
+    k_object_pos: float = 40.0  # 1/m
+    k_object_rot: float = 3.0  # 1/rad
+    k_joints: float = 2.0  # 1/rad (mean absolute error)
+    w_action: float = 0.01
+    terminate_position_error_m: float = 0.08
+    success: SuccessCriteria = field(default_factory=SuccessCriteria)
+
+
+class TrackingTask:
+    """Reward / termination / success of one episode, from states only."""
+
+    def __init__(self, reference: ReferenceTrajectory, config: TaskConfig | None = None):
+        self.reference = reference
+        self.config = config or TaskConfig()
+        self.max_pos_err = 0.0
+        self.last_pos_err = 0.0
+        self.last_rot_err = 0.0
+
+    def errors(self, object_pose: np.ndarray, t_s: float) -> tuple[float, float]:
+        ref = self.reference.object_pose_at(t_s)
+        return float(np.linalg.norm(object_pose[:3] - ref[:3])), quat_angle(object_pose[3:], ref[3:])
+
+    def step(self, q: np.ndarray, object_pose: np.ndarray, t_s: float, raw_action: np.ndarray) -> tuple[float, bool]:
+        c = self.config
+        pos_err, rot_err = self.errors(object_pose, t_s)
+        self.max_pos_err = max(self.max_pos_err, pos_err)
+        self.last_pos_err, self.last_rot_err = pos_err, rot_err
+        q_err = float(np.mean(np.abs(q - self.reference.q_at(t_s))))
+        reward = (c.w_object_pos * np.exp(-c.k_object_pos * pos_err) + c.w_object_rot * np.exp(-c.k_object_rot * rot_err)
+                  + c.w_joints * np.exp(-c.k_joints * q_err) - c.w_action * float(np.mean(raw_action ** 2)))
+        return float(reward), pos_err > c.terminate_position_error_m
+
+    def success(self) -> bool:
+        s = self.config.success
+        return (self.max_pos_err <= s.max_position_error_m and self.last_pos_err <= s.final_position_error_m
+                and self.last_rot_err <= s.final_rotation_error_rad)
+
+
+@dataclass(frozen=True)
+class Randomization:
+    friction_scale: tuple[float, float] = (0.7, 1.3)
+    mass_scale: tuple[float, float] = (0.7, 1.5)
+    joint_pos_noise_rad: float = 0.005
+    joint_vel_noise_rad_s: float = 0.05
+    object_pos_noise_m: float = 0.003
+    object_rot_noise_rad: float = 0.02
+
+    @staticmethod
+    def none() -> Randomization:
+        return Randomization((1.0, 1.0), (1.0, 1.0), 0.0, 0.0, 0.0, 0.0)
+
+
+def noisy_state(q, dq, obj, rng: np.random.Generator, r: Randomization) -> RobotState:
+    q = q + rng.normal(0.0, r.joint_pos_noise_rad, q.shape) if r.joint_pos_noise_rad else q
+    dq = dq + rng.normal(0.0, r.joint_vel_noise_rad_s, dq.shape) if r.joint_vel_noise_rad_s else dq
+    obj = obj.copy()
+    if r.object_pos_noise_m:
+        obj[:3] += rng.normal(0.0, r.object_pos_noise_m, 3)
+    if r.object_rot_noise_rad:
+        obj[3:] += rng.normal(0.0, r.object_rot_noise_rad / 2, 4)
+        obj[3:] /= np.linalg.norm(obj[3:])
+    return RobotState(q=q, dq=dq, object_pose=obj)
+
+
+def start_time_s(reference: ReferenceTrajectory) -> float:
+    """End of the approach phase: the first reference sample where the object is about to be touched."""
+    from dexstack.policies.tracking.references import PHASES_S  # noqa: PLC0415
+
+    speed = PHASES_S[-1] / reference.duration_s
+    return PHASES_S[0] / speed
+
+
+class TrackingEnv:
+    """One reference at a time, stepped at the manifest's control rate. ``reset`` -> obs; ``step(raw)`` ->
+    (obs, reward, done, info)."""
+
+    def __init__(self, manifest: PolicyManifest, description, backend, references: list[ReferenceTrajectory],
+                 task_config: TaskConfig | None = None, randomization: Randomization | None = None, seed: int = 0):
+        self.manifest = manifest
+        self.description = description
+        self.backend = backend
+        self.references = references
+        self.task_config = task_config or TaskConfig()
+        self.randomization = randomization or Randomization()
+        self.rng = np.random.default_rng(seed)
+        self.obs_builder = ObservationBuilder(manifest, description)
+        self.action = ActionMapper(manifest.action, description)
+        self.period_s = manifest.period_s
+        self.obs_size, self.action_size = self.obs_builder.size, self.action.size
+        self.n_arm = len(description.arm_joints)
+        self.reference: ReferenceTrajectory | None = None
+        self.task: TrackingTask | None = None
+
+    def _ctx(self, state: RobotState) -> StepContext:
+        return StepContext(state=state, t_s=self.t, period_s=self.period_s, reference=self.reference,
+                           last_target=self.last_target, last_action=self.last_action)
+
+    def _observe(self) -> np.ndarray:
+        q, dq, obj = self.backend.observe()
+        self.true_state = RobotState(q=q, dq=dq, object_pose=obj)
+        self.state = noisy_state(q, dq, obj, self.rng, self.randomization)
+        return self.obs_builder.build(self._ctx(self.state))
+
+    def reset(self, reference_index: int | None = None) -> np.ndarray:
+        k = int(self.rng.integers(len(self.references))) if reference_index is None else reference_index
+        self.reference = self.references[k]
+        self.task = TrackingTask(self.reference, self.task_config)
+        r = self.randomization
+        self.t = start_time_s(self.reference)
+        q0 = self.reference.q_at(self.t)
+        self.backend.reset(q0, self.reference.object_pose_at(0.0), self.rng.uniform(*r.friction_scale),
+                           self.rng.uniform(*r.mass_scale))
+        self.last_target = q0.copy()
+        self.last_action = np.zeros(self.action_size)
+        return self._observe()
+
+    def step(self, raw: np.ndarray) -> tuple[np.ndarray, float, bool, dict]:
+        raw = np.clip(np.asarray(raw, dtype=float), -1.0, 1.0) if self.manifest.action.clip else np.asarray(raw, float)
+        if self.manifest.action.clip:
+            raw = np.clip(raw, -self.manifest.action.clip, self.manifest.action.clip)
+        targets = self.action.targets(raw, self._ctx(self.state))
+        self.backend.command(targets.arm, targets.hand, self.period_s)
+        self.backend.advance(self.period_s)
+        self.t += self.period_s
+        self.last_target = targets.full(self.last_target, self.n_arm)
+        self.last_action = raw
+        obs = self._observe()
+        reward, failed = self.task.step(self.true_state.q, self.true_state.object_pose, self.t, raw)
+        timeout = self.t >= self.reference.duration_s - 1e-9
+        done = failed or timeout
+        info = {"success": self.task.success() if done and not failed else False, "failed": failed,
+                "timeout": timeout}
+        return obs, reward, done, info
+
+
+@dataclass
+class EpisodeResult:
+    reference: str
+    success: bool
+    max_position_error_m: float
+    final_position_error_m: float
+    final_rotation_error_rad: float
+
+
+def evaluate(policy: Policy, references: list[ReferenceTrajectory], backend, description,
+             task_config: TaskConfig | None = None) -> list[EpisodeResult]:
+    """Run ``policy`` through :class:`PolicyRuntime` (as the node does) on each full reference, from home, with the
+    object pose from the simulator (perfect perception), no randomisation."""
+    results = []
+    for ref in references:
+        runtime = PolicyRuntime(description)
+        policy.reference = ref
+        runtime.stage(policy)
+        task = TrackingTask(ref, task_config)
+        backend.reset(ref.q_at(0.0), ref.object_pose_at(0.0))
+        period = runtime.period_s if runtime.active else policy.manifest.period_s
+        now = 0.0
+        while now < ref.duration_s - 1e-9:
+            q, dq, obj = backend.observe()
+            targets = runtime.step(RobotState(q=q, dq=dq, object_pose=obj), now)
+            if targets is not None:
+                backend.command(targets.arm, targets.hand, period)
+            backend.advance(period)
+            now += period
+            _, _, obj = backend.observe()
+            task.step(q, obj, now, np.zeros(1))
+        results.append(EpisodeResult(ref.name, task.success(), task.max_pos_err, task.last_pos_err, task.last_rot_err))
+    return results
