@@ -164,7 +164,9 @@ class SafetyMonitorNode(Node):
     def _tick(self) -> None:
         t0 = time.perf_counter()
         out = self.gate.tick(time.monotonic())
-        self._send(out.arm_rad, out.hand_rad, time_from_start_s=self._period_s)
+        # The driver interpolates to the setpoint over the time the filter advanced (one period, more after a late
+        # tick), so the robot's velocity stays what the filter allowed.
+        self._send(out.arm_rad, out.hand_rad, time_from_start_s=max(out.horizon_s, self._period_s))
         self.gate_ms.append(1000.0 * (time.perf_counter() - t0))
         for reason in out.interventions:
             self.get_logger().warning(f"intervention: {reason}", throttle_duration_sec=1.0)

@@ -74,6 +74,7 @@ class GateOutput:
     arm_rad: np.ndarray | None = None
     hand_rad: np.ndarray | None = None
     interventions: list[str] = field(default_factory=list)
+    horizon_s: float = 0.0  # time the filter advanced this tick: the driver should take this long to get there
 
 
 class FilterError(RuntimeError):
@@ -275,6 +276,7 @@ class SafetyGate:
         # Advance the filters by the time that really passed (a late tick moves as far as the limits allow).
         steps = 1 if self._last_tick_s is None else int(np.clip(round((now_s - self._last_tick_s) / dt), 1, 10))
         self._last_tick_s = now_s
+        out.horizon_s = steps * dt
         arm_live = self._arm_ref is not None and (now_s - self._arm_cmd_time <= c.command_timeout_s
                                                   or now_s <= self._arm_ref_end
                                                   or self._finishing_planned_trajectory(now_s))

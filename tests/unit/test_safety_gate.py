@@ -174,6 +174,7 @@ def test_late_ticks_advance_the_filter_by_the_elapsed_time(gate):
         out = gate.tick(t)
         q[:N_ARM] = out.arm_rad
         positions.append(out.arm_rad[0])
+        assert out.horizon_s == pytest.approx(DT if t == 0.0 else 3 * DT)  # the driver takes that long
     speed = np.diff(positions) / (3 * DT)
     v_max = gate.config.velocity_scale * D.limits["panda_joint1"].velocity
     assert speed.max() == pytest.approx(v_max, rel=0.02)  # wall-clock speed at the limit, not a third of it
