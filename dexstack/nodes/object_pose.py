@@ -29,7 +29,7 @@ from rclpy.node import Node
 from dexstack.calibration import load_camera_calibration
 from dexstack.diagnostics import Level, ReasonCounter, StatusReport
 from dexstack.nodes import common
-from dexstack.nodes.hand_pose import RgbdInput
+from dexstack.nodes.rgbd_input import RgbdInput
 from dexstack.perception.geometry import PinholeCamera
 from dexstack.perception.icp import IcpConfig
 from dexstack.perception.object_pose import METHODS, ObjectPoseConfig, ObjectPoseEstimator, ObjectPoseResult
