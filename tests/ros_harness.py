@@ -25,19 +25,12 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0, period_s: f
 
 
 def call_service(node, srv_type, name: str, request, attempts: int = 4, timeout_s: float = 3.0):
-    """Call a service and return its response, retrying: with Fast DDS a response can be lost while the new
-    client's reply reader is still being matched (only for idempotent calls: parameters, e-stop, reset)."""
-    client = node.create_client(srv_type, name)
-    try:
-        assert client.wait_for_service(timeout_sec=10.0), f"service {name} not available"
-        for _ in range(attempts):
-            future = client.call_async(request)
-            if wait_for(future.done, timeout_s):
-                return future.result()
-            client.remove_pending_request(future)
-        raise AssertionError(f"no response from {name} after {attempts} attempts")
-    finally:
-        node.destroy_client(client)
+    """``dexstack.nodes.common.call_service`` (retries lost responses), failing the test when nothing answers."""
+    from dexstack.nodes.common import call_service as call
+
+    response = call(node, srv_type, name, request, timeout_s=attempts * timeout_s, attempts=attempts)
+    assert response is not None, f"no response from {name} after {attempts} attempts"
+    return response
 
 
 @pytest.fixture(scope="session")
