@@ -41,9 +41,34 @@ def rclpy_context() -> Iterator[None]:
     rclpy.init()
     yield
     rclpy.shutdown()
-    for path in glob.glob("/dev/shm/fastdds_*") + glob.glob("/dev/shm/sem.fastdds_*"):
-        try:  # Fast DDS leaves shared-memory files behind; remove ours (best effort, others may be in use)
-            if os.stat(path).st_uid == os.getuid() and time.time() - os.stat(path).st_mtime > 60:
+    remove_stale_shm_files()
+
+
+def _shm_files_in_use() -> set[str]:
+    """/dev/shm paths some live process has open or mapped (another test run or bench on this machine)."""
+    used: set[str] = set()
+    for proc in glob.glob("/proc/[0-9]*"):
+        try:
+            for fd in os.listdir(f"{proc}/fd"):
+                target = os.readlink(f"{proc}/fd/{fd}")
+                if target.startswith("/dev/shm/"):
+                    used.add(target)
+            with open(f"{proc}/maps") as maps:
+                used.update(line.split(None, 5)[5].strip() for line in maps if "/dev/shm/" in line)
+        except (OSError, IndexError):
+            continue
+    return used
+
+
+def remove_stale_shm_files() -> None:
+    """Fast DDS leaves shared-memory files behind; remove ours that no live process uses (runs may overlap)."""
+    paths = glob.glob("/dev/shm/fastdds_*") + glob.glob("/dev/shm/sem.fastdds_*")
+    if not paths:
+        return
+    in_use = _shm_files_in_use()
+    for path in paths:
+        try:
+            if path not in in_use and os.stat(path).st_uid == os.getuid() and time.time() - os.stat(path).st_mtime > 60:
                 os.unlink(path)
         except OSError:
             pass
