@@ -261,6 +261,16 @@ class SafetyGate:
     def state_fresh(self, now_s: float) -> bool:
         return self._q_meas is not None and now_s - self._state_time <= self.config.state_timeout_s
 
+    def readiness(self, now_s: float) -> tuple[bool, str]:
+        """Whether a command sent now would be taken, and why not (what a source waits for before a plan)."""
+        if self.estopped:
+            return False, f"e-stop latched ({self.estop_reason}): call ~/reset"
+        if self._q_meas is None:
+            return False, "no complete /joint_states received yet"
+        if not self.state_fresh(now_s):
+            return False, f"/joint_states stale (none in the last {self.config.state_timeout_s} s)"
+        return True, "ready: fresh /joint_states, taking commands"
+
     def tick(self, now_s: float) -> GateOutput:
         """One control period: what (if anything) to send to each driver now."""
         out = GateOutput()
