@@ -63,6 +63,21 @@ class Params:
     workspace_max_m: list = common.param(list(_DEFAULTS.workspace_max_m), "Workspace box maximum (x, y, z), base frame.")
     workspace_mode: str = common.param(_DEFAULTS.workspace_mode, "What happens at the workspace boundary.",
                                        choices=WORKSPACE_MODES)
+    max_outside_limits_rad: float = common.param(_DEFAULTS.max_outside_limits_rad,
+                                                 "Targets further outside the joint limits are refused, not clamped.",
+                                                 min=0.001, max=3.0)
+    arm_max_step_rad: float = common.param(_DEFAULTS.arm_max_step_rad,
+                                           "Arm targets further from the measured state are refused.", min=0.01, max=7.0)
+    hand_max_step_rad: float = common.param(_DEFAULTS.hand_max_step_rad,
+                                            "Hand targets further from the measured state are refused.", min=0.01,
+                                            max=7.0)
+    table_top_z_m: float = common.param(_DEFAULTS.table_top_z_m, "Table surface height (base frame).", min=-2.0, max=2.0)
+    table_penetration_m: float = common.param(_DEFAULTS.table_penetration_m,
+                                              "How far below the table top a setpoint's links may go.", min=0.0, max=0.1)
+    arm_link_radius_m: float = common.param(_DEFAULTS.arm_link_radius_m, "Arm capsule radius (collision checks).",
+                                            min=0.001, max=0.3)
+    hand_link_radius_m: float = common.param(_DEFAULTS.hand_link_radius_m, "Hand capsule radius (collision checks).",
+                                             min=0.001, max=0.1)
     diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", min=0.1, max=10.0)
 
 
@@ -224,6 +239,7 @@ class SafetyMonitorNode(Node):
             "interventions_total": str(sum(counts.values())),
             "gate_ms_p50": f"{np.percentile(times, 50):.4f}",
             "gate_ms_p99": f"{np.percentile(times, 99):.4f}",
+            "last_collision": "; ".join(self.gate.last_collisions) or "none",
             **{f"count[{reason}]": str(n) for reason, n in counts.items()},
         }
         self.gate_ms = self.gate_ms[-1000:]
