@@ -172,6 +172,9 @@ def test_when_the_command_stream_stops_the_robot_holds_within_the_timeout(cell):
 
 
 def test_stale_joint_states_stop_commands_and_reset_needs_fresh_state(cell):
+    n_before = len(cell.hand_out.items)
+    cell.stream(0.3, hand=D.home(D.hand_joints) + 0.2)
+    assert len(cell.hand_out.items) > n_before + 5  # with fresh state the same stream passes
     assert cell.set_param("sim_cell", "publish_joint_states", False).successful
     try:
         time.sleep(CONFIG.state_timeout_s + 0.3)
