@@ -67,13 +67,16 @@ class Params:
                                                  "Targets further outside the joint limits are refused, not clamped.",
                                                  min=0.001, max=3.0)
     arm_max_step_rad: float = common.param(_DEFAULTS.arm_max_step_rad,
-                                           "Arm targets further from the measured state are refused.", min=0.01, max=7.0)
+                                           "Arm targets further from the measured state are refused.", min=0.01,
+                                           max=7.0)
     hand_max_step_rad: float = common.param(_DEFAULTS.hand_max_step_rad,
                                             "Hand targets further from the measured state are refused.", min=0.01,
                                             max=7.0)
-    table_top_z_m: float = common.param(_DEFAULTS.table_top_z_m, "Table surface height (base frame).", min=-2.0, max=2.0)
+    table_top_z_m: float = common.param(_DEFAULTS.table_top_z_m, "Table surface height (base frame).", min=-2.0,
+                                        max=2.0)
     table_penetration_m: float = common.param(_DEFAULTS.table_penetration_m,
-                                              "How far below the table top a setpoint's links may go.", min=0.0, max=0.1)
+                                              "How far below the table top a setpoint's links may go.", min=0.0,
+                                              max=0.1)
     arm_link_radius_m: float = common.param(_DEFAULTS.arm_link_radius_m, "Arm capsule radius (collision checks).",
                                             min=0.001, max=0.3)
     hand_link_radius_m: float = common.param(_DEFAULTS.hand_link_radius_m, "Hand capsule radius (collision checks).",

@@ -149,7 +149,8 @@ class CollisionModel:
         for k in reversed(home):
             pair = self.geometry.collisionPairs[k]
             if self.table_id in (pair.first, pair.second):
-                raise ValueError(f"the robot's home pose is in the table: {self.geometry.geometryObjects[pair.first].name}")
+                name = self.geometry.geometryObjects[pair.first].name
+                raise ValueError(f"the robot's home pose is in the table: {name}")
             self.geometry.removeCollisionPair(pair)
         self.pair_names = [f"{self.geometry.geometryObjects[p.first].name} vs "
                            f"{self.geometry.geometryObjects[p.second].name}" for p in self.geometry.collisionPairs]
@@ -179,7 +180,8 @@ class CollisionModel:
 
     def pairs_violation_m(self, q_rad: np.ndarray, pairs: list[int]) -> float:
         """Summed penetration of only the pairs ``pairs`` (indices): cheap re-checks along a short step."""
-        pin.updateGeometryPlacements(self.model, self.data, self.geometry, self.geometry_data, self.kinematics._q(q_rad))
+        pin.updateGeometryPlacements(self.model, self.data, self.geometry, self.geometry_data,
+                                     self.kinematics._q(q_rad))
         total = 0.0
         for k in pairs:
             if pin.computeCollision(self.geometry, self.geometry_data, k):

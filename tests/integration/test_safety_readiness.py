@@ -115,9 +115,9 @@ def test_scripted_motion_waits_for_readiness_and_resends_a_refused_plan(graph, r
     first = plans[-1][1]
     assert first.header.frame_id == "scripted_motion" and len(first.points) > 1
     # Refuse it as the monitor would: the motion starts over (a second, newer plan); it is not lost.
+    values = {"part": "arm", "frame_id": "scripted_motion", "stamp_ns": str(common.stamp_to_ns(first.header.stamp))}
     status = DiagnosticStatus(level=DiagnosticStatus.ERROR, name="safety_monitor/arm", message="test refusal",
-                              values=[KeyValue(key="part", value="arm"), KeyValue(key="frame_id", value="scripted_motion"),
-                                      KeyValue(key="stamp_ns", value=str(common.stamp_to_ns(first.header.stamp)))])
+                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
     rejected.publish(status)
     assert stream_until(lambda: len(plans) >= 2, 10.0, joint_state()), dump_logs(graph)
     assert common.stamp_to_ns(plans[-1][1].header.stamp) > common.stamp_to_ns(first.header.stamp)
