@@ -127,6 +127,8 @@ def estop_latency(estops: int) -> float:
                 pub.publish(JointTrajectory(joint_names=list(d.arm_joints), points=[point]))
                 time.sleep(0.01)
             sent = time.monotonic()
+            # A latency of "nothing after the stop" only means something if the stream was passing before it.
+            assert any(t > sent - 0.2 for t in received), "the command stream did not pass before the e-stop"
             future = estop.call_async(Trigger.Request())
             while time.monotonic() < sent + 0.5:  # keep streaming: nothing may pass
                 pub.publish(JointTrajectory(joint_names=list(d.arm_joints), points=[point]))
