@@ -167,6 +167,7 @@ class SafetyGate:
         self._lower, self._upper = limits["lower"], limits["upper"]
         self.interventions = ReasonCounter()
         self.frames = (description.profile.hand.palm_link, *description.profile.hand.fingertip_links)
+        self._frame_ids = [self.kinematics.frame_id(f) for f in self.frames]
         self._n_arm = len(description.arm_joints)
         self.estopped = False
         self.estop_reason = ""
@@ -196,6 +197,10 @@ class SafetyGate:
             upper = np.maximum(lim["upper"] - margin, (lim["lower"] + lim["upper"]) / 2)
             parts[part] = _PartFilter(lower, upper, c.velocity_scale * lim["velocity"], a_max, j_max, 1.0 / c.rate_hz)
         self._arm, self._hand = parts["arm"], parts["hand"]
+        n_arm, m = len(d.arm_joints), c.max_outside_limits_rad
+        limits = d.limit_arrays()
+        self._absurd_bounds = {"arm": (limits["lower"][:n_arm] - m, limits["upper"][:n_arm] + m),
+                               "hand": (limits["lower"][n_arm:] - m, limits["upper"][n_arm:] + m)}
 
     def reconfigure(self, config: SafetyConfig) -> None:
         """Apply new limits; filters restart from the measured state (raises ValueError on a bad config)."""
@@ -213,8 +218,9 @@ class SafetyGate:
         jump far from the measured state (first point) or from the previous point (later points)."""
         lower, upper = self._lower[joints], self._upper[joints]
         names = self.description.joints[joints]
-        outside = np.maximum(lower - points, 0.0) + np.maximum(points - upper, 0.0)
-        if outside.max() > self.config.max_outside_limits_rad:
+        lo, hi = self._absurd_bounds[name]
+        if (points < lo).any() or (points > hi).any():  # one comparison first: this runs on every input message
+            outside = np.maximum(lower - points, 0.0) + np.maximum(points - upper, 0.0)
             k, j = np.unravel_index(np.argmax(outside), outside.shape)
             self._intervene(f"{name}: target too far outside the joint limits, refused")
             raise CommandError(f"{names[j]} target {points[k, j]:.3f} rad is {outside[k, j]:.3f} rad outside its "
@@ -222,8 +228,9 @@ class SafetyGate:
                                f"{self.config.max_outside_limits_rad}): refused, not clamped")
         if self._q_meas is None:
             return
-        step = np.abs(np.diff(points, axis=0, prepend=self._q_meas[None, joints]))
-        if step.max() > max_step_rad:
+        first = np.abs(points[0] - self._q_meas[joints]).max()
+        if first > max_step_rad or (len(points) > 1 and np.abs(np.diff(points, axis=0)).max() > max_step_rad):
+            step = np.abs(np.diff(points, axis=0, prepend=self._q_meas[None, joints]))
             k, j = np.unravel_index(np.argmax(step), step.shape)
             origin = "the measured state" if k == 0 else f"point {k - 1}"
             self._intervene(f"{name}: target step too large, refused")
@@ -419,12 +426,10 @@ class SafetyGate:
     def workspace_violation_m(self, q: np.ndarray) -> float:
         """Summed distance (m) of the palm and fingertips outside the workspace box at ``q`` (0: all inside)."""
         self.kinematics.update(q)
+        oMf = self.kinematics.data.oMf
+        p = np.array([oMf[i].translation for i in self._frame_ids])  # (frames, 3), one numpy pass: it runs every tick
         lo, hi = np.asarray(self.config.workspace_min_m), np.asarray(self.config.workspace_max_m)
-        total = 0.0
-        for frame in self.frames:
-            p = self.kinematics.pose(frame)[:3, 3]
-            total += float(np.sum(np.maximum(lo - p, 0.0) + np.maximum(p - hi, 0.0)))
-        return total
+        return float(np.sum(np.maximum(lo - p, 0.0) + np.maximum(p - hi, 0.0)))
 
     def _workspace(self, q_prev: np.ndarray, q_new: np.ndarray, out: GateOutput) -> np.ndarray:
         return self._constrain(self.workspace_violation_m, q_prev, q_new, out, (
