@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--startup-timeout-s", type=float, default=60.0)
     parser.add_argument("--expected-joint-states-hz", type=float, default=250.0)
     parser.add_argument("--tolerance-rad", type=float, default=0.05, help="arm joint error allowed at each keyframe")
-    parser.add_argument("--hand-tolerance-rad", type=float, default=0.1,
+    parser.add_argument("--hand-tolerance-rad", type=float, default=0.15,
                         help="hand joint error allowed at each keyframe")
     parser.add_argument("--keyframe-window-s", type=float, default=0.5,
                         help="a keyframe counts as reached within this long of its time")

@@ -26,7 +26,7 @@ class KeyframeCheck:
 
 
 def check_keyframes(motion: ScriptedMotion, description: RobotDescription, start_s: float, times_s: np.ndarray,
-                    q_rad: np.ndarray, *, arm_tolerance_rad: float = 0.05, hand_tolerance_rad: float = 0.1,
+                    q_rad: np.ndarray, *, arm_tolerance_rad: float = 0.05, hand_tolerance_rad: float = 0.15,
                     window_s: float = 0.5, margin_rad: float = 0.02) -> list[KeyframeCheck]:
     """``times_s`` (N,) and ``q_rad`` (N, n_joints in description order): the measured joint states, on the same
     clock as ``start_s`` (when the motion was started)."""
