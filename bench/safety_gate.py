@@ -1,7 +1,12 @@
 """Benchmark of the safety monitor.
 
 - ``gate_ms_p50`` / ``gate_ms_p99``: time of one gate step at 1 kHz (input validation + jerk-limited filter +
-  limit clamp + workspace FK) with arm and hand commands streaming, in-process.
+  limit clamp + workspace FK + self/table collision check of the setpoint) with arm and hand commands streaming,
+  in-process.
+- ``gate_ms_p99_collision``: the same while the stream drives the fingers into the table, so that every tick clips
+  its step before contact (the collision check's worst case: a bisection of the step).
+- ``refused_absurd``: of ``absurd_targets`` absurd commands (far outside the joint limits, or a jump far from the
+  measured state, arm and hand), how many the gate refused whole (every one should be).
 - ``estop_latency_ms``: real nodes (sim_cell + safety_monitor in their own processes): from sending the e-stop
   request to the arrival of the last command the driver topic receives, median of ``--estops`` stops.
 Prints one JSON line.
@@ -27,7 +32,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 
 
-def gate_timing(ticks: int) -> tuple[float, float]:
+def gate_timing(ticks: int, into_table: bool = False) -> tuple[float, float, int]:
+    """(p50, p99) of one gate tick in ms, and how many ticks clipped a step at a collision."""
     from dexstack.robot import load_description
     from dexstack.safety import SafetyConfig, SafetyGate
 
@@ -39,6 +45,9 @@ def gate_timing(ticks: int) -> tuple[float, float]:
     for k in range(ticks):
         t = k * 1e-3
         target = d.home(d.arm_joints) + 0.3 * np.sin(2 * np.pi * 0.5 * t)
+        if into_table:  # shoulder forward: the fingers press on the table and the gate holds them at its surface
+            target = d.home(d.arm_joints) + np.array([0.0, 1.6, 0.0, 0.0, 0.0, 0.0, 0.0])
+            target[0] = 0.3 * np.sin(2 * np.pi * 0.5 * t)
         t0 = time.perf_counter()
         gate.update_state(q, t)
         gate.arm_command(d.arm_joints, [target], [0.001], t)
@@ -46,7 +55,41 @@ def gate_timing(ticks: int) -> tuple[float, float]:
         out = gate.tick(t)
         times[k] = 1000 * (time.perf_counter() - t0)
         q[:n_arm], q[n_arm:] = out.arm_rad, out.hand_rad
-    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+    clipped = gate.interventions.counts().get("collision: step clipped before contact", 0)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99)), clipped
+
+
+def absurd_refusals(n: int, seed: int = 0) -> int:
+    """Send ``n`` absurd commands (half far outside a joint limit, half a jump far from the state); count refusals."""
+    from dexstack.control.commands import CommandError
+    from dexstack.robot import load_description
+    from dexstack.safety import SafetyConfig, SafetyGate
+
+    d = load_description("panda_allegro")
+    config = SafetyConfig()
+    gate = SafetyGate(d, config)
+    rng = np.random.default_rng(seed)
+    lim = d.limit_arrays()
+    n_arm = len(d.arm_joints)
+    refused = 0
+    for k in range(n):
+        gate.update_state(d.home(), k * 1e-3)
+        q = d.home()
+        j = int(rng.integers(len(q)))
+        if k % 2 == 0:  # outside a limit by more than allowed, up to 50 rad
+            beyond = rng.uniform(config.max_outside_limits_rad + 0.01, 50.0)
+            q[j] = lim["upper"][j] + beyond if rng.random() < 0.5 else lim["lower"][j] - beyond
+        else:  # a jump larger than the allowed step (it may also leave the limits: refused either way)
+            step = config.arm_max_step_rad if j < n_arm else config.hand_max_step_rad
+            q[j] += rng.choice([-1.0, 1.0]) * rng.uniform(step + 0.01, step + 3.0)
+        try:
+            if j < n_arm:
+                gate.arm_command(d.arm_joints, [q[:n_arm]], [0.5], k * 1e-3)
+            else:
+                gate.hand_command(q[n_arm:], k * 1e-3)
+        except CommandError:
+            refused += 1
+    return refused
 
 
 def estop_latency(estops: int) -> float:
@@ -84,6 +127,8 @@ def estop_latency(estops: int) -> float:
                 pub.publish(JointTrajectory(joint_names=list(d.arm_joints), points=[point]))
                 time.sleep(0.01)
             sent = time.monotonic()
+            # A latency of "nothing after the stop" only means something if the stream was passing before it.
+            assert any(t > sent - 0.2 for t in received), "the command stream did not pass before the e-stop"
             future = estop.call_async(Trigger.Request())
             while time.monotonic() < sent + 0.5:  # keep streaming: nothing may pass
                 pub.publish(JointTrajectory(joint_names=list(d.arm_joints), points=[point]))
@@ -101,9 +146,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ticks", type=int, default=5000)
     parser.add_argument("--estops", type=int, default=5)
+    parser.add_argument("--absurd", type=int, default=200, help="absurd commands to send")
     args = parser.parse_args()
-    p50, p99 = gate_timing(args.ticks)
+    p50, p99, _ = gate_timing(args.ticks)
+    _, p99_collision, clipped = gate_timing(args.ticks, into_table=True)
     print(json.dumps({"gate_ms_p50": round(p50, 4), "gate_ms_p99": round(p99, 4),
+                      "gate_ms_p99_collision": round(p99_collision, 4), "collision_clipped_ticks": clipped,
+                      "refused_absurd": absurd_refusals(args.absurd), "absurd_targets": args.absurd,
                       "estop_latency_ms": round(estop_latency(args.estops), 3), "ticks": args.ticks,
                       "estops": args.estops}))
 

@@ -10,12 +10,21 @@ ROS message needs a stamp in ROS time. How the two relate depends on where the s
   that frame gets the host's current ROS time. Later frames keep the same offset, so the spacing between
   published stamps is exactly the device/file spacing.
 
+  A stamp must never be later than the frame's receipt: downstream time synchronisation and TF lookups
+  break on stamps from the future. With capture time ``c_k`` and transport latency ``L_k``, a fixed offset
+  gives ``ros_k - now_k = L_0 - L_k``: every frame faster than the first would land in the future. So the
+  offset follows the *fastest* frame seen: when ``stamp + offset`` would exceed ``now``, it is re-anchored
+  to ``now - stamp`` (reason ``"future"``). It only ever decreases this way, a few times over the first
+  frames until the fastest transport has been seen, so stamps stay at most the minimum latency late and the
+  spacing stays the device's between re-anchors.
+
 The offset is re-chosen (``reanchors``, counted by reason) when the stamp does not increase (device clock
 reset or wrap, a looping playback starting over: ``"backwards"``), when the stamp domain changes
 (``"domain_change"``), when the offset stamp drifts more than ``max_error_ns`` away from the host clock
-(device/host clock drift, a stall: ``"drift"``), and after :meth:`StampConverter.restart` (a new session
-of the source: ``"restart"``). Offset stamps never go backwards: a re-anchored stamp is at least 1 ns after
-the previous output.
+(device/host clock drift, a stall: ``"drift"``), after :meth:`StampConverter.restart` (a new session
+of the source: ``"restart"``), and when a frame would land in the future (``"future"``, above). Offset
+stamps never go backwards: a re-anchored stamp is at least 1 ns after the previous output (the one case
+where a stamp can pass ``now``, by 1 ns: two frames received at the same host time).
 """
 
 from __future__ import annotations
@@ -85,6 +94,8 @@ class StampConverter:
             reason = "backwards"
         elif self.max_error_ns is not None and abs(stamp_ns + self.offset_ns - now_ns) > self.max_error_ns:
             reason = "drift"
+        elif stamp_ns + self.offset_ns > now_ns:
+            reason = "future"  # this frame came faster than the one the offset was fixed on
         if reason is not None:
             self.reanchors[reason] += 1
             self.offset_ns = now_ns - stamp_ns

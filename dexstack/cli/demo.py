@@ -86,8 +86,14 @@ def run(args: argparse.Namespace) -> int:
             monitor.reset_counts()
             watch_s = start_delay_s + motion.duration_s + args.settle_s
             print(f"[demo] graph up, recording; watching the scripted motion for {watch_s:.1f} s")
+            # Until the motion's last plan (a refused plan is sent again) has run its course, within a bound.
             end = time.monotonic() + watch_s
-            while time.monotonic() < end and not graph.failed():
+            limit = end + args.startup_timeout_s
+            while not graph.failed() and time.monotonic() < limit:
+                if monitor.arm_plans:
+                    end = max(end, monitor.arm_plans[-1][0] + motion.duration_s + args.settle_s)
+                if time.monotonic() >= end:
+                    break
                 time.sleep(0.1)
             stopped = call_service(monitor, Trigger, "/recorder/stop", Trigger.Request(), timeout_s=20.0)
             if stopped is None or not stopped.success:
@@ -103,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     expected = np.concatenate([motion.arm_rad[-1], motion.hand_rad[-1]])
     if final is not None:
         report["final_tracking_error_rad_max"] = float(np.max(np.abs(np.array(final) - expected)))
+    motion_ok = _check_motion(report, monitor, motion, description, args, notes)
     outputs = {"run_dir": str(run_dir)}
     if episode_dir is not None:
         outputs["episode"] = str(episode_dir)
@@ -132,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     ok = ok and report["rates_hz"]["joint_states"] > 0.7 * args.expected_joint_states_hz
     ok = ok and report["rates_hz"]["camera_color"] > 0.0
     ok = ok and report.get("final_tracking_error_rad_max", np.inf) < args.tolerance_rad
+    ok = ok and motion_ok
     for name, code in codes.items():
         if code != 0:
             log = next(n.log_path for n in graph.nodes if n.name == name)
@@ -147,6 +155,32 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _check_motion(report: dict, monitor, motion, description, args: argparse.Namespace, notes: list[str]) -> bool:
+    """Every keyframe reached at its time (arm and hand), timed from the plan the robot actually ran (the last one
+    sent: a refused plan is sent again). The end pose alone proves nothing: the demo ends where it started."""
+    from dexstack.control.verdict import check_keyframes
+
+    times, q = monitor.joint_positions(description.joints)
+    report["arm_plans_sent"] = len(monitor.arm_plans)
+    if not monitor.arm_plans:
+        notes.append("no arm plan reached /dexstack/arm/command: the motion never started")
+        return False
+    start = monitor.arm_plans[-1][0]
+    checks = check_keyframes(motion, description, start, times, q, arm_tolerance_rad=args.tolerance_rad,
+                             hand_tolerance_rad=args.hand_tolerance_rad, window_s=args.keyframe_window_s)
+    report["keyframes"] = [{"t_s": c.t_s, "arm_error_rad": c.arm_error_rad, "hand_error_rad": c.hand_error_rad,
+                            "ok": c.ok} for c in checks]
+    n_arm = len(description.arm_joints)
+    during = (times >= start) & (times <= start + motion.duration_s)
+    report["arm_travel_rad_max"] = float(np.ptp(q[during, :n_arm], axis=0).max()) if np.any(during) else 0.0
+    missed = [c for c in checks if not c.ok]
+    for c in missed:
+        notes.append(f"keyframe {c.index} (t = {c.t_s:.2f} s) not reached: arm error {c.arm_error_rad:.3f} rad "
+                     f"(tolerance {args.tolerance_rad}), hand error {c.hand_error_rad:.3f} rad "
+                     f"(tolerance {args.hand_tolerance_rad})")
+    return not missed
+
+
 def _markdown(report: dict) -> str:
     lines = [f"# dexstack sim demo: {'OK' if report['ok'] else 'FAILED'}", "",
              f"- cell `{report['cell']}`, robot `{report['robot_profile']}`, motion `{report['motion']}` "
@@ -158,6 +192,12 @@ def _markdown(report: dict) -> str:
     if "final_tracking_error_rad_max" in report:
         lines.append(f"- final joint error vs last keyframe: {report['final_tracking_error_rad_max']:.4f} rad (max; "
                      "the safety monitor keeps targets 0.02 rad inside the limits)")
+    if "keyframes" in report:
+        reached = sum(k["ok"] for k in report["keyframes"])
+        lines.append(f"- keyframes reached at their time: {reached}/{len(report['keyframes'])} (worst arm error "
+                     f"{max(k['arm_error_rad'] for k in report['keyframes']):.4f} rad, hand "
+                     f"{max(k['hand_error_rad'] for k in report['keyframes']):.4f} rad); arm travel "
+                     f"{report['arm_travel_rad_max']:.3f} rad")
     if "object_pose_error_mm_median" in report:
         lines.append(f"- object pose (perception on the sim camera) vs ground truth: "
                      f"{report['object_pose_error_mm_median']:.2f} mm median")
@@ -175,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-s", type=float, default=2.0, help="watch this long after the motion ends")
     parser.add_argument("--startup-timeout-s", type=float, default=60.0)
     parser.add_argument("--expected-joint-states-hz", type=float, default=250.0)
-    parser.add_argument("--tolerance-rad", type=float, default=0.05, help="final joint error allowed")
+    parser.add_argument("--tolerance-rad", type=float, default=0.05, help="arm joint error allowed at each keyframe")
+    parser.add_argument("--hand-tolerance-rad", type=float, default=0.15,
+                        help="hand joint error allowed at each keyframe")
+    parser.add_argument("--keyframe-window-s", type=float, default=0.5,
+                        help="a keyframe counts as reached within this long of its time")
     return run(parser.parse_args(argv))
 
 

@@ -255,12 +255,14 @@ def replay_episode(node, episode_dir: Path, speed: float = 1.0, goto_start: bool
 
     from dexstack.nodes import common
     from dexstack.nodes.recorder import message_class
+    from dexstack.nodes.safety_link import SafetyLink
     from dexstack.record.replay import play
     from dexstack.record.replay import load_replay
     from dexstack.robot import load_description
     from dexstack.record.episode import load_episode_info
 
     plan = load_replay(episode_dir)
+    safety = SafetyLink(node)
     publishers = {}
     for item in plan.items:
         if item.topic not in publishers:
@@ -272,6 +274,10 @@ def replay_episode(node, episode_dir: Path, speed: float = 1.0, goto_start: bool
     missing = [t for t, p in publishers.items() if not p.get_subscription_count()]
     if missing:
         log(f"warning: nobody subscribes to {missing} (is the safety monitor running?)")
+    while time.monotonic() < deadline + 10.0 and not safety.ready:  # a command sent before would be refused
+        time.sleep(0.05)
+    if not safety.ready:
+        log("warning: the safety monitor does not report ready (/dexstack/safety/ready); its refusals are logged")
     if goto_start:
         info = load_episode_info(Path(episode_dir))
         d = load_description(info.robot_profile or "panda_allegro")

@@ -2,16 +2,22 @@
 
 Sim/test entry point: localhost-only DDS is forced for every process it starts (the network rule).
 ``dexstack-launch sim_cell cell:=tabletop`` is the pip-install equivalent of ``ros2 launch dexstack sim_cell.launch.xml``.
+
+Stopping: Ctrl-C, SIGTERM (systemd, docker, process managers) and SIGHUP (terminal closed) all stop the graph the
+same way: SIGINT to each node, SIGKILL after a timeout. Nodes also die with the launcher when it is killed hard
+(SIGKILL, a crash): each is started with the Linux parent-death signal (``prctl(PR_SET_PDEATHSIG, SIGTERM)``).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -66,6 +72,30 @@ def node_command(node: NodeAction, python: str = sys.executable, param_dir: Path
     return cmd
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_DEATH_SIGNAL = signal.SIGTERM  # rclpy shuts a node down cleanly on it (SIGKILL would skip the cleanup)
+
+
+def _die_with_parent_preexec():
+    """A ``preexec_fn`` that makes the child get SIGTERM when this process dies (Linux), or None where prctl is not
+    available. The signal follows the *thread* that forked: only used from the main thread (see ``start``)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died between fork and prctl: nobody will signal us
+            os.kill(os.getpid(), PARENT_DEATH_SIGNAL)
+
+    return preexec
+
+
 @dataclass
 class RunningNode:
     name: str
@@ -89,12 +119,14 @@ class LaunchedGraph:
     def start(self) -> LaunchedGraph:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
+        # The parent-death signal fires when the forking *thread* ends: only tie nodes to the main thread's life.
+        preexec = _die_with_parent_preexec() if threading.current_thread() is threading.main_thread() else None
         for node in self.description.nodes:
             cmd = node_command(node, param_dir=self.log_dir)
             log_path = self.log_dir / f"{node.name}.log" if self.log_dir is not None else None
             out = open(log_path, "w") if log_path is not None else None  # noqa: SIM115 (closed with the process)
             process = subprocess.Popen(cmd, env=self.env, stdout=out or None, stderr=subprocess.STDOUT if out else None,
-                                       start_new_session=True)
+                                       start_new_session=True, preexec_fn=preexec)
             self.nodes.append(RunningNode(node.name, process, log_path))
         return self
 
@@ -139,13 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     except LaunchError as exc:
         print(f"dexstack-launch: {exc}", file=sys.stderr)
         return 2
-    print(f"started {[n.name for n in graph.nodes]}; Ctrl-C stops them")
-    try:
-        while not graph.failed():
-            time.sleep(0.2)
+    stop = threading.Event()
+
+    def request_stop(signum, _frame) -> None:
+        if not stop.is_set():
+            print(f"dexstack-launch: {signal.Signals(signum).name}: stopping the graph", file=sys.stderr)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, request_stop)  # later signals while stopping only repeat the request
+    print(f"started {[n.name for n in graph.nodes]}; Ctrl-C (or SIGTERM/SIGHUP) stops them")
+    while not graph.failed() and not stop.is_set():
+        stop.wait(0.2)
+    if not stop.is_set():
         print(f"node(s) exited: {graph.failed()}", file=sys.stderr)
-    except KeyboardInterrupt:
-        pass
     codes = graph.stop()
     return 0 if all(c in (0, -signal.SIGINT) for c in codes.values()) else 1
 

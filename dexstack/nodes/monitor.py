@@ -9,6 +9,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
+from trajectory_msgs.msg import JointTrajectory
 
 from dexstack.nodes import common
 
@@ -16,6 +17,7 @@ CAMERA_COLOR = "/camera/camera/color/image_raw"
 CAMERA_DEPTH = "/camera/camera/aligned_depth_to_color/image_raw"
 OBJECT_GT = "/dexstack/sim/object_pose_gt"
 OBJECT_ESTIMATE = "/dexstack/object_pose"
+ARM_INPUT = "/dexstack/arm/command"
 
 
 class TopicStats:
@@ -47,6 +49,11 @@ class GraphMonitor(Node):
         self._gt: dict[int, np.ndarray] = {}  # stamp_ns -> xyz of recent ground-truth poses
         self.object_errors_mm: list[float] = []
         self.last_joint_state: JointState | None = None
+        # Measured joint positions over time (receipt monotonic s, name -> rad) and planned arm trajectories sent to
+        # the safety monitor (receipt time, points): what a verdict "did the robot do what was asked" needs.
+        self.joint_history: list[tuple[float, dict[str, float]]] = []
+        self.arm_plans: list[tuple[float, int]] = []
+        self.create_subscription(JointTrajectory, ARM_INPUT, self._on_arm_input, common.COMMAND_QOS)
         self.last_color: np.ndarray | None = None
         self.diagnostics: dict[str, dict[str, str]] = {}
         self.create_subscription(JointState, "/joint_states", self._on_joint_state, common.STATE_QOS)
@@ -59,6 +66,18 @@ class GraphMonitor(Node):
     def _on_joint_state(self, msg: JointState) -> None:
         self.joint_states.tick()
         self.last_joint_state = msg
+        self.joint_history.append((time.monotonic(), dict(zip(msg.name, msg.position))))
+
+    def _on_arm_input(self, msg: JointTrajectory) -> None:
+        if len(msg.points) > 1:
+            self.arm_plans.append((time.monotonic(), len(msg.points)))
+
+    def joint_positions(self, joints: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(times_s (N,), q_rad (N, len(joints))) of the recorded joint states that name every joint."""
+        rows = [(t, [named[j] for j in joints]) for t, named in self.joint_history if all(j in named for j in joints)]
+        if not rows:
+            return np.zeros(0), np.zeros((0, len(joints)))
+        return np.array([t for t, _ in rows]), np.array([q for _, q in rows])
 
     def _on_object_gt(self, msg: PoseStamped) -> None:
         self.object_gt.tick()
@@ -90,6 +109,7 @@ class GraphMonitor(Node):
         for stats in (self.joint_states, self.color, self.depth, self.object_gt, self.object_estimate):
             stats.reset()
         self.object_errors_mm.clear()
+        self.joint_history.clear()
 
     def report(self) -> dict:
         report: dict = {"rates_hz": {

@@ -41,6 +41,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dexstack.diagnostics import Level, ReasonCounter, StatusReport
 from dexstack.nodes import common
+from dexstack.nodes.safety_link import SafetyLink
 from dexstack.policies import (
     InputCache, Policy, PolicyError, PolicyRuntime, list_bundles, list_references, load_manifest, policy_types,
 )
@@ -83,6 +84,7 @@ class Params:
     arm_command_topic: str = common.param("/dexstack/arm/command", "Arm command output.", read_only=True)
     hand_command_topic: str = common.param("/dexstack/hand/command", "Hand command output.", read_only=True)
     diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", min=0.1, max=10.0)
+    wait_for_safety: bool = common.param(True, "Send only while the safety monitor reports ready.", read_only=True)
 
 
 def _duration(t_s: float) -> Duration:
@@ -112,6 +114,7 @@ class PolicyNode(Node):
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, "/joint_states", self._on_joint_state, common.STATE_QOS)
         self._object_sub = self._keypoints_sub = None
+        self.safety = SafetyLink(self) if self.params.wait_for_safety else None
         self._stage_pending()
         self.create_service(Trigger, "~/list", self._on_list)
         self.create_service(Trigger, "~/describe", self._on_describe)
@@ -233,6 +236,10 @@ class PolicyNode(Node):
         if state is None:
             if self.runtime.active is not None:
                 self.errors.add("no fresh /joint_states")
+            return False
+        if self.safety is not None and not self.safety.ready:  # the reference starts once commands are taken
+            if self.runtime.active is not None:
+                self.errors.add("waiting for the safety monitor to be ready")
             return False
         t0 = time.perf_counter()
         try:

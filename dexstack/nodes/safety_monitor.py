@@ -4,6 +4,10 @@ Inputs: ``/dexstack/arm/command`` (JointTrajectory) and ``/dexstack/hand/command
 active command source, ``/joint_states``, e-stop on ``/dexstack/estop`` (std_msgs/Bool, true = stop) and the
 ``~/estop`` / ``~/reset`` services (std_srvs/Trigger). Output: the driver topics named by the robot profile, at
 ``rate_hz``. It is the only publisher of driver commands. Status and every intervention on ``/diagnostics``.
+
+Readiness for command sources (``dexstack/nodes/safety_link.py``): ``/dexstack/safety/ready`` (std_msgs/Bool,
+transient local, on change and every 0.5 s) and the ``~/ready`` service (Trigger: success = ready, message = why
+not). Every refused command is reported to its sender on ``/dexstack/safety/rejected`` (DiagnosticStatus).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
@@ -23,6 +28,7 @@ from dexstack.control.commands import CommandError
 from dexstack.control.joint_state import JointStateCache
 from dexstack.diagnostics import Level, StatusReport
 from dexstack.nodes import common
+from dexstack.nodes.safety_link import READY_HEARTBEAT_S, READY_TOPIC, REJECTED_TOPIC
 from dexstack.robot.description import load_description
 from dexstack.safety.gate import WORKSPACE_MODES, SafetyConfig, SafetyGate
 
@@ -57,6 +63,24 @@ class Params:
     workspace_max_m: list = common.param(list(_DEFAULTS.workspace_max_m), "Workspace box maximum (x, y, z), base frame.")
     workspace_mode: str = common.param(_DEFAULTS.workspace_mode, "What happens at the workspace boundary.",
                                        choices=WORKSPACE_MODES)
+    max_outside_limits_rad: float = common.param(_DEFAULTS.max_outside_limits_rad,
+                                                 "Targets further outside the joint limits are refused, not clamped.",
+                                                 min=0.001, max=3.0)
+    arm_max_step_rad: float = common.param(_DEFAULTS.arm_max_step_rad,
+                                           "Arm targets further from the measured state are refused.", min=0.01,
+                                           max=7.0)
+    hand_max_step_rad: float = common.param(_DEFAULTS.hand_max_step_rad,
+                                            "Hand targets further from the measured state are refused.", min=0.01,
+                                            max=7.0)
+    table_top_z_m: float = common.param(_DEFAULTS.table_top_z_m, "Table surface height (base frame).", min=-2.0,
+                                        max=2.0)
+    table_penetration_m: float = common.param(_DEFAULTS.table_penetration_m,
+                                              "How far below the table top a setpoint's links may go.", min=0.0,
+                                              max=0.1)
+    arm_link_radius_m: float = common.param(_DEFAULTS.arm_link_radius_m, "Arm capsule radius (collision checks).",
+                                            min=0.001, max=0.3)
+    hand_link_radius_m: float = common.param(_DEFAULTS.hand_link_radius_m, "Hand capsule radius (collision checks).",
+                                             min=0.001, max=0.1)
     diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", min=0.1, max=10.0)
 
 
@@ -85,12 +109,17 @@ class SafetyMonitorNode(Node):
         self.arm_pub = self.create_publisher(JointTrajectory, profile.arm.command.topic, common.COMMAND_QOS)
         self.hand_pub = self.create_publisher(Float64MultiArray, profile.hand.command.topic, common.COMMAND_QOS)
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
+        self.ready_pub = self.create_publisher(Bool, READY_TOPIC, common.LATCHED_QOS)
+        self.rejected_pub = self.create_publisher(DiagnosticStatus, REJECTED_TOPIC, common.COMMAND_QOS)
+        self._ready: bool | None = None
+        self._ready_sent_s = -float("inf")
         self.create_subscription(JointState, "/joint_states", self._on_state, common.STATE_QOS)
         self.create_subscription(JointTrajectory, ARM_INPUT, self._on_arm, common.COMMAND_QOS)
         self.create_subscription(Float64MultiArray, HAND_INPUT, self._on_hand, common.COMMAND_QOS)
         self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop_topic, common.COMMAND_QOS)
         self.create_service(Trigger, "~/estop", self._on_estop_service)
         self.create_service(Trigger, "~/reset", self._on_reset_service)
+        self.create_service(Trigger, "~/ready", self._on_ready_service)
         self._period_s = 1.0 / self.params.rate_hz
         self.create_timer(self._period_s, self._tick)
         self.create_timer(1.0 / self.params.diagnostics_rate_hz, self._publish_diagnostics)
@@ -114,12 +143,32 @@ class SafetyMonitorNode(Node):
             self.gate.arm_command(msg.joint_names, [p.positions for p in msg.points], times, time.monotonic())
         except CommandError as exc:
             self.get_logger().warning(f"arm command rejected, holding: {exc}", throttle_duration_sec=1.0)
+            self._report_rejected("arm", str(exc), len(msg.points), common.stamp_to_ns(msg.header.stamp),
+                                  msg.header.frame_id)
 
     def _on_hand(self, msg: Float64MultiArray) -> None:
         try:
             self.gate.hand_command(msg.data, time.monotonic())
         except CommandError as exc:
             self.get_logger().warning(f"hand command rejected, holding: {exc}", throttle_duration_sec=1.0)
+            self._report_rejected("hand", str(exc), 1, 0, "")
+
+    def _report_rejected(self, part: str, reason: str, points: int, stamp_ns: int, frame_id: str) -> None:
+        """Tell the sender (it recognises its plan by the header it stamped) instead of dropping it silently."""
+        values = {"part": part, "points": str(points), "stamp_ns": str(stamp_ns), "frame_id": frame_id}
+        self.rejected_pub.publish(DiagnosticStatus(
+            level=DiagnosticStatus.ERROR, name=f"safety_monitor/{part}", message=reason, hardware_id=self.get_name(),
+            values=[KeyValue(key=k, value=v) for k, v in values.items()]))
+
+    def _publish_ready(self, now: float) -> None:
+        ready, _reason = self.gate.readiness(now)
+        if ready != self._ready or now - self._ready_sent_s >= READY_HEARTBEAT_S:
+            self._ready, self._ready_sent_s = ready, now
+            self.ready_pub.publish(Bool(data=ready))
+
+    def _on_ready_service(self, _request, response: Trigger.Response) -> Trigger.Response:
+        response.success, response.message = self.gate.readiness(time.monotonic())
+        return response
 
     # ------------------------------------------------------------------ e-stop
     def _estop(self, reason: str) -> None:
@@ -163,13 +212,15 @@ class SafetyMonitorNode(Node):
 
     def _tick(self) -> None:
         t0 = time.perf_counter()
-        out = self.gate.tick(time.monotonic())
+        now = time.monotonic()
+        out = self.gate.tick(now)
         # The driver interpolates to the setpoint over the time the filter advanced (one period, more after a late
         # tick), so the robot's velocity stays what the filter allowed.
         self._send(out.arm_rad, out.hand_rad, time_from_start_s=max(out.horizon_s, self._period_s))
         self.gate_ms.append(1000.0 * (time.perf_counter() - t0))
         for reason in out.interventions:
             self.get_logger().warning(f"intervention: {reason}", throttle_duration_sec=1.0)
+        self._publish_ready(now)
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
@@ -191,6 +242,7 @@ class SafetyMonitorNode(Node):
             "interventions_total": str(sum(counts.values())),
             "gate_ms_p50": f"{np.percentile(times, 50):.4f}",
             "gate_ms_p99": f"{np.percentile(times, 99):.4f}",
+            "last_collision": "; ".join(self.gate.last_collisions) or "none",
             **{f"count[{reason}]": str(n) for reason, n in counts.items()},
         }
         self.gate_ms = self.gate_ms[-1000:]

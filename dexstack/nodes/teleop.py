@@ -23,6 +23,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from dexstack.control.joint_state import JointStateCache
 from dexstack.diagnostics import Level, ReasonCounter, StatusReport
 from dexstack.nodes import common
+from dexstack.nodes.safety_link import SafetyLink
 from dexstack.robot.description import load_description
 from dexstack.teleop import TeleopConfig, TeleopController
 from dexstack.teleop.controller import KeypointError
@@ -44,6 +45,7 @@ class Params:
     auto_engage: bool = common.param(False, "Engage as soon as a hand is seen (and after it was lost).")
     command_horizon_s: float = common.param(0.05, "time_from_start of each arm command.", min=0.005, max=1.0)
     state_timeout_s: float = common.param(0.5, "/joint_states older than this: no commands.", min=0.01, max=5.0)
+    wait_for_safety: bool = common.param(True, "Send only while the safety monitor reports ready.", read_only=True)
 
 
 class TeleopNode(Node):
@@ -63,6 +65,7 @@ class TeleopNode(Node):
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, "/joint_states", self._on_state, common.STATE_QOS)
         self.create_subscription(PoseArray, KEYPOINTS_TOPIC, self._on_keypoints, common.SENSOR_QOS)
+        self.safety = SafetyLink(self) if self.params.wait_for_safety else None
         self.create_service(SetBool, "~/engage", self._on_engage)
         self.create_service(Trigger, "~/recenter", self._on_recenter)
         self.create_service(SetBool, "~/pause", self._on_pause)
@@ -81,6 +84,9 @@ class TeleopNode(Node):
         q = self._q_meas()
         if q is None:
             self.rejected.add("no fresh /joint_states")
+            return
+        if self.safety is not None and not self.safety.ready:
+            self.rejected.add("safety monitor not ready")
             return
         if len(msg.poses) != 21:
             self.rejected.add(f"hand keypoints: expected 21 poses, got {len(msg.poses)}")

@@ -1,5 +1,6 @@
-"""The safety gate between every command source and the drivers (pure core; the node is dexstack.nodes.safety_monitor)."""
+"""The safety gate between every command source and the drivers (pure core; node: dexstack.nodes.safety_monitor)."""
 
-from dexstack.safety.gate import GateOutput, SafetyConfig, SafetyGate
+from dexstack.safety.collision import CollisionConfig, CollisionModel
+from dexstack.safety.gate import GateOutput, SafetyConfig, SafetyGate, load_safety_config
 
-__all__ = ["GateOutput", "SafetyConfig", "SafetyGate"]
+__all__ = ["CollisionConfig", "CollisionModel", "GateOutput", "SafetyConfig", "SafetyGate", "load_safety_config"]

@@ -6,9 +6,14 @@ Every tick (``rate_hz``), for each part (arm, hand) with a live command:
 2. move the output toward it through a jerk-limited online filter (ruckig) with the description's velocity limits
    (scaled) and configured acceleration/jerk limits, starting from the measured state (re-seeded from it when the
    robot falls behind);
-3. check the palm and fingertips (pinocchio FK of the output) against the workspace box; clip the step or hold.
+3. check the palm and fingertips (pinocchio FK of the output) against the workspace box, then the setpoint's
+   self-collision and collision with the table (coal on a capsule skeleton, ``dexstack/safety/collision.py``);
+   clip the step before the boundary or hold.
 
-Inputs are validated (names, lengths, NaN/inf) and rejected whole. Watchdogs: a part whose command stream is stale
+Inputs are validated (names, lengths, NaN/inf) and rejected whole; so are absurd targets: further than
+``max_outside_limits_rad`` outside the joint limits (a slightly-out target is clamped, a 50 rad one is a bug), or a
+step further than ``arm_max_step_rad`` / ``hand_max_step_rad`` from the measured state (or, within a trajectory,
+from its previous point). Watchdogs: a part whose command stream is stale
 stops (holds its last output); a stale ``/joint_states`` stops everything. The e-stop latches: nothing passes until
 a reset, which needs fresh state. Every intervention is counted by reason.
 """
@@ -26,6 +31,7 @@ from dexstack.control.trajectory import TrajectoryFollower
 from dexstack.diagnostics import ReasonCounter
 from dexstack.robot.description import RobotDescription
 from dexstack.robot.kinematics import Kinematics
+from dexstack.safety.collision import CollisionConfig, CollisionModel
 
 WORKSPACE_MODES = ("clip", "reject")
 PLANNED_SETTLE_TIMEOUT_S = 5.0  # longest a planned trajectory may run past its end time to reach its last point
@@ -43,9 +49,20 @@ class SafetyConfig:
     hand_max_acceleration_rad_s2: float = 40.0
     hand_max_jerk_rad_s3: float = 800.0
     max_tracking_error_rad: float = 0.3
-    workspace_min_m: tuple[float, float, float] = (-0.2, -0.7, 0.01)
+    workspace_min_m: tuple[float, float, float] = (-0.2, -0.7, -0.05)  # reach box; the table is below
     workspace_max_m: tuple[float, float, float] = (0.95, 0.7, 1.2)
     workspace_mode: str = "clip"
+    max_outside_limits_rad: float = 0.3  # targets further outside the limits are refused, not clamped
+    arm_max_step_rad: float = 3.0  # refuse an arm target further than this from the measured state (per joint)
+    hand_max_step_rad: float = 2.5
+    table_top_z_m: float = 0.0  # the table: no link below table_top_z_m - table_penetration_m (see collision.py)
+    table_penetration_m: float = 0.015
+    arm_link_radius_m: float = 0.055  # capsule skeleton of the robot for the collision checks
+    hand_link_radius_m: float = 0.012
+
+    def collision_config(self) -> CollisionConfig:
+        return CollisionConfig(table_top_z_m=self.table_top_z_m, table_penetration_m=self.table_penetration_m,
+                               arm_link_radius_m=self.arm_link_radius_m, hand_link_radius_m=self.hand_link_radius_m)
 
     def errors(self) -> list[str]:
         """Why this configuration is unusable (empty if it is fine)."""
@@ -64,7 +81,9 @@ class SafetyConfig:
             out.append("workspace_min_m must be below workspace_max_m on every axis")
         if self.workspace_mode not in WORKSPACE_MODES:
             out.append(f"workspace_mode must be one of {WORKSPACE_MODES}")
-        return out
+        out += [f"{name} must be > 0" for name in ("max_outside_limits_rad", "arm_max_step_rad", "hand_max_step_rad")
+                if not getattr(self, name) > 0]
+        return out + self.collision_config().errors()
 
 
 @dataclass
@@ -142,8 +161,13 @@ class SafetyGate:
         self.description = description
         self.config = config
         self.kinematics = Kinematics(description)
+        self.collision = CollisionModel(description, config.collision_config())
+        self.last_collisions: list[str] = []  # pairs found by the last collision intervention
+        limits = description.limit_arrays()
+        self._lower, self._upper = limits["lower"], limits["upper"]
         self.interventions = ReasonCounter()
         self.frames = (description.profile.hand.palm_link, *description.profile.hand.fingertip_links)
+        self._frame_ids = [self.kinematics.frame_id(f) for f in self.frames]
         self._n_arm = len(description.arm_joints)
         self.estopped = False
         self.estop_reason = ""
@@ -173,16 +197,46 @@ class SafetyGate:
             upper = np.maximum(lim["upper"] - margin, (lim["lower"] + lim["upper"]) / 2)
             parts[part] = _PartFilter(lower, upper, c.velocity_scale * lim["velocity"], a_max, j_max, 1.0 / c.rate_hz)
         self._arm, self._hand = parts["arm"], parts["hand"]
+        n_arm, m = len(d.arm_joints), c.max_outside_limits_rad
+        limits = d.limit_arrays()
+        self._absurd_bounds = {"arm": (limits["lower"][:n_arm] - m, limits["upper"][:n_arm] + m),
+                               "hand": (limits["lower"][n_arm:] - m, limits["upper"][n_arm:] + m)}
 
     def reconfigure(self, config: SafetyConfig) -> None:
         """Apply new limits; filters restart from the measured state (raises ValueError on a bad config)."""
         problems = config.errors()
         if problems:
             raise ValueError("; ".join(problems))
+        if config.collision_config() != self.config.collision_config():
+            self.collision = CollisionModel(self.description, config.collision_config())
         self.config = config
         self._build_filters()
 
     # ------------------------------------------------------------------ inputs
+    def _refuse_absurd(self, name: str, points: np.ndarray, joints: slice, max_step_rad: float) -> None:
+        """Raise CommandError for targets that are no slip of a limit but a bug: far outside the joint limits or a
+        jump far from the measured state (first point) or from the previous point (later points)."""
+        lower, upper = self._lower[joints], self._upper[joints]
+        names = self.description.joints[joints]
+        lo, hi = self._absurd_bounds[name]
+        if (points < lo).any() or (points > hi).any():  # one comparison first: this runs on every input message
+            outside = np.maximum(lower - points, 0.0) + np.maximum(points - upper, 0.0)
+            k, j = np.unravel_index(np.argmax(outside), outside.shape)
+            self._intervene(f"{name}: target too far outside the joint limits, refused")
+            raise CommandError(f"{names[j]} target {points[k, j]:.3f} rad is {outside[k, j]:.3f} rad outside its "
+                               f"limits [{lower[j]:.3f}, {upper[j]:.3f}] (more than max_outside_limits_rad = "
+                               f"{self.config.max_outside_limits_rad}): refused, not clamped")
+        if self._q_meas is None:
+            return
+        first = np.abs(points[0] - self._q_meas[joints]).max()
+        if first > max_step_rad or (len(points) > 1 and np.abs(np.diff(points, axis=0)).max() > max_step_rad):
+            step = np.abs(np.diff(points, axis=0, prepend=self._q_meas[None, joints]))
+            k, j = np.unravel_index(np.argmax(step), step.shape)
+            origin = "the measured state" if k == 0 else f"point {k - 1}"
+            self._intervene(f"{name}: target step too large, refused")
+            raise CommandError(f"{names[j]} target {points[k, j]:.3f} rad is {step[k, j]:.3f} rad from {origin} "
+                               f"(more than {name}_max_step_rad = {max_step_rad}): refused")
+
     def _intervene(self, reason: str, out: GateOutput | None = None) -> None:
         self.interventions.add(reason)
         if out is not None:
@@ -208,6 +262,8 @@ class SafetyGate:
         except CommandError as exc:
             self._intervene(f"arm: {exc}")
             raise
+        self._refuse_absurd("arm", np.asarray(q, dtype=float).reshape(len(times), self._n_arm),
+                            slice(0, self._n_arm), self.config.arm_max_step_rad)
         if self._arm_ref is None:
             start = self._arm.position if self._arm.seeded else self._measured_arm()
             if start is None:
@@ -226,10 +282,13 @@ class SafetyGate:
             self._intervene("estop: command refused")
             raise CommandError("e-stop is latched: reset first")
         try:
-            self._hand_target = validate_positions(values, len(self.description.hand_joints), "hand command")
+            target = validate_positions(values, len(self.description.hand_joints), "hand command")
         except CommandError as exc:
             self._intervene(f"hand: {exc}")
             raise
+        self._refuse_absurd("hand", np.asarray(target, dtype=float)[None, :], slice(self._n_arm, None),
+                            self.config.hand_max_step_rad)
+        self._hand_target = target
         self._hand_cmd_time = now_s
 
     def _measured_arm(self) -> np.ndarray | None:
@@ -260,6 +319,16 @@ class SafetyGate:
     # ------------------------------------------------------------------ tick
     def state_fresh(self, now_s: float) -> bool:
         return self._q_meas is not None and now_s - self._state_time <= self.config.state_timeout_s
+
+    def readiness(self, now_s: float) -> tuple[bool, str]:
+        """Whether a command sent now would be taken, and why not (what a source waits for before a plan)."""
+        if self.estopped:
+            return False, f"e-stop latched ({self.estop_reason}): call ~/reset"
+        if self._q_meas is None:
+            return False, "no complete /joint_states received yet"
+        if not self.state_fresh(now_s):
+            return False, f"/joint_states stale (none in the last {self.config.state_timeout_s} s)"
+        return True, "ready: fresh /joint_states, taking commands"
 
     def tick(self, now_s: float) -> GateOutput:
         """One control period: what (if anything) to send to each driver now."""
@@ -296,6 +365,11 @@ class SafetyGate:
         q_meas = self._q_meas
         q_prev = np.concatenate([self._seeded(self._arm, q_meas[: self._n_arm], out, "arm"),
                                  self._seeded(self._hand, q_meas[self._n_arm:], out, "hand")])
+        # A part that is not commanded stays where it is measured: check the setpoint against that, not its filter.
+        if not arm_live:
+            q_prev[: self._n_arm] = q_meas[: self._n_arm]
+        if not hand_live:
+            q_prev[self._n_arm:] = q_meas[self._n_arm:]
         q_new = q_prev.copy()
         if arm_live:
             # Track the reference and its velocity, so timed trajectories are followed without lag.
@@ -306,9 +380,12 @@ class SafetyGate:
             target = self._clamped(self._hand, self._hand_target, out, "hand")
             q_new[self._n_arm:] = self._filtered(self._hand, target, None, out, "hand", steps)
         q_safe = self._workspace(q_prev, q_new, out)
+        q_safe = self._collision_free(q_prev, q_safe, out)
         if q_safe is not q_new:
-            self._arm.seed(q_safe[: self._n_arm])
-            self._hand.seed(q_safe[self._n_arm:])
+            if arm_live:
+                self._arm.seed(q_safe[: self._n_arm])
+            if hand_live:
+                self._hand.seed(q_safe[self._n_arm:])
         if arm_live:
             out.arm_rad = q_safe[: self._n_arm].copy()
         if hand_live:
@@ -349,32 +426,80 @@ class SafetyGate:
     def workspace_violation_m(self, q: np.ndarray) -> float:
         """Summed distance (m) of the palm and fingertips outside the workspace box at ``q`` (0: all inside)."""
         self.kinematics.update(q)
+        oMf = self.kinematics.data.oMf
+        p = np.array([oMf[i].translation for i in self._frame_ids])  # (frames, 3), one numpy pass: it runs every tick
         lo, hi = np.asarray(self.config.workspace_min_m), np.asarray(self.config.workspace_max_m)
-        total = 0.0
-        for frame in self.frames:
-            p = self.kinematics.pose(frame)[:3, 3]
-            total += float(np.sum(np.maximum(lo - p, 0.0) + np.maximum(p - hi, 0.0)))
-        return total
+        return float(np.sum(np.maximum(lo - p, 0.0) + np.maximum(p - hi, 0.0)))
 
     def _workspace(self, q_prev: np.ndarray, q_new: np.ndarray, out: GateOutput) -> np.ndarray:
-        new = self.workspace_violation_m(q_new)
+        return self._constrain(self.workspace_violation_m, q_prev, q_new, out, (
+            "workspace: outside the box and not moving back in, holding",
+            "workspace: palm/fingertips would leave the box, holding",
+            "workspace: step clipped at the box boundary"))
+
+    def collision_violation_m(self, q: np.ndarray) -> float:
+        """Summed penetration (m) of self-collision and table pairs at ``q`` (0: collision-free)."""
+        return self.collision.violation_m(q)
+
+    def _collision_free(self, q_prev: np.ndarray, q_new: np.ndarray, out: GateOutput) -> np.ndarray:
+        pairs = self.collision.colliding_pair_indices(q_new)
+        if not pairs:
+            return q_new
+        # One control step is short: the pairs in contact at its end are the ones to bisect it against.
+        q_safe = self._constrain(lambda q: self.collision.pairs_violation_m(q, pairs), q_prev, q_new, out, (
+            "collision: in collision and not moving out, holding",
+            "collision: step would collide, holding",
+            "collision: step clipped before contact"), bisections=6)  # 1/64 of one tick's step: enough
+        if q_safe is not q_new:
+            self.last_collisions = [self.collision.pair_names[k] for k in pairs]
+        return q_safe
+
+    def _constrain(self, violation, q_prev: np.ndarray, q_new: np.ndarray, out: GateOutput,
+                   reasons: tuple[str, str, str], bisections: int = 8) -> np.ndarray:
+        """Keep the step q_prev -> q_new where ``violation`` is 0 (clip it at the boundary, or hold)."""
+        new = violation(q_new)
         if new == 0.0:
             return q_new
-        prev = self.workspace_violation_m(q_prev)
-        if prev > 0.0:  # already outside (e.g. started there): only steps that go back toward the box pass
+        prev = violation(q_prev)
+        if prev > 0.0:  # already outside (e.g. started there): only steps that go back toward the allowed set pass
             if new < prev:
                 return q_new
-            self._intervene("workspace: outside the box and not moving back in, holding", out)
+            self._intervene(reasons[0], out)
             return q_prev
         if self.config.workspace_mode == "reject":
-            self._intervene("workspace: palm/fingertips would leave the box, holding", out)
+            self._intervene(reasons[1], out)
             return q_prev
         lo, hi = 0.0, 1.0  # largest fraction of the step that stays inside
-        for _ in range(8):
+        for _ in range(bisections):
             mid = (lo + hi) / 2
-            if self.workspace_violation_m(q_prev + mid * (q_new - q_prev)) > 0.0:
+            if violation(q_prev + mid * (q_new - q_prev)) > 0.0:
                 hi = mid
             else:
                 lo = mid
-        self._intervene("workspace: step clipped at the box boundary", out)
+        self._intervene(reasons[2], out)
         return q_prev + lo * (q_new - q_prev)
+
+
+def load_safety_config(path: str | None = None, **overrides) -> SafetyConfig:
+    """The deployed gate's limits from ``config/safety.yaml`` (the safety monitor's parameters), for code that must
+    apply exactly the same ones outside ROS (training and evaluation envs). Unknown keys are refused."""
+    import dataclasses
+
+    import yaml
+
+    from dexstack.paths import data_path
+
+    file = data_path("config", "safety.yaml") if path is None else path
+    with open(file) as f:
+        params = dict((yaml.safe_load(f) or {}).get("safety_monitor", {}).get("ros__parameters", {}))
+    names = {f.name for f in dataclasses.fields(SafetyConfig)}
+    node_only = {"robot_profile", "diagnostics_rate_hz"}
+    unknown = set(params) - names - node_only
+    if unknown:
+        raise ValueError(f"{file}: unknown safety parameters {sorted(unknown)}; known: {sorted(names)}")
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items() if k in names}
+    config = SafetyConfig(**{**values, **overrides})
+    problems = config.errors()
+    if problems:
+        raise ValueError(f"{file}: " + "; ".join(problems))
+    return config

@@ -75,29 +75,40 @@ def test_repeated_stamp_does_not_produce_a_repeated_ros_stamp():
     a = conv.to_ros_ns(5_000, "hardware_clock", NOW)
     b = conv.to_ros_ns(5_000, "hardware_clock", NOW)  # host time did not advance either
     assert b == a + 1
-    assert conv.to_ros_ns(5_000 + PERIOD, "hardware_clock", NOW + PERIOD) == b + PERIOD
+    # b is 1 ns ahead of its receipt (monotonic first); the next frame is brought back to its receipt time.
+    assert conv.to_ros_ns(5_000 + PERIOD, "hardware_clock", NOW + PERIOD) == NOW + PERIOD
 
 
 def test_drift_beyond_the_bound_reanchors():
     conv = StampConverter(max_error_ns=100_000_000)
     conv.to_ros_ns(0, "hardware_clock", NOW)
-    # Device clock 1% fast: after 9 s the offset stamp is 90 ms ahead: still within the bound.
-    assert conv.to_ros_ns(9_090_000_000, "hardware_clock", NOW + 9_000_000_000) == NOW + 9_090_000_000
+    # Device clock 1% slow: after 9 s the offset stamp is 90 ms behind the host: still within the bound.
+    assert conv.to_ros_ns(8_910_000_000, "hardware_clock", NOW + 9_000_000_000) == NOW + 8_910_000_000
     assert conv.reanchor_total == 0
-    # 11 s: 111 ms ahead -> re-anchored at the host time, but never before the previous output.
-    out = conv.to_ros_ns(11_110_000_000, "hardware_clock", NOW + 11_000_000_000)
+    # 11 s: 110 ms behind -> re-anchored at the host time.
+    out = conv.to_ros_ns(10_890_000_000, "hardware_clock", NOW + 11_000_000_000)
     assert conv.reanchors == {"drift": 1}
     assert out == NOW + 11_000_000_000
 
 
-def test_reanchoring_never_goes_back_in_time():
+def test_a_fast_device_clock_is_held_at_the_receipt_time():
     conv = StampConverter(max_error_ns=100_000_000)
     conv.to_ros_ns(0, "hardware_clock", NOW)
-    ahead = conv.to_ros_ns(90_000_000, "hardware_clock", NOW)  # 90 ms ahead of the host, allowed
-    reset = conv.to_ros_ns(1_000, "hardware_clock", NOW + 1_000_000)  # reset while the host is behind the output
-    assert reset == ahead + 1
+    # Device clock 1% fast: its stamps run ahead of the host; each is brought back to its receipt time.
+    for k in range(1, 5):
+        now = NOW + k * 1_000_000_000
+        assert conv.to_ros_ns(k * 1_010_000_000, "hardware_clock", now) == now
+    assert conv.reanchors == {"future": 4}
+
+
+def test_reanchoring_never_goes_back_in_time():
+    conv = StampConverter(max_error_ns=100_000_000)
+    first = conv.to_ros_ns(5_000_000, "hardware_clock", NOW)
+    reset = conv.to_ros_ns(1_000, "hardware_clock", NOW)  # device reset while the host clock did not advance
+    assert conv.reanchors == {"backwards": 1}
+    assert reset == first + 1
     nxt = conv.to_ros_ns(1_000 + PERIOD, "hardware_clock", NOW + PERIOD)
-    assert nxt == reset + PERIOD
+    assert nxt == NOW + PERIOD > reset
 
 
 def test_domain_change_and_restart_reanchor():
@@ -128,3 +139,39 @@ def test_unknown_domains_are_offset_and_bad_bounds_refused():
     assert StampConverter(rebase_all=True).uses_offset("system_time")
     with pytest.raises(ValueError, match="max_error_ns"):
         StampConverter(max_error_ns=0)
+
+
+def test_stamps_never_land_after_their_receipt_time():
+    """The first frame arrives slowly (30 ms), later ones faster: a fixed offset would put them in the future."""
+    conv = StampConverter()
+    latencies = [30_000_000, 12_000_000, 4_000_000, 9_000_000, 4_500_000, 20_000_000, 4_000_000, 6_000_000]
+    received, out = [], []
+    for k, (stamp, latency) in enumerate(zip(device_stamps(len(latencies)), latencies)):
+        now = NOW + k * PERIOD + latency
+        received.append(now)
+        out.append(conv.to_ros_ns(stamp, "hardware_clock", now))
+    assert all(o <= r for o, r in zip(out, received)), [r - o for o, r in zip(out, received)]
+    # Anchored on the fastest frame: every stamp is late by its own latency minus the fastest one.
+    assert [r - o for o, r in zip(out, received)][2:] == [lat - 4_000_000 for lat in latencies[2:]]
+    assert conv.reanchors == {"future": 2}  # 30 ms -> 12 ms -> 4 ms; never again once the fastest was seen
+    assert all(b > a for a, b in zip(out, out[1:]))
+    assert [b - a for a, b in zip(out[2:], out[3:])] == [PERIOD] * 5  # device spacing kept after that
+
+
+def test_random_transport_jitter_keeps_stamps_in_the_past_and_close_to_capture():
+    import random
+
+    rng = random.Random(0)
+    conv = StampConverter()
+    latencies, lateness = [], []
+    for k, stamp in enumerate(device_stamps(300)):
+        latencies.append(3_000_000 + int(rng.expovariate(1 / 5_000_000)))  # >= 3 ms, long tail
+        now = NOW + k * PERIOD + latencies[-1]
+        out = conv.to_ros_ns(stamp, "hardware_clock", now)
+        assert out <= now
+        lateness.append(now - out)
+    fastest = min(range(300), key=lambda k: latencies[k])
+    # From the fastest frame on, each stamp is its capture time plus the fastest latency: late by exactly its
+    # own latency minus the fastest (a fixed first-frame offset was off by the first frame's latency instead).
+    assert lateness[fastest:] == [lat - latencies[fastest] for lat in latencies[fastest:]]
+    assert conv.reanchors["future"] < 20

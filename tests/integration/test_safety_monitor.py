@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import JointState
@@ -14,6 +14,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dexstack.nodes import common
+from dexstack.nodes.safety_link import REJECTED_TOPIC
 from dexstack.robot import load_description
 from dexstack.safety import SafetyConfig
 from tests.ros_harness import call_service, wait_for
@@ -111,13 +112,30 @@ def test_nan_action_is_rejected_and_the_robot_holds(cell):
 
 def test_out_of_limit_target_is_clamped_with_margin(cell):
     target = D.home(D.arm_joints)
-    target[6] = 4.0  # beyond panda_joint7's 2.8973 rad limit
+    target[6] = D.limits["panda_joint7"].upper + 0.1  # just beyond panda_joint7's 2.8973 rad limit
     cell.stream(4.0, arm=target)
     upper = D.limits["panda_joint7"].upper - CONFIG.position_margin_rad
     forwarded = [m.points[0].positions[6] for _, m in cell.arm_out.items[-150:]]
     assert max(forwarded) <= upper + 1e-9
     assert cell.q()[6] == pytest.approx(upper, abs=0.02)
     cell.stream(4.0, arm=D.home(D.arm_joints))  # back home for the next test
+
+
+def test_an_absurd_target_is_refused_whole_and_reported_to_the_sender(cell):
+    rejected = Recorder()
+    cell.node.create_subscription(DiagnosticStatus, REJECTED_TOPIC, rejected, common.COMMAND_QOS)
+    cell.settle()
+    q0 = cell.q()
+    target = D.home(D.arm_joints)
+    target[0] = 50.0  # the user's 50 rad: refused, not clamped and executed toward the joint limit
+    start = time.monotonic()
+    cell.stream(1.0, arm=target)
+    assert not [t for t, _ in cell.arm_out.items if t > start + 0.05]  # nothing forwarded
+    np.testing.assert_allclose(cell.q(), q0, atol=5e-3)  # the robot held
+    assert wait_for(lambda: rejected, 3.0)
+    status = rejected.last
+    assert "panda_joint1 target 50.000 rad" in status.message and "refused" in status.message
+    assert wait_for(lambda: cell.counts().get("arm: target too far outside the joint limits, refused", 0) > 0, 3.0)
 
 
 def test_step_larger_than_the_velocity_limit_is_rate_limited(cell):
@@ -136,11 +154,14 @@ def test_step_larger_than_the_velocity_limit_is_rate_limited(cell):
 
 def test_when_the_command_stream_stops_the_robot_holds_within_the_timeout(cell):
     target = D.home(D.arm_joints)
+    q_start, n_states = cell.q(), len(cell.states.items)
     for k in range(60):  # a moving stream at 50 Hz
         target[0] = D.home(D.arm_joints)[0] + 0.3 * math.sin(k / 15)
         cell.send_arm(target, horizon_s=0.02)
         time.sleep(0.02)
     stopped = time.monotonic()
+    during = [m.position[list(m.name).index("panda_joint1")] for _, m in cell.states.items[n_states:]]
+    assert max(abs(q - q_start[0]) for q in during) > 0.1  # it moved (a hold is only shown by a robot that moved)
     time.sleep(0.6)
     sent_after = [t for t, _ in cell.arm_out.items if t > stopped + CONFIG.command_timeout_s + 0.05]
     assert not sent_after  # nothing forwarded once the stream is stale
@@ -152,6 +173,9 @@ def test_when_the_command_stream_stops_the_robot_holds_within_the_timeout(cell):
 
 
 def test_stale_joint_states_stop_commands_and_reset_needs_fresh_state(cell):
+    n_before = len(cell.hand_out.items)
+    cell.stream(0.3, hand=D.home(D.hand_joints) + 0.2)
+    assert len(cell.hand_out.items) > n_before + 5  # with fresh state the same stream passes
     assert cell.set_param("sim_cell", "publish_joint_states", False).successful
     try:
         time.sleep(CONFIG.state_timeout_s + 0.3)
@@ -173,9 +197,11 @@ def test_estop_during_motion_lets_nothing_pass_after_it_is_acknowledged(cell):
     while time.monotonic() < end:
         cell.send_arm(target)
         time.sleep(0.02)
+    q_moving = cell.q()
     response = cell.call("/safety_monitor/estop")
     acknowledged = time.monotonic()
     assert response.success
+    assert abs(q_moving[0] - D.home(D.arm_joints)[0]) > 0.05  # it was moving when stopped
     cell.stream(0.5, arm=target)  # the source keeps sending: the gate must drop it all
     late = [t for t, _ in cell.arm_out.items if t > acknowledged + 0.01]
     assert not late, f"{len(late)} commands forwarded after the e-stop was acknowledged"

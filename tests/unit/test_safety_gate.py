@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from dexstack.control.commands import CommandError
+from dexstack.paths import data_path
 from dexstack.robot import load_description
-from dexstack.safety import SafetyConfig, SafetyGate
+from dexstack.safety import SafetyConfig, SafetyGate, load_safety_config
 
 D = load_description("panda_allegro")
 N_ARM = len(D.arm_joints)
@@ -62,12 +63,41 @@ def test_nan_and_malformed_commands_are_rejected_and_nothing_is_forwarded(gate):
 
 def test_out_of_limit_targets_are_clamped_inside_the_margin(gate):
     target = D.home(D.arm_joints)
-    target[6] = 4.0  # panda_joint7 (wrist roll) upper limit is 2.8973
+    target[6] = D.limits["panda_joint7"].upper + 0.1  # slightly beyond panda_joint7's 2.8973 rad limit
     outputs, q = run(gate, 0.0, 4.0, arm=(target, 0.5))
     upper = D.limits["panda_joint7"].upper - gate.config.position_margin_rad
     assert arm_outputs(outputs)[:, 6].max() <= upper + 1e-9
     assert q[6] == pytest.approx(upper, abs=1e-3)
     assert "arm: target clamped into joint limits" in gate.interventions.counts()
+
+
+def test_absurd_targets_are_refused_whole_with_the_reason(gate):
+    target = D.home(D.arm_joints)
+    target[0] = 50.0  # a bug, not a slip of a limit: refused, never clamped and executed toward the limit
+    with pytest.raises(CommandError, match=r"panda_joint1 target 50.000 rad is .* outside its limits"):
+        gate.arm_command(D.arm_joints, [target], [0.5], 0.0)
+    assert gate.tick(0.0).arm_rad is None  # nothing taken
+    hand = D.home(D.hand_joints)
+    hand[3] = -7.0
+    with pytest.raises(CommandError, match="outside its limits"):
+        gate.hand_command(hand, 0.0)
+    assert gate.tick(0.01).hand_rad is None
+    # Inside the limits but a jump far from the measured state, or between two points of a trajectory.
+    far = D.home(D.arm_joints)
+    far[0] += gate.config.arm_max_step_rad + 0.1
+    with pytest.raises(CommandError, match="from the measured state"):
+        gate.arm_command(D.arm_joints, [far], [5.0], 0.0)
+    near, other_side = D.home(D.arm_joints), D.home(D.arm_joints)
+    near[0], other_side[0] = -2.0, 2.0
+    with pytest.raises(CommandError, match="from point 0"):
+        gate.arm_command(D.arm_joints, [near, other_side], [2.0, 4.0], 0.0)
+    counts = gate.interventions.counts()
+    assert counts["arm: target too far outside the joint limits, refused"] == 1
+    assert counts["hand: target too far outside the joint limits, refused"] == 1
+    assert counts["arm: target step too large, refused"] == 2
+    # A sane command after them is taken.
+    gate.arm_command(D.arm_joints, [D.home(D.arm_joints)], [0.5], 0.0)
+    assert gate.tick(0.02).arm_rad is not None
 
 
 def test_a_step_larger_than_the_velocity_limit_is_rate_limited(gate):
@@ -123,8 +153,10 @@ def test_estop_latches_and_reset_needs_fresh_state(gate):
     assert gate.tick(5.01).hand_rad is None  # commands from before the stop do not resume
 
 
-def test_workspace_box_keeps_the_hand_above_the_table(gate):
-    # Lower the hand by bending the shoulder/elbow until the fingertips would go through the table.
+def test_workspace_box_keeps_the_palm_and_fingertips_inside():
+    gate = SafetyGate(D, SafetyConfig(rate_hz=1.0 / DT, workspace_min_m=(-0.2, -0.7, 0.03)))
+    gate.update_state(D.home(), 0.0)
+    # Lower the hand by bending the shoulder until the fingertips would go below the box.
     target = D.home(D.arm_joints) + np.array([0.0, 1.4, 0.0, 0.0, 0.0, 0.0, 0.0])
     assert gate.workspace_violation_m(np.concatenate([target, D.home(D.hand_joints)])) > 0
     _, q = run(gate, 0.0, 4.0, arm=(target, 1.0))
@@ -134,6 +166,46 @@ def test_workspace_box_keeps_the_hand_above_the_table(gate):
     tips_z = [gate.kinematics.pose(f)[2, 3] for f in gate.frames]
     assert min(tips_z) >= z_min - 1e-6 and min(tips_z) < z_min + 0.02  # clipped at the boundary, not far above
     assert "workspace: step clipped at the box boundary" in gate.interventions.counts()
+
+
+def test_the_table_stops_the_hand_links_at_its_surface(gate):
+    target = D.home(D.arm_joints) + np.array([0.0, 1.6, 0.0, 0.0, 0.0, 0.0, 0.0])  # fingers through the table
+    q_target = np.concatenate([target, D.home(D.hand_joints)])
+    assert gate.collision.table_clearance_m(q_target) < -0.02
+    assert any("vs table" in pair for pair, _ in gate.collision.collisions(q_target))
+    _, q = run(gate, 0.0, 4.0, arm=(target, 1.0))
+    clearance = gate.collision.table_clearance_m(q)
+    assert 0.0 <= clearance < 0.01  # stopped at the table, not above it
+    assert gate.collision_violation_m(q) == 0.0
+    assert "collision: step clipped before contact" in gate.interventions.counts()
+    assert any("vs table" in pair for pair in gate.last_collisions)
+    # Fingertips end closer to the table than the old palm/fingertip box (z >= 1 cm) allowed.
+    gate.kinematics.update(q)
+    assert min(gate.kinematics.pose(f)[2, 3] for f in D.profile.hand.fingertip_links) < 0.01
+
+
+def test_a_push_with_fingers_at_the_table_passes_the_gate_unchanged(gate):
+    """Issue 17 item 6: the push reference's fingers skim the table (tips ~5 mm above it); the gate allows it."""
+    push = np.load(data_path("policies", "references", "push.npz"))
+    names = [str(n) for n in push["joint_names"]]
+    q_ref = push["q_rad"][:, [names.index(j) for j in D.joints]]
+    lowest = []
+    for q in q_ref[::3]:
+        assert gate.workspace_violation_m(q) == 0.0 and gate.collision_violation_m(q) == 0.0
+        gate.kinematics.update(q)
+        lowest.append(min(gate.kinematics.pose(f)[2, 3] for f in D.profile.hand.fingertip_links))
+    assert min(lowest) < 0.01  # it really goes near the table (the old box clipped it)
+
+
+def test_self_collision_of_the_hand_with_the_forearm_is_stopped(gate):
+    target = np.array([-1.49, -0.02, 0.13, -1.63, 0.24, 0.79, 1.61])  # thumb into the forearm
+    pairs = [p for p, _ in gate.collision.collisions(np.concatenate([target, D.home(D.hand_joints)]))]
+    assert pairs and not any("table" in p for p in pairs)
+    _, q = run(gate, 0.0, 6.0, arm=(target, 3.0))
+    assert gate.collision_violation_m(q) == 0.0
+    assert np.max(np.abs(q[:N_ARM] - D.home(D.arm_joints))) > 0.5  # it moved most of the way, then stopped
+    assert "collision: step clipped before contact" in gate.interventions.counts()
+    assert any("panda_joint4" in p for p in gate.last_collisions)
 
 
 def test_workspace_reject_mode_holds_instead_of_clipping():
@@ -178,3 +250,17 @@ def test_late_ticks_advance_the_filter_by_the_elapsed_time(gate):
     speed = np.diff(positions) / (3 * DT)
     v_max = gate.config.velocity_scale * D.limits["panda_joint1"].velocity
     assert speed.max() == pytest.approx(v_max, rel=0.02)  # wall-clock speed at the limit, not a third of it
+
+
+def test_the_deployed_limits_load_outside_ros_exactly_as_the_node_gets_them(tmp_path):
+    config = load_safety_config()
+    assert config == SafetyConfig()  # config/safety.yaml states the defaults the node and the envs share
+    gate = SafetyGate(D, config)
+    assert gate.collision.config.table_penetration_m == config.table_penetration_m
+    bad = tmp_path / "safety.yaml"
+    bad.write_text("safety_monitor:\n  ros__parameters:\n    table_penetraton_m: 0.1\n")
+    with pytest.raises(ValueError, match="unknown safety parameters.*table_penetraton_m"):
+        load_safety_config(str(bad))
+    bad.write_text("safety_monitor:\n  ros__parameters:\n    table_penetration_m: 0.5\n")
+    with pytest.raises(ValueError, match="table_penetration_m must be in"):
+        load_safety_config(str(bad))
