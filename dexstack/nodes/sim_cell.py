@@ -180,7 +180,7 @@ class SimCellNode(Node):
         from dexstack.sim.camera import SimCamera  # the GL context belongs to this thread
 
         camera = SimCamera(self.cell)
-        frame_id = self.cell.calibration.frame_id
+        frame_id = self.cell.camera.frame_id
         next_frame = time.monotonic()
         try:
             while not self._stop.is_set():
