@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,3 +76,25 @@ def load_camera_calibration(cell_or_path: str) -> CameraCalibration:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CalibrationError(f"{path}: {exc}") from exc
+
+
+def save_camera_calibration(calibration: CameraCalibration, path: str | Path) -> Path | None:
+    """Write ``calibration`` to ``path`` atomically. An existing file is first copied to a dated backup
+    (``camera.yaml.YYYYmmdd-HHMMSS.bak``, never overwritten); returns the backup's path (None if there was none)."""
+    path = Path(path)
+    backup = None
+    if path.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        backup = path.with_name(f"{path.name}.{stamp}.bak")
+        n = 1
+        while backup.exists():
+            backup = path.with_name(f"{path.name}.{stamp}-{n}.bak")
+            n += 1
+        shutil.copy2(path, backup)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    header = (f"# Camera calibration (dexstack calibration format, version {FORMAT_VERSION}), written by "
+              f"dexstack-calibrate {time.strftime('%Y-%m-%d %H:%M:%S')}.\n")
+    tmp.write_text(header + calibration.to_yaml())
+    os.replace(tmp, path)
+    return backup

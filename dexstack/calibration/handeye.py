@@ -167,8 +167,8 @@ def closed_forms(mode: str, samples: list[Sample]) -> dict[str, tuple[np.ndarray
         B = [_inv(T) for T in T_bl]
         try:
             R_bw, t_bw, R_gc, t_gc = cv2.calibrateRobotWorldHandEye(
-                [T[:3, :3] for T in A], [T[:3, 3] for T in A], [T[:3, :3] for T in B], [T[:3, 3] for T in B],
-                method=flag)
+                [T[:3, :3] for T in A], [T[:3, 3:4].copy() for T in A], [T[:3, :3] for T in B],
+                [T[:3, 3:4].copy() for T in B], method=flag)  # translations as 3x1 columns (3-vectors fail)
         except cv2.error:
             continue
         wTb, cTg = _T(R_bw, t_bw), _T(R_gc, t_gc)
