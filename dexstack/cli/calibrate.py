@@ -1,4 +1,4 @@
-"""dexstack-calibrate: hand-eye calibration of the RGB-D camera against the robot; writes calibration/<cell>/camera.yaml.
+"""dexstack-calibrate: hand-eye calibration of the camera against the robot; writes calibration/<cell>/camera.yaml.
 
     dexstack-launch sim_calibrate &             # sim cell with a bumped camera + safety monitor
     dexstack-calibrate --calibration sim_tabletop --target charuco_5x5_40mm --samples 16
@@ -350,6 +350,12 @@ def run(args: argparse.Namespace, console) -> dict:
         camera = io.info or old.intrinsics
     finally:
         io.close()
+    return solve_and_write(args, samples, rejected, old, camera, out_path, console, t_start)
+
+
+def solve_and_write(args: argparse.Namespace, samples: list[Sample], rejected: dict[str, int],
+                    old: CameraCalibration, camera: CameraModel, out_path: Path, console, t_start: float) -> dict:
+    """Solve, report, then write (only after everything succeeded: any error leaves the file untouched)."""
     n_views = len(samples) + sum(rejected.values())
     if not samples:
         raise HandEyeError(f"target never usable in {n_views} views: " + (", ".join(

@@ -29,7 +29,7 @@ def make_samples(mode, n, seed=0, noise_px=0.2, one_axis=False):
     else:
         X = make_transform((0.05, 0.0, 0.04), _rot([0.0, 0.0, 0.3]))  # T_link_camera
         Y = make_transform((0.45, -0.1, 0.0), _rot([np.pi, 0.0, 0.0]))  # T_base_board, face up at table height
-    samples, truth = [], []
+    samples = []
     while len(samples) < n:
         w = rng.normal(size=3) * 0.35
         if one_axis:
