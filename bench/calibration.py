@@ -9,7 +9,8 @@ poses, median translation error vs ground truth with the stale calibration file 
     flock /tmp/dexstack-cpu.lock .venv/bin/python bench/calibration.py --samples 16
 
 Prints one JSON line: trans_err_mm, rot_err_deg, reproj_px_rms, samples, seconds, bootstrap_trans_mm_std,
-object_err_mm_before, object_err_mm_after (+ the stale file's own error, for reference).
+object_err_mm_before, object_err_mm_after (+ object_err_mm_true_camera: the calibrated level, with the true pose,
+and the stale file's own error, for reference).
 """
 
 from __future__ import annotations
@@ -99,12 +100,13 @@ def main() -> None:
         new = load_camera_calibration(str(out)).T_parent_camera
     trans_mm, rot_deg = pose_difference(new, truth)
     stale_mm, stale_deg = pose_difference(stale, truth)
-    before, after = object_errors([stale, new], args.placements)
+    before, after, calibrated = object_errors([stale, new, truth], args.placements)
     print(json.dumps({
         "trans_err_mm": round(trans_mm, 3), "rot_err_deg": round(rot_deg, 4),
         "reproj_px_rms": round(record["reproj_px_rms"], 3), "samples": record["samples"],
         "seconds": round(record["seconds"], 1), "bootstrap_trans_mm_std": round(record["bootstrap_trans_mm_std"], 3),
         "object_err_mm_before": round(before, 2), "object_err_mm_after": round(after, 2),
+        "object_err_mm_true_camera": round(calibrated, 2),
         "stale_file_err_mm": round(stale_mm, 1), "stale_file_err_deg": round(stale_deg, 2),
         "views": record["views"], "method": record["method"],
     }))
