@@ -70,8 +70,8 @@ def test_a_good_solve_writes_the_file_and_keeps_a_dated_backup(calibration_file)
 
 def test_a_wrong_board_size_is_reported_by_the_depth_check():
     """Render the sim's board, detect it believing the squares are 5 cm instead of 4 cm."""
-    from dexstack.sim.cell import SimCell
     from dexstack.sim.camera import SimCamera
+    from dexstack.sim.cell import SimCell
 
     cell = SimCell("tabletop_bumped_camera")
     q = cell.description.home()
