@@ -216,10 +216,11 @@ def collect(args, io: RosIO, kin, setup: Setup, detector: TargetDetector, consol
             progress.console.print("Move the robot so the board is seen from a new angle, then press Enter "
                                    "(s + Enter: solve, q + Enter: quit).")
             while True:
-                key = sys.stdin.readline().strip().lower()
-                if key in ("s", "q") or key == "" and not sys.stdin.readable():
-                    if key == "q":
-                        raise HandEyeError("stopped by the user before solving")
+                line = sys.stdin.readline()
+                key = line.strip().lower()
+                if key == "q":
+                    raise HandEyeError("stopped by the user before solving")
+                if key == "s" or line == "":  # "" = end of input: solve with what we have
                     break
                 note(capture(None), progress, task)
             return samples, rejected
