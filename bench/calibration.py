@@ -89,7 +89,7 @@ def main() -> None:
     from dexstack.launch.xml import parse_launch_file
     from dexstack.sim import SimCell
 
-    truth = SimCell(CELL).camera.T_base_camera
+    truth = SimCell(CELL).camera.T_parent_camera
     stale = load_camera_calibration("sim_tabletop").T_parent_camera
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "camera.yaml"

@@ -340,6 +340,9 @@ def run(args: argparse.Namespace, console) -> dict:
     if args.mode == "eye_to_hand" and old.parent_frame != description.base_frame:
         raise CalibrationError(f"eye_to_hand: the file's parent_frame '{old.parent_frame}' must be the robot base "
                                f"'{description.base_frame}'")
+    if args.mode == "eye_in_hand" and target.mount.link != description.base_frame:
+        raise TargetError(f"eye_in_hand: the board is fixed in the world, so its mount link must be the robot base "
+                          f"'{description.base_frame}' (the target file says '{target.mount.link}')")
     kin.frame_id(link)  # fails early with the frame's name
     T_other = target.mount.T_link_board  # eye_in_hand: the target YAML's mount is the board's pose in the base
     setup = Setup(args.mode, old.T_parent_camera, T_other, link, old.intrinsics, target)

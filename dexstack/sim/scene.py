@@ -41,7 +41,7 @@ class TrueCamera:
     name: str
     frame_id: str
     parent_frame: str
-    T_base_camera: np.ndarray  # 4x4, optical frame in the robot base frame
+    T_parent_camera: np.ndarray  # 4x4, optical frame in parent_frame (the robot base, or a link: wrist camera)
     intrinsics: CameraModel
     depth_scale_m: float
 
@@ -147,21 +147,22 @@ def build_spec(description: RobotDescription, cell: CellConfig, camera: TrueCame
                              "(height-1)/2")
         if intr.has_distortion:
             raise ValueError("the sim camera renders without lens distortion: D must be zero")
-        T = camera.T_base_camera
-        if camera.parent_frame != description.base_frame:
-            raise ValueError(f"sim camera calibration is relative to '{camera.parent_frame}', "
-                             f"expected the robot base frame '{description.base_frame}'")
-        world.add_camera(name=camera.name, pos=T[:3, 3].tolist(),
-                         quat=_wxyz(T[:3, :3] @ R_OPTICAL_MUJOCO),
-                         fovy=math.degrees(intr.fovy_rad))
+        T = camera.T_parent_camera
+        # Fixed in the base frame (the MuJoCo world), or on a robot link (a wrist camera moves with it).
+        parent = world if camera.parent_frame == description.base_frame else spec.body(camera.parent_frame)
+        if parent is None:
+            raise ValueError(f"sim camera parent frame '{camera.parent_frame}' is neither the robot base "
+                             f"'{description.base_frame}' nor a link of the robot")
+        parent.add_camera(name=camera.name, pos=T[:3, 3].tolist(), quat=_wxyz(T[:3, :3] @ R_OPTICAL_MUJOCO),
+                          fovy=math.degrees(intr.fovy_rad))
     if target is not None:
-        _add_target(spec, target)
+        _add_target(spec, target, description.base_frame)
     return spec
 
 
-def _add_target(spec: mujoco.MjSpec, target: CalibrationTarget) -> None:
+def _add_target(spec: mujoco.MjSpec, target: CalibrationTarget, base_frame: str) -> None:
     """The board as a thin visual-only box on its mount link; its printed face is the board frame's z = 0 plane."""
-    parent = spec.body(target.mount.link)
+    parent = spec.worldbody if target.mount.link == base_frame else spec.body(target.mount.link)
     if parent is None:
         raise ValueError(f"calibration target mount link '{target.mount.link}' is not a body of the robot")
     T = target.mount.T_link_board

@@ -22,7 +22,7 @@ def test_calibrate_recovers_the_bumped_camera_through_the_safety_monitor(tmp_pat
     stale_bytes = data_path("calibration", "sim_tabletop", "camera.yaml").read_bytes()
     path.write_bytes(stale_bytes)
     stale = load_camera_calibration(str(path))
-    truth = true_camera(load_cell_config("tabletop_bumped_camera"), stale).T_base_camera
+    truth = true_camera(load_cell_config("tabletop_bumped_camera"), stale).T_parent_camera
     assert pose_difference(stale.T_parent_camera, truth)[0] > 20.0  # the file really is stale
 
     graph = start_graph("sim_calibrate", None, tmp_path / "logs")
