@@ -168,9 +168,14 @@ class RosIO:
 
 def workspace_box(safety_config: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The safety monitor's workspace box from its parameter YAML (calibration poses stay inside it)."""
-    path = Path(safety_config) if safety_config.endswith((".yaml", ".yml")) else data_path("config", "safety.yaml")
-    raw = yaml.safe_load(path.read_text())["safety_monitor"]["ros__parameters"]
-    return tuple(raw["workspace_min_m"]), tuple(raw["workspace_max_m"])
+    path = Path(safety_config)
+    if not path.is_absolute() and not path.exists():
+        path = data_path(*path.parts)  # relative to the package data (config/safety.yaml)
+    try:
+        raw = yaml.safe_load(path.read_text())["safety_monitor"]["ros__parameters"]
+        return tuple(raw["workspace_min_m"]), tuple(raw["workspace_max_m"])
+    except (OSError, KeyError, TypeError) as exc:
+        raise CalibrationError(f"cannot read the workspace box from {path}: {exc!r}") from exc
 
 
 def collect(args, io: RosIO, kin, setup: Setup, detector: TargetDetector, console) -> tuple[list[Sample], dict]:
