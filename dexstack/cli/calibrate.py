@@ -83,6 +83,10 @@ class RosIO:
                               common.SENSOR_QOS)
         n.create_subscription(CameraInfo, f"{camera_ns}/color/camera_info", self._on_info, common.SENSOR_QOS)
         self.arm_pub = n.create_publisher(JointTrajectory, command_topic, common.COMMAND_QOS)
+        from dexstack.nodes.safety_link import SafetyLink
+
+        self.rejection: str | None = None  # the safety monitor's last refusal of an arm command
+        self.safety = SafetyLink(n, self._on_rejected)
         self._executor = SingleThreadedExecutor()
         self._executor.add_node(n)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -93,6 +97,10 @@ class RosIO:
             self._executor.spin()
         except Exception:  # shutdown races
             pass
+
+    def _on_rejected(self, msg) -> None:
+        if msg.name.endswith("arm"):  # "safety_monitor/arm"
+            self.rejection = msg.message
 
     def now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds
@@ -229,6 +237,12 @@ def collect(args, io: RosIO, kin, setup: Setup, detector: TargetDetector, consol
                     break
                 note(capture(None), progress, task)
             return samples, rejected
+        t0 = time.monotonic()
+        while not io.safety.ready:  # commands sent before the gate is ready would be dropped
+            if time.monotonic() - t0 > args.wait_s:
+                raise HandEyeError(f"the safety monitor is not ready after {args.wait_s:.0f} s (is it running? "
+                                   "calibration moves the robot only through it)")
+            time.sleep(0.05)
         q_start, _ = io.state()
         poses = generate_poses(kin, setup, q_start, PoseConfig(
             n_poses=args.samples + args.extra_poses, seed=args.seed, workspace_min_m=args.workspace[0],
@@ -242,7 +256,8 @@ def collect(args, io: RosIO, kin, setup: Setup, detector: TargetDetector, consol
             t_arrive = time.monotonic() + duration
             end = t_arrive + 5.0
             reached = False
-            while time.monotonic() < end:
+            io.rejection = None
+            while time.monotonic() < end and io.rejection is None:
                 io.send_arm(q_goal[:n_arm], max(t_arrive - time.monotonic(), 0.3))
                 q, v = io.state()
                 if np.abs(q[:n_arm] - q_goal[:n_arm]).max() < 0.005 and np.abs(v[:n_arm]).max() < 0.01:
@@ -250,7 +265,10 @@ def collect(args, io: RosIO, kin, setup: Setup, detector: TargetDetector, consol
                     break
                 time.sleep(0.05)
             time.sleep(args.settle_s)
-            why = capture(q_goal) if reached else "pose not reached (the safety monitor held or clipped it)"
+            if io.rejection is not None:
+                why = f"pose refused by the safety monitor: {io.rejection}"
+            else:
+                why = capture(q_goal) if reached else "pose not reached (the safety monitor held or clipped it)"
             note(why, progress, task)
             if len(samples) >= args.samples:
                 break
