@@ -45,7 +45,10 @@ class RgbdInput:
 
     def _on_info(self, msg: CameraInfo) -> None:
         if msg.width > 0 and msg.k[0] > 0:
-            self.camera = CameraModel.from_camera_info(msg)
+            try:
+                self.camera = CameraModel.from_camera_info(msg)
+            except ValueError as exc:  # e.g. D does not match distortion_model: keep the last good model
+                self.node.get_logger().warning(f"camera_info ignored: {exc}", throttle_duration_sec=5.0)
         if msg.header.frame_id and msg.header.frame_id != self.calibration.frame_id and not self._warned_frame:
             self._warned_frame = True
             self.node.get_logger().warning(
