@@ -118,7 +118,10 @@ class RosIO:
         from dexstack.camera_model import CameraModel as CM
 
         if msg.width > 0 and msg.k[0] > 0:
-            self.info = CM.from_camera_info(msg)
+            try:
+                self.info = CM.from_camera_info(msg)
+            except ValueError:  # malformed camera_info: the calibration file's intrinsics are used instead
+                pass
 
     def _on_depth(self, msg) -> None:
         from dexstack.nodes.common import stamp_to_ns
