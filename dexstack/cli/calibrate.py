@@ -115,11 +115,9 @@ class RosIO:
             self.q, self.v, self.q_stamp_ns = q, v, self.now_ns()
 
     def _on_info(self, msg) -> None:
-        from dexstack.camera_model import CameraModel as CM
-
         if msg.width > 0 and msg.k[0] > 0:
             try:
-                self.info = CM.from_camera_info(msg)
+                self.info = CameraModel.from_camera_info(msg)
             except ValueError:  # malformed camera_info: the calibration file's intrinsics are used instead
                 pass
 
