@@ -25,6 +25,7 @@ TOOLS = {
     "dexstack-sim-demo": "dexstack.cli.demo:main",
     "dexstack-launch": "dexstack.launch.runner:main",
     "dexstack-record": "dexstack.cli.record:main",
+    "dexstack-calibrate": "dexstack.cli.calibrate:main",
 }
 
 

@@ -32,7 +32,8 @@ force_localhost_dds()  # before rclpy loads
 
 import numpy as np  # noqa: E402
 
-from dexstack.camera import CameraConfig, Intrinsics, SoftwareCamera  # noqa: E402
+from dexstack.camera import CameraConfig, SoftwareCamera  # noqa: E402
+from dexstack.camera_model import CameraModel  # noqa: E402
 
 FPS = 30
 RECORD_FRAMES = 60
@@ -40,7 +41,7 @@ RECORD_FRAMES = 60
 
 def record(path: Path, width: int, height: int) -> None:
     """RECORD_FRAMES distinct frames pushed at FPS in real time (playback is paced by the recording's timing)."""
-    intr = Intrinsics(width, height, 0.96 * width, 0.96 * width, width / 2 - 0.7, height / 2 + 1.3)
+    intr = CameraModel(width, height, 0.96 * width, 0.96 * width, width / 2 - 0.7, height / 2 + 1.3)
     T = np.eye(4)
     T[0, 3] = 0.015
     profile = f"{width}x{height}x{FPS}"

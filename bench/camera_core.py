@@ -18,12 +18,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dexstack.camera import CameraConfig, Intrinsics, SoftwareCamera  # noqa: E402
+from dexstack.camera import CameraConfig, SoftwareCamera  # noqa: E402
+from dexstack.camera_model import CameraModel  # noqa: E402
 
 
 def run(width: int, height: int, seconds: float) -> tuple[float, list[float]]:
     """Return (frames per second, per-frame read() durations in ms)."""
-    intr = Intrinsics(width, height, 0.96 * width, 0.96 * width, width / 2 - 0.7, height / 2 + 1.3)
+    intr = CameraModel(width, height, 0.96 * width, 0.96 * width, width / 2 - 0.7, height / 2 + 1.3)
     T_color_depth = np.eye(4)
     T_color_depth[0, 3] = 0.015
     profile = f"{width}x{height}x30"

@@ -35,7 +35,7 @@ def main() -> None:
     import mujoco
     import numpy as np
 
-    from dexstack.perception.geometry import PinholeCamera, pose_error
+    from dexstack.perception.geometry import pose_error
     from dexstack.perception.hand import HandPipeline
     from dexstack.perception.hand_detectors import make_hand_detector
     from dexstack.perception.object_pose import ObjectPoseConfig, ObjectPoseEstimator
@@ -48,7 +48,7 @@ def main() -> None:
     cell = SimCell()
     camera = SimCamera(cell)
     cal = cell.calibration
-    pinhole = PinholeCamera.from_intrinsics(cal.intrinsics)
+    pinhole = cal.intrinsics
     adr = cell.model.joint(OBJECT_JOINT).qposadr[0]
 
     # A cube moving through the camera's view: 5 mm and a few degrees per frame, tumbling above the table.

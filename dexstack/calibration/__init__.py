@@ -1,5 +1,5 @@
 """Camera calibration files (``calibration/<cell>/camera.yaml``): intrinsics and extrinsics per cell."""
 
-from dexstack.calibration.camera import CalibrationError, CameraCalibration, Intrinsics, load_camera_calibration
+from dexstack.calibration.camera import CalibrationError, CameraCalibration, load_camera_calibration
 
-__all__ = ["CalibrationError", "CameraCalibration", "Intrinsics", "load_camera_calibration"]
+__all__ = ["CalibrationError", "CameraCalibration", "load_camera_calibration"]

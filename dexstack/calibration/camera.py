@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from dexstack.camera_model import CameraModel
 from dexstack.paths import data_path
 from dexstack.transforms import pose_to_transform, transform_to_pose
 
@@ -19,42 +23,24 @@ class CalibrationError(ValueError):
 
 
 @dataclass(frozen=True)
-class Intrinsics:
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    distortion_model: str = "plumb_bob"
-    D: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
-
-    @property
-    def K(self) -> np.ndarray:
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
-
-
-@dataclass(frozen=True)
 class CameraCalibration:
     camera_name: str
     parent_frame: str
     frame_id: str
     T_parent_camera: np.ndarray  # 4x4, pose of the optical frame in parent_frame
-    intrinsics: Intrinsics
+    intrinsics: CameraModel
     depth_scale_m: float = 0.001
     source: Path | None = None
 
     def to_yaml(self) -> str:
         xyz, quat = transform_to_pose(self.T_parent_camera)
-        i = self.intrinsics
         doc = {
             "version": FORMAT_VERSION,
             "camera_name": self.camera_name,
             "parent_frame": self.parent_frame,
             "frame_id": self.frame_id,
             "T_parent_camera": {"xyz": xyz.tolist(), "quat_xyzw": quat.tolist()},
-            "intrinsics": {"width": i.width, "height": i.height, "fx": i.fx, "fy": i.fy, "cx": i.cx, "cy": i.cy,
-                           "distortion_model": i.distortion_model, "D": list(i.D)},
+            "intrinsics": self.intrinsics.to_dict(),
             "depth_scale_m": self.depth_scale_m,
         }
         return yaml.safe_dump(doc, sort_keys=False)
@@ -78,14 +64,7 @@ def load_camera_calibration(cell_or_path: str) -> CameraCalibration:
             raise ValueError(f"unsupported version {raw.get('version')!r} (expected {FORMAT_VERSION})")
         pose = raw["T_parent_camera"]
         intr = raw["intrinsics"]
-        intrinsics = Intrinsics(
-            width=int(intr["width"]), height=int(intr["height"]),
-            fx=float(intr["fx"]), fy=float(intr["fy"]), cx=float(intr["cx"]), cy=float(intr["cy"]),
-            distortion_model=str(intr.get("distortion_model", "plumb_bob")),
-            D=tuple(float(d) for d in intr.get("D", (0.0,) * 5)),
-        )
-        if intrinsics.width <= 0 or intrinsics.height <= 0 or intrinsics.fx <= 0 or intrinsics.fy <= 0:
-            raise ValueError("width, height, fx, fy must be positive")
+        intrinsics = CameraModel.from_dict(intr)
         return CameraCalibration(
             camera_name=str(raw["camera_name"]),
             parent_frame=str(raw["parent_frame"]),
@@ -97,3 +76,25 @@ def load_camera_calibration(cell_or_path: str) -> CameraCalibration:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CalibrationError(f"{path}: {exc}") from exc
+
+
+def save_camera_calibration(calibration: CameraCalibration, path: str | Path) -> Path | None:
+    """Write ``calibration`` to ``path`` atomically. An existing file is first copied to a dated backup
+    (``camera.yaml.YYYYmmdd-HHMMSS.bak``, never overwritten); returns the backup's path (None if there was none)."""
+    path = Path(path)
+    backup = None
+    if path.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        backup = path.with_name(f"{path.name}.{stamp}.bak")
+        n = 1
+        while backup.exists():
+            backup = path.with_name(f"{path.name}.{stamp}-{n}.bak")
+            n += 1
+        shutil.copy2(path, backup)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    header = (f"# Camera calibration (dexstack calibration format, version {FORMAT_VERSION}), written by "
+              f"dexstack-calibrate {time.strftime('%Y-%m-%d %H:%M:%S')}.\n")
+    tmp.write_text(header + calibration.to_yaml())
+    os.replace(tmp, path)
+    return backup

@@ -10,13 +10,12 @@ from dexstack.camera.errors import CameraError, PlaybackEnded
 from dexstack.camera.processing import FrameProcessor
 from dexstack.camera.realsense import RealSenseSource, describe_connected_devices
 from dexstack.camera.software import SoftwareCamera
-from dexstack.camera.types import Intrinsics, RGBDFrame, RGBDSource
+from dexstack.camera.types import RGBDFrame, RGBDSource
 
 __all__ = [
     "CameraConfig",
     "CameraError",
     "FrameProcessor",
-    "Intrinsics",
     "PlaybackEnded",
     "RGBDFrame",
     "RGBDSource",

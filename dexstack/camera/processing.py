@@ -15,7 +15,8 @@ import numpy as np
 import pyrealsense2 as rs
 
 from dexstack.camera.config import CameraConfig
-from dexstack.camera.types import Intrinsics, RGBDFrame
+from dexstack.camera.types import RGBDFrame
+from dexstack.camera_model import CameraModel
 
 _LOG = logging.getLogger(__name__)
 
@@ -32,25 +33,37 @@ _RGB_CHANNELS = {
 }
 
 
-def intrinsics_from_rs(intr: rs.intrinsics) -> Intrinsics:
-    return Intrinsics(
-        width=intr.width,
-        height=intr.height,
-        fx=intr.fx,
-        fy=intr.fy,
-        ppx=intr.ppx,
-        ppy=intr.ppy,
-        model=intr.model.name,
-        coeffs=tuple(float(c) for c in intr.coeffs),
-    )
+# librealsense distortion -> (sensor_msgs/OpenCV name, coefficient count), as realsense-ros publishes them: the
+# Brown-Conrady variants as ``plumb_bob`` (k1, k2, p1, p2, k3, same order; D4xx color streams carry zeros),
+# ``kannala_brandt4`` as ``equidistant``, ``none`` as ``plumb_bob`` with zeros; ``ftheta`` has no ROS model and is
+# passed through with its single coefficient.
+RS_TO_CAMERA_MODEL = {
+    "brown_conrady": ("plumb_bob", 5),
+    "inverse_brown_conrady": ("plumb_bob", 5),
+    "modified_brown_conrady": ("plumb_bob", 5),
+    "none": ("plumb_bob", 5),
+    "kannala_brandt4": ("equidistant", 4),
+    "ftheta": ("ftheta", 1),
+}
+CAMERA_MODEL_TO_RS = {"plumb_bob": "brown_conrady", "equidistant": "kannala_brandt4", "ftheta": "ftheta"}
 
 
-def intrinsics_to_rs(intr: Intrinsics) -> rs.intrinsics:
+def intrinsics_from_rs(intr: rs.intrinsics) -> CameraModel:
+    rs_name = intr.model.name
+    name, n = RS_TO_CAMERA_MODEL.get(rs_name, (rs_name, len(intr.coeffs)))
+    coeffs = [0.0] * n if rs_name == "none" else [float(c) for c in intr.coeffs[:n]]
+    return CameraModel(width=intr.width, height=intr.height, fx=intr.fx, fy=intr.fy, cx=intr.ppx, cy=intr.ppy,
+                       distortion_model=name, D=tuple(coeffs + [0.0] * (n - len(coeffs))))
+
+
+def intrinsics_to_rs(model: CameraModel) -> rs.intrinsics:
+    if model.distortion_model not in CAMERA_MODEL_TO_RS:
+        raise ValueError(f"librealsense has no distortion model for '{model.distortion_model}'")
     out = rs.intrinsics()
-    out.width, out.height = intr.width, intr.height
-    out.fx, out.fy, out.ppx, out.ppy = intr.fx, intr.fy, intr.ppx, intr.ppy
-    out.model = getattr(rs.distortion, intr.model)
-    out.coeffs = list(intr.coeffs)
+    out.width, out.height = model.width, model.height
+    out.fx, out.fy, out.ppx, out.ppy = model.fx, model.fy, model.cx, model.cy
+    out.model = getattr(rs.distortion, CAMERA_MODEL_TO_RS[model.distortion_model])
+    out.coeffs = (list(model.D) + [0.0] * 5)[:5]
     return out
 
 

@@ -1,52 +1,15 @@
-"""ROS conventions for camera data, without importing ROS: CameraInfo fields and PointCloud2 layouts as numpy.
+"""ROS conventions for camera data, without importing ROS: PointCloud2 layouts as numpy (realsense-ros layout).
 
-Names and layouts follow realsense-ros: librealsense's Brown-Conrady variants are published as ``plumb_bob``
-(five coefficients k1, k2, p1, p2, k3, same order), ``kannala_brandt4`` as ``equidistant`` (four), ``none`` as
-``plumb_bob`` with zeros. ``ftheta`` has no ROS model: its name and single coefficient are passed through.
+CameraInfo fields come from :meth:`dexstack.camera_model.CameraModel.camera_info_fields`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from dexstack.camera.types import Intrinsics
+from dexstack.camera_model import CameraModel
 
-ROS_DISTORTION_MODELS = {
-    "brown_conrady": ("plumb_bob", 5),
-    "inverse_brown_conrady": ("plumb_bob", 5),  # as realsense-ros does (D4xx color: all zero)
-    "modified_brown_conrady": ("plumb_bob", 5),
-    "none": ("plumb_bob", 5),
-    "kannala_brandt4": ("equidistant", 4),
-    "ftheta": ("ftheta", 1),
-}
-
-IDENTITY_R = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 _MM_TO_M = np.float32(0.001)
-
-
-def ros_distortion(intr: Intrinsics) -> tuple[str, list[float]]:
-    """``(distortion_model, D)`` for sensor_msgs/CameraInfo from librealsense intrinsics."""
-    if intr.model not in ROS_DISTORTION_MODELS:
-        raise ValueError(f"unknown librealsense distortion model {intr.model!r}")
-    name, n = ROS_DISTORTION_MODELS[intr.model]
-    coeffs = [0.0] * n if intr.model == "none" else [float(c) for c in intr.coeffs[:n]]
-    return name, coeffs + [0.0] * (n - len(coeffs))
-
-
-def camera_info_fields(intr: Intrinsics) -> dict:
-    """Every sensor_msgs/CameraInfo field but the header, for an unrectified stream with these intrinsics
-    (R identity, P = [K | 0], no binning or ROI)."""
-    model, d = ros_distortion(intr)
-    fx, fy, cx, cy = float(intr.fx), float(intr.fy), float(intr.ppx), float(intr.ppy)
-    return {
-        "width": int(intr.width),
-        "height": int(intr.height),
-        "distortion_model": model,
-        "d": d,
-        "k": [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
-        "r": list(IDENTITY_R),
-        "p": [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
-    }
 
 
 def point_cloud_dtype(with_rgb: bool) -> np.dtype:
@@ -56,7 +19,7 @@ def point_cloud_dtype(with_rgb: bool) -> np.dtype:
     return np.dtype(fields + [("rgb", "<u4")] if with_rgb else fields)
 
 
-def organized_point_cloud(depth_mm: np.ndarray, intr: Intrinsics, stride: int = 1,
+def organized_point_cloud(depth_mm: np.ndarray, intr: CameraModel, stride: int = 1,
                           color_rgb8: np.ndarray | None = None) -> np.ndarray:
     """Organized cloud (rows x cols structured array) of every ``stride``-th pixel in u and v.
 
@@ -73,8 +36,8 @@ def organized_point_cloud(depth_mm: np.ndarray, intr: Intrinsics, stride: int = 
     v = np.arange(0, intr.height, stride, dtype=np.float32)
     z[z == 0] = np.nan
     cloud = np.empty(z.shape, point_cloud_dtype(color_rgb8 is not None))
-    cloud["x"] = ((u - np.float32(intr.ppx)) / np.float32(intr.fx))[None, :] * z
-    cloud["y"] = ((v - np.float32(intr.ppy)) / np.float32(intr.fy))[:, None] * z
+    cloud["x"] = ((u - np.float32(intr.cx)) / np.float32(intr.fx))[None, :] * z
+    cloud["y"] = ((v - np.float32(intr.cy)) / np.float32(intr.fy))[:, None] * z
     cloud["z"] = z
     if color_rgb8 is not None:
         if color_rgb8.shape[:2] != depth_mm.shape:

@@ -26,7 +26,8 @@ import pyrealsense2 as rs
 from dexstack.camera.config import CameraConfig, parse_profile, validate_config
 from dexstack.camera.errors import CameraError
 from dexstack.camera.processing import FrameProcessor, extrinsics_to_rs, intrinsics_to_rs
-from dexstack.camera.types import Intrinsics, RGBDFrame
+from dexstack.camera.types import RGBDFrame
+from dexstack.camera_model import CameraModel
 
 _LOG = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ class SoftwareCamera:
     def __init__(
         self,
         config: CameraConfig,
-        color_intrinsics: Intrinsics,
-        depth_intrinsics: Intrinsics,
+        color_intrinsics: CameraModel,
+        depth_intrinsics: CameraModel,
         T_color_depth: np.ndarray | None = None,
         depth_units_m: float = 0.001,
         serial: str = "dexstack-sw-0",
@@ -97,7 +98,7 @@ class SoftwareCamera:
 
     @staticmethod
     def _add_stream(
-        sensor: rs.software_sensor, kind: rs.stream, fmt: rs.format, bpp: int, intr: Intrinsics, fps: int, uid: int
+        sensor: rs.software_sensor, kind: rs.stream, fmt: rs.format, bpp: int, intr: CameraModel, fps: int, uid: int
     ) -> rs.video_stream_profile:
         stream = rs.video_stream()
         stream.type, stream.fmt, stream.bpp = kind, fmt, bpp

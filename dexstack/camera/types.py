@@ -1,4 +1,5 @@
-"""Value types shared by every RGB-D source: intrinsics and one registered RGB-D frame.
+"""Value types shared by every RGB-D source: one registered RGB-D frame (intrinsics are
+:class:`~dexstack.camera_model.CameraModel`).
 
 Conventions: pixel coordinates (u right, v down) in the optical frame of the named camera; depth in
 millimetres as ``uint16`` with 0 meaning "no data"; stamps in integer nanoseconds of the clock named by
@@ -12,29 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Intrinsics:
-    """Pinhole intrinsics of one video stream, in pixels, as librealsense reports them.
-
-    ``model`` is the librealsense distortion name (``brown_conrady``, ``inverse_brown_conrady``,
-    ``modified_brown_conrady``, ``kannala_brandt4``, ``ftheta``, ``none``) and ``coeffs`` its five
-    coefficients in librealsense order.
-    """
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    ppx: float
-    ppy: float
-    model: str = "brown_conrady"
-    coeffs: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
-
-    @property
-    def K(self) -> np.ndarray:
-        """3x3 camera matrix mapping camera-frame rays to homogeneous pixels."""
-        return np.array([[self.fx, 0.0, self.ppx], [0.0, self.fy, self.ppy], [0.0, 0.0, 1.0]])
+from dexstack.camera_model import CameraModel
 
 
 @dataclass
@@ -51,8 +30,8 @@ class RGBDFrame:
     depth_mm: np.ndarray  # (h, w) uint16, millimetres along the optical axis, 0 = no data
     stamp_ns: int  # capture stamp of the color frame (device/file clock, see stamp_domain), ns
     frame_number: int  # color frame counter from the device/file
-    color_intrinsics: Intrinsics
-    depth_intrinsics: Intrinsics
+    color_intrinsics: CameraModel
+    depth_intrinsics: CameraModel
     depth_scale_m: float  # the source's native depth unit (metres per raw z16 count), before the mm conversion
     depth_aligned: bool
     stamp_domain: str  # librealsense timestamp domain: "hardware_clock", "system_time" or "global_time"

@@ -30,10 +30,11 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from dexstack.camera import CameraConfig, CameraError, PlaybackEnded, RealSenseSource, RGBDFrame, parse_profile
 from dexstack.camera.config import validate_config
-from dexstack.camera.ros_conventions import camera_info_fields, organized_point_cloud
+from dexstack.camera.ros_conventions import organized_point_cloud
 from dexstack.camera.stamps import StampConverter
 from dexstack.diagnostics import Level, StatusReport
 from dexstack.nodes import common
+from dexstack.nodes.camera_info import camera_info_msg
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _READ_SLICE_S = 0.1  # the capture thread checks for stop/restart at least this often
@@ -141,17 +142,6 @@ def _image(stamp, frame_id: str, pixels, encoding: str, bytes_per_pixel: int) ->
     msg.is_bigendian = 0
     msg.step = bytes_per_pixel * msg.width
     msg.data = pixels.tobytes()  # bytes: a fast copy (assigning the ndarray costs ~70 ms per frame)
-    return msg
-
-
-def _camera_info(stamp, frame_id: str, intr) -> CameraInfo:
-    f = camera_info_fields(intr)
-    msg = CameraInfo()
-    msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    msg.width, msg.height = f["width"], f["height"]
-    msg.distortion_model = f["distortion_model"]
-    msg.d, msg.k, msg.r, msg.p = f["d"], f["k"], f["r"], f["p"]
     return msg
 
 
@@ -344,17 +334,17 @@ class CameraNode(Node):
         try:
             now_ns = self.get_clock().now().nanoseconds
             stamp = common.stamp_from_ns(self.stamps.to_ros_ns(frame.stamp_ns, frame.stamp_domain, now_ns))
-            color_info = _camera_info(stamp, self.color_frame, frame.color_intrinsics)
+            color_info = camera_info_msg(frame.color_intrinsics, stamp, self.color_frame)
             messages = [(self.color_pub, _image(stamp, self.color_frame, frame.color_rgb8, "rgb8", 3)),
                         (self.color_info_pub, color_info)]
             if frame.depth_aligned:
                 depth_frame = self.color_frame
                 messages += [(self.aligned_pub, _image(stamp, depth_frame, frame.depth_mm, "16UC1", 2)),
-                             (self.aligned_info_pub, _camera_info(stamp, depth_frame, frame.depth_intrinsics))]
+                             (self.aligned_info_pub, camera_info_msg(frame.depth_intrinsics, stamp, depth_frame))]
             else:
                 depth_frame = self.depth_frame
                 messages += [(self.depth_pub, _image(stamp, depth_frame, frame.depth_mm, "16UC1", 2)),
-                             (self.depth_info_pub, _camera_info(stamp, depth_frame, frame.depth_intrinsics))]
+                             (self.depth_info_pub, camera_info_msg(frame.depth_intrinsics, stamp, depth_frame))]
             if self.params.publish_pointcloud:
                 messages.append((self.cloud_pub, _point_cloud(stamp, depth_frame, frame,
                                                               self.params.pointcloud_stride)))

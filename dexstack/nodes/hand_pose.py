@@ -32,10 +32,11 @@ from std_msgs.msg import ColorRGBA, Float32MultiArray, MultiArrayDimension, Stri
 from visualization_msgs.msg import Marker, MarkerArray
 
 from dexstack.calibration import load_camera_calibration
+from dexstack.camera_model import CameraModel
 from dexstack.diagnostics import Level, ReasonCounter, StatusReport
 from dexstack.nodes import common
+from dexstack.nodes.rgbd_input import RgbdInput
 from dexstack.perception.depth import DepthPatchConfig
-from dexstack.perception.geometry import PinholeCamera
 from dexstack.perception.hand import (
     BONES,
     BoneCheckConfig,
@@ -46,7 +47,6 @@ from dexstack.perception.hand import (
 )
 from dexstack.perception.hand_detectors import make_hand_detector
 from dexstack.perception.one_euro import OneEuroConfig
-from dexstack.nodes.rgbd_input import RgbdInput
 from dexstack.transforms import transform_to_pose
 
 KEYPOINTS_TOPIC = "/dexstack/hand_keypoints"
@@ -147,7 +147,7 @@ class HandPoseNode(Node):
             self.pipeline.reset()
 
     # ------------------------------------------------------------------ processing
-    def _on_frame(self, stamp_ns: int, header, rgb: np.ndarray, depth: np.ndarray, camera: PinholeCamera) -> None:
+    def _on_frame(self, stamp_ns: int, header, rgb: np.ndarray, depth: np.ndarray, camera: CameraModel) -> None:
         t0 = time.perf_counter()
         result = self.pipeline.process(rgb, depth, camera, stamp_ns * 1e-9)
         self.process_ms = 1000.0 * (time.perf_counter() - t0)

@@ -27,10 +27,10 @@ from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rclpy.node import Node
 
 from dexstack.calibration import load_camera_calibration
+from dexstack.camera_model import CameraModel
 from dexstack.diagnostics import Level, ReasonCounter, StatusReport
 from dexstack.nodes import common
 from dexstack.nodes.rgbd_input import RgbdInput
-from dexstack.perception.geometry import PinholeCamera
 from dexstack.perception.icp import IcpConfig
 from dexstack.perception.object_pose import METHODS, ObjectPoseConfig, ObjectPoseEstimator, ObjectPoseResult
 from dexstack.perception.objects import load_object_model
@@ -105,7 +105,7 @@ class ObjectPoseNode(Node):
         else:  # a new estimator with the new settings: it starts untracked
             self.estimator = self._make_estimator()
 
-    def _on_frame(self, stamp_ns: int, header, rgb: np.ndarray, depth: np.ndarray, camera: PinholeCamera) -> None:
+    def _on_frame(self, stamp_ns: int, header, rgb: np.ndarray, depth: np.ndarray, camera: CameraModel) -> None:
         t0 = time.perf_counter()
         result = self.estimator.estimate(rgb, depth, camera, stamp_ns * 1e-9)
         self.process_ms = 1000.0 * (time.perf_counter() - t0)

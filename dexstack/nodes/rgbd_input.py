@@ -11,9 +11,9 @@ import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
+from dexstack.camera_model import CameraModel
 from dexstack.diagnostics import ReasonCounter
 from dexstack.nodes import common
-from dexstack.perception.geometry import PinholeCamera
 from dexstack.perception.rgbd import ImageError, StampPairer, color_to_rgb8, depth_to_array
 
 CAMERA_NS = "/camera/camera"
@@ -31,7 +31,7 @@ class RgbdInput:
         self.calibration = calibration
         self.on_frame = on_frame
         self.pairer: StampPairer = StampPairer(int(tolerance_s * 1e9))
-        self.camera = PinholeCamera.from_intrinsics(calibration.intrinsics)
+        self.camera = calibration.intrinsics
         self.frames_in = common.RateMeter(window_s=3.0)
         self.bad_images = ReasonCounter()
         self.last_frame_s: float | None = None
@@ -45,7 +45,10 @@ class RgbdInput:
 
     def _on_info(self, msg: CameraInfo) -> None:
         if msg.width > 0 and msg.k[0] > 0:
-            self.camera = PinholeCamera.from_k(msg.width, msg.height, msg.k)
+            try:
+                self.camera = CameraModel.from_camera_info(msg)
+            except ValueError as exc:  # e.g. D does not match distortion_model: keep the last good model
+                self.node.get_logger().warning(f"camera_info ignored: {exc}", throttle_duration_sec=5.0)
         if msg.header.frame_id and msg.header.frame_id != self.calibration.frame_id and not self._warned_frame:
             self._warned_frame = True
             self.node.get_logger().warning(

@@ -26,6 +26,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from dexstack.control.commands import CommandError  # noqa: E402
 from dexstack.diagnostics import Level, ReasonCounter, StatusReport  # noqa: E402
 from dexstack.nodes import common  # noqa: E402
+from dexstack.nodes.camera_info import camera_info_msg  # noqa: E402
 from dexstack.nodes.tf import TfPublisher  # noqa: E402
 from dexstack.sim.cell import SimCell  # noqa: E402
 from dexstack.transforms import transform_to_pose  # noqa: E402
@@ -168,20 +169,6 @@ class SimCellNode(Node):
             self.tf.publish_robot(state.position_rad, stamp)
 
     # ------------------------------------------------------------------ camera
-    def _camera_info(self, stamp) -> CameraInfo:
-        cal = self.cell.calibration
-        i = cal.intrinsics
-        info = CameraInfo()
-        info.header.stamp = stamp
-        info.header.frame_id = cal.frame_id
-        info.width, info.height = i.width, i.height
-        info.distortion_model = i.distortion_model
-        info.d = list(i.D)
-        info.k = i.K.reshape(-1).tolist()
-        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        info.p = [i.fx, 0.0, i.cx, 0.0, 0.0, i.fy, i.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
-        return info
-
     def _camera_loop(self) -> None:
         try:
             self._run_camera()
@@ -193,7 +180,7 @@ class SimCellNode(Node):
         from dexstack.sim.camera import SimCamera  # the GL context belongs to this thread
 
         camera = SimCamera(self.cell)
-        frame_id = self.cell.calibration.frame_id
+        frame_id = self.cell.camera.frame_id
         next_frame = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -209,7 +196,7 @@ class SimCellNode(Node):
                 for img in (color, depth):
                     img.header.stamp = stamp
                     img.header.frame_id = frame_id
-                info = self._camera_info(stamp)
+                info = camera_info_msg(camera.intrinsics, stamp, frame_id)
                 self.color_pub.publish(color)
                 self.color_info_pub.publish(info)
                 self.depth_pub.publish(depth)

@@ -1,4 +1,4 @@
-"""Pinhole camera geometry, organised point clouds and small rigid-motion helpers for perception. No ROS.
+"""Organised point clouds and small rigid-motion helpers for perception. No ROS.
 
 Frames: the camera is the REP-103 optical frame (z forward, x right, y down); image pixels are (u right, v down)
 with the pixel centre at integer coordinates (OpenCV convention). Units: metres, radians, pixels.
@@ -6,51 +6,9 @@ with the pixel centre at integer coordinates (OpenCV convention). Units: metres,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from dexstack.calibration import Intrinsics
-
-
-@dataclass(frozen=True)
-class PinholeCamera:
-    """Undistorted pinhole intrinsics of the color stream (aligned depth shares them)."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-
-    @classmethod
-    def from_intrinsics(cls, intrinsics: Intrinsics) -> PinholeCamera:
-        return cls(intrinsics.width, intrinsics.height, intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy)
-
-    @classmethod
-    def from_k(cls, width: int, height: int, k: np.ndarray) -> PinholeCamera:
-        """From a row-major 3x3 (or 9-vector) K, as in sensor_msgs/CameraInfo."""
-        k = np.asarray(k, dtype=float).reshape(3, 3)
-        return cls(int(width), int(height), float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]))
-
-    @property
-    def K(self) -> np.ndarray:
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
-
-    def backproject(self, uv_px: np.ndarray, z_m: np.ndarray) -> np.ndarray:
-        """(N, 2) pixels and (N,) depths along the optical axis -> (N, 3) points in the camera frame."""
-        uv_px = np.asarray(uv_px, dtype=float).reshape(-1, 2)
-        z_m = np.asarray(z_m, dtype=float).reshape(-1)
-        x = (uv_px[:, 0] - self.cx) / self.fx * z_m
-        y = (uv_px[:, 1] - self.cy) / self.fy * z_m
-        return np.column_stack((x, y, z_m))
-
-    def project(self, p_camera_m: np.ndarray) -> np.ndarray:
-        """(N, 3) points in the camera frame -> (N, 2) pixels (points behind the camera give inf/nan)."""
-        p = np.asarray(p_camera_m, dtype=float).reshape(-1, 3)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.column_stack((self.fx * p[:, 0] / p[:, 2] + self.cx, self.fy * p[:, 1] / p[:, 2] + self.cy))
+from dexstack.camera_model import CameraModel
 
 
 def depth_to_meters(depth: np.ndarray, depth_scale_m: float = 0.001) -> np.ndarray:
@@ -61,7 +19,7 @@ def depth_to_meters(depth: np.ndarray, depth_scale_m: float = 0.001) -> np.ndarr
     return out
 
 
-def organized_points(depth_m: np.ndarray, camera: PinholeCamera, u0: int = 0, v0: int = 0) -> np.ndarray:
+def organized_points(depth_m: np.ndarray, camera: CameraModel, u0: int = 0, v0: int = 0) -> np.ndarray:
     """(H, W) depth in metres (NaN = hole), whose top-left pixel is (u0, v0) of the full image -> (H, W, 3) points
     in the camera frame (NaN where depth is missing)."""
     h, w = depth_m.shape

@@ -23,8 +23,9 @@ from typing import Protocol
 
 import numpy as np
 
+from dexstack.camera_model import CameraModel
 from dexstack.perception.depth import DepthPatchConfig, DepthStatus, sample_depth
-from dexstack.perception.geometry import PinholeCamera, transform_points
+from dexstack.perception.geometry import transform_points
 from dexstack.perception.one_euro import OneEuroConfig, OneEuroFilter
 
 NUM_KEYPOINTS = 21
@@ -118,7 +119,7 @@ class LiftError(ValueError):
     """The hand cannot be placed in 3-D (too few usable depths)."""
 
 
-def lift_hand(observation: HandObservation, depth: np.ndarray, camera: PinholeCamera, T_base_camera: np.ndarray,
+def lift_hand(observation: HandObservation, depth: np.ndarray, camera: CameraModel, T_base_camera: np.ndarray,
               config: LiftConfig | None = None, depth_scale_m: float = 0.001) -> LiftedHand:
     """Lift a 2-D hand to 3-D with an aligned (H, W) depth image. Raises :class:`LiftError` when fewer than
     ``min_measured_keypoints`` keypoints have a depth consistent with the hand's shape."""
@@ -144,7 +145,7 @@ def lift_hand(observation: HandObservation, depth: np.ndarray, camera: PinholeCa
             raise LiftError(f"depth inconsistent: only {int(measured.sum())} keypoint depths agree with the "
                             f"hand's shape (need {c.min_measured_keypoints})")
     z = np.where(measured, z_meas + c.surface_offset_m, z_anchor + dz)
-    p_camera = camera.backproject(uv, z)
+    p_camera = camera.unproject(uv, z)
     p_base = transform_points(T_base_camera, p_camera)
     kp_scores = np.ones(NUM_KEYPOINTS) if observation.keypoint_scores is None else np.asarray(
         observation.keypoint_scores, dtype=float)
@@ -264,12 +265,12 @@ class HandPipeline:
     def reset(self) -> None:
         self._filters.clear()
 
-    def process(self, color_rgb8: np.ndarray, depth: np.ndarray, camera: PinholeCamera, t_s: float
+    def process(self, color_rgb8: np.ndarray, depth: np.ndarray, camera: CameraModel, t_s: float
                 ) -> HandFrameResult:
         return self.process_observations(self.detector.detect(color_rgb8), depth, camera, t_s)
 
     def process_observations(self, observations: Sequence[HandObservation], depth: np.ndarray,
-                             camera: PinholeCamera, t_s: float) -> HandFrameResult:
+                             camera: CameraModel, t_s: float) -> HandFrameResult:
         """The pipeline after detection (tests feed synthetic observations here)."""
         c = self.config
         best: dict[str, HandObservation] = {}

@@ -72,7 +72,7 @@ class PointToPlaneIcp:
             max_iterations: int | None = None, depth_m: np.ndarray | None = None, camera=None
             ) -> IcpResult | None:
         """Refine ``T_init`` (T_camera_object) on (N, 3) scene points (camera frame). With the depth image
-        (metres, NaN = hole) and its :class:`~dexstack.perception.geometry.PinholeCamera`, the free-space term is
+        (metres, NaN = hole) and its :class:`~dexstack.camera_model.CameraModel`, the free-space term is
         added. None if too few points correspond at any step."""
         c = self.config
         iters = c.max_iterations if max_iterations is None else max_iterations

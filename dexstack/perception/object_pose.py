@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from dexstack.camera_model import CameraModel
 from dexstack.perception.geometry import (
-    PinholeCamera,
     depth_to_meters,
     fit_plane,
     invert_transform,
@@ -99,7 +99,7 @@ class DepthFit:
 
 
 def depth_fitness(T_camera_object: np.ndarray, model_points: np.ndarray, model_normals: np.ndarray,
-                  depth_m: np.ndarray, camera: PinholeCamera, tolerance_m: float = 0.01) -> DepthFit:
+                  depth_m: np.ndarray, camera: CameraModel, tolerance_m: float = 0.01) -> DepthFit:
     """How well a pose agrees with a depth image (metres, NaN = hole).
 
     The model's camera-facing surface points are projected into the image. A point agrees if the measured depth
@@ -154,7 +154,7 @@ class ObjectPoseEstimator:
         self._previous = None
 
     # ------------------------------------------------------------------ entry point
-    def estimate(self, color_rgb8: np.ndarray | None, depth: np.ndarray | None, camera: PinholeCamera,
+    def estimate(self, color_rgb8: np.ndarray | None, depth: np.ndarray | None, camera: CameraModel,
                  t_s: float) -> ObjectPoseResult:
         """Pose in one RGB-D frame (depth: (H, W) in ``depth_scale_m`` units, aligned to color)."""
         c = self.config
@@ -186,7 +186,7 @@ class ObjectPoseEstimator:
             fitness=fit.fitness if fit else float("nan"), coverage=fit.coverage if fit else float("nan"),
             rmse_m=rmse_m, reprojection_px=reprojection_px, tags_seen=tags_seen)
 
-    def _check(self, T_co: np.ndarray, depth_m: np.ndarray, camera: PinholeCamera, tolerance_m: float | None = None
+    def _check(self, T_co: np.ndarray, depth_m: np.ndarray, camera: CameraModel, tolerance_m: float | None = None
                ) -> tuple[DepthFit, str]:
         fit = depth_fitness(T_co, self._check_points, self._check_normals, depth_m, camera,
                             tolerance_m or self.config.depth_tolerance_m)
@@ -218,7 +218,7 @@ class ObjectPoseEstimator:
                 return self._lost(t_s, "depth check failed", reason, seen, fit.fitness, fit.coverage)
         return self._found(t_s, "tags", T_co, cov, fit, float("nan"), reproj_px, seen)
 
-    def fiducial_pose(self, tags: list[TagDetection], depth_m: np.ndarray | None, camera: PinholeCamera
+    def fiducial_pose(self, tags: list[TagDetection], depth_m: np.ndarray | None, camera: CameraModel
                       ) -> tuple[np.ndarray, float, np.ndarray]:
         """(T_camera_object, RMS reprojection error in px, 6x6 covariance in the camera frame) from detected tags
         of this object (at least one)."""
@@ -236,8 +236,8 @@ class ObjectPoseEstimator:
             T = seed
             if len(tags) > 1:  # all corners at once: non-coplanar across faces, so unambiguous
                 rvec, _ = cv2.Rodrigues(seed[:3, :3])
-                ok, rvec, tvec = cv2.solvePnP(object_pts, image_pts, camera.K, None, rvec, seed[:3, 3].copy(),
-                                              useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+                ok, rvec, tvec = cv2.solvePnP(object_pts, image_pts, camera.K, camera.opencv_distortion(), rvec,
+                                              seed[:3, 3].copy(), useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
                 if ok:
                     T = np.eye(4)
                     T[:3, :3], T[:3, 3] = cv2.Rodrigues(rvec)[0], tvec.ravel()
@@ -311,7 +311,7 @@ class ObjectPoseEstimator:
                 tried.append("coarse: no candidate above the support plane")
         return self._lost(t_s, "no fit", "; ".join(tried) or "no initial guess", tags_seen)
 
-    def _scene(self, centre: np.ndarray, depth_m: np.ndarray, camera: PinholeCamera
+    def _scene(self, centre: np.ndarray, depth_m: np.ndarray, camera: CameraModel
                ) -> tuple[np.ndarray, np.ndarray]:
         """Scene points and normals (camera frame) within the search radius of ``centre``."""
         rho = self.model.radius_m + self.config.search_margin_m
@@ -354,7 +354,7 @@ class ObjectPoseEstimator:
             return None
         return self._found(t_s, init, T_co, fit_result.covariance, fit, fit_result.rmse_m, float("nan"), tags_seen)
 
-    def _coarse_seeds(self, depth_m: np.ndarray, camera: PinholeCamera) -> list[np.ndarray]:
+    def _coarse_seeds(self, depth_m: np.ndarray, camera: CameraModel) -> list[np.ndarray]:
         """Initial guesses from the depth image alone: blobs above the dominant plane, at several orientations,
         best-scoring first (each is scored by a short ICP and the depth check)."""
         plane = _dominant_plane(depth_m, camera)
@@ -416,7 +416,7 @@ class ObjectPoseEstimator:
         return out
 
 
-def tag_plane(corners_px: np.ndarray, depth_m: np.ndarray, camera: PinholeCamera
+def tag_plane(corners_px: np.ndarray, depth_m: np.ndarray, camera: CameraModel
           ) -> tuple[np.ndarray, float] | None:
     """Plane fitted to the depth (metres, NaN = hole) inside a tag's corners: (unit normal toward the camera, offset
     d with n.p = d), or None without enough consistent depth."""
@@ -456,12 +456,12 @@ def choose_tag_candidate(candidates: list[tuple[np.ndarray, float]], plane: tupl
     return max(candidates, key=lambda c: float(c[0][:3, 2] @ plane[0]))[0]
 
 
-def _reprojection_rms(T: np.ndarray, object_pts: np.ndarray, image_pts: np.ndarray, camera: PinholeCamera) -> float:
+def _reprojection_rms(T: np.ndarray, object_pts: np.ndarray, image_pts: np.ndarray, camera: CameraModel) -> float:
     uv = camera.project(transform_points(T, object_pts))
     return float(np.sqrt(np.mean(np.sum((uv - image_pts) ** 2, axis=1))))
 
 
-def _pnp_covariance(T: np.ndarray, object_pts: np.ndarray, camera: PinholeCamera, sigma_px: float) -> np.ndarray:
+def _pnp_covariance(T: np.ndarray, object_pts: np.ndarray, camera: CameraModel, sigma_px: float) -> np.ndarray:
     """6x6 covariance of a PnP pose from the corner reprojection Jacobian (numerical), with ``sigma_px`` corner
     noise; perturbations [v, w] in the camera frame about the object origin."""
     p0 = transform_points(T, object_pts)
@@ -480,10 +480,10 @@ def _pnp_covariance(T: np.ndarray, object_pts: np.ndarray, camera: PinholeCamera
         return np.full((6, 6), np.inf)
 
 
-def _dominant_plane(depth_m: np.ndarray, camera: PinholeCamera, iterations: int = 100, tolerance_m: float = 0.005,
+def _dominant_plane(depth_m: np.ndarray, camera: CameraModel, iterations: int = 100, tolerance_m: float = 0.005,
                     stride: int = 4) -> tuple[np.ndarray, float] | None:
     """RANSAC plane with the most support in a subsampled depth image: (normal toward the camera, offset)."""
-    pts = organized_points(depth_m[::stride, ::stride], PinholeCamera(
+    pts = organized_points(depth_m[::stride, ::stride], CameraModel(
         camera.width, camera.height, camera.fx / stride, camera.fy / stride, camera.cx / stride,
         camera.cy / stride)).reshape(-1, 3)
     pts = pts[np.isfinite(pts[:, 2])]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from dexstack.perception.geometry import PinholeCamera
+from dexstack.camera_model import CameraModel
 
 DICTIONARIES = {"tag36h11": cv2.aruco.DICT_APRILTAG_36h11}
 # MuJoCo cube-map layout of the sim's object texture (3 rows x 4 columns): Up, Left, Front, Right, Back, Down.
@@ -66,7 +66,7 @@ class TagDetector:
         return out
 
 
-def tag_pose_candidates(corners_px: np.ndarray, tag_size_m: float, camera: PinholeCamera
+def tag_pose_candidates(corners_px: np.ndarray, tag_size_m: float, camera: CameraModel
                         ) -> list[tuple[np.ndarray, float]]:
     """The (up to two) poses T_camera_tag of a square tag that explain its corners (IPPE_SQUARE), each with its
     RMS reprojection error in pixels, best first. A small or frontal tag is ambiguous: the second solution is
@@ -74,7 +74,7 @@ def tag_pose_candidates(corners_px: np.ndarray, tag_size_m: float, camera: Pinho
     s = tag_size_m / 2.0
     object_points = np.array([[-s, s, 0.0], [s, s, 0.0], [s, -s, 0.0], [-s, -s, 0.0]])
     n, rvecs, tvecs, errors = cv2.solvePnPGeneric(
-        object_points, np.asarray(corners_px, dtype=np.float64).reshape(4, 1, 2), camera.K, None,
+        object_points, np.asarray(corners_px, dtype=np.float64).reshape(4, 1, 2), camera.K, camera.opencv_distortion(),
         flags=cv2.SOLVEPNP_IPPE_SQUARE)
     out = []
     for k in range(n):

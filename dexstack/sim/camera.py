@@ -1,4 +1,4 @@
-"""Simulated RGB-D camera: renders color and depth aligned to color from the cell's calibrated camera.
+"""Simulated RGB-D camera: renders color and depth aligned to color from the cell's true camera.
 
 Set ``MUJOCO_GL=egl`` before importing mujoco for headless rendering (the sim node does). A renderer owns a GL
 context bound to the thread that created it: create and use :class:`SimCamera` in one thread.
@@ -25,16 +25,16 @@ class RGBDImage:
 
 class SimCamera:
     def __init__(self, cell: SimCell, max_depth_m: float = 10.0):
-        if cell.calibration is None:
+        if cell.camera is None:
             raise ValueError("this SimCell was built without a camera")
         self.cell = cell
-        self.intrinsics = cell.calibration.intrinsics
+        self.intrinsics = cell.camera.intrinsics
         self.max_depth_m = max_depth_m
         self._data = mujoco.MjData(cell.model)
         h, w = self.intrinsics.height, self.intrinsics.width
         self._renderer = mujoco.Renderer(cell.model, height=h, width=w)
-        self._camera = cell.calibration.camera_name
-        self._depth_scale_m = cell.calibration.depth_scale_m
+        self._camera = cell.camera.name
+        self._depth_scale_m = cell.camera.depth_scale_m
 
     def render(self) -> RGBDImage:
         time_s, qpos = self.cell.copy_qpos()

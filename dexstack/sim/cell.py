@@ -15,11 +15,12 @@ import mujoco
 import numpy as np
 
 from dexstack.calibration import CameraCalibration, load_camera_calibration
+from dexstack.calibration.target import CalibrationTarget, load_target
 from dexstack.control.commands import validate_positions, validate_trajectory
 from dexstack.control.trajectory import TrajectoryFollower
 from dexstack.robot.description import RobotDescription, load_description
 from dexstack.sim.config import CellConfig, load_cell_config
-from dexstack.sim.scene import OBJECT_JOINT, build_spec
+from dexstack.sim.scene import OBJECT_JOINT, TrueCamera, build_spec, true_camera
 from dexstack.transforms import make_transform, quat_xyzw_to_matrix
 
 
@@ -42,7 +43,12 @@ class SimCell:
         self.calibration: CameraCalibration | None = (
             load_camera_calibration(self.cell.calibration) if with_camera else None
         )
-        self.spec = build_spec(self.description, self.cell, self.calibration)
+        # The camera that renders is the cell's (its true pose); self.calibration is only the file's estimate.
+        self.camera: TrueCamera | None = (
+            true_camera(self.cell, self.calibration) if self.calibration is not None else None)
+        self.target: CalibrationTarget | None = (
+            load_target(self.cell.calibration_target) if self.cell.calibration_target else None)
+        self.spec = build_spec(self.description, self.cell, self.camera, self.target)
         self.model = self.spec.compile()
         self.data = mujoco.MjData(self.model)
         self.lock = threading.Lock()

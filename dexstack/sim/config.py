@@ -48,6 +48,28 @@ class PhysicsConfig:
 
 
 @dataclass(frozen=True)
+class CameraTruthConfig:
+    """The sim camera's TRUE pose and intrinsics (what renders). The calibration file is only perception's estimate.
+
+    ``xyz_m``/``quat_xyzw``: T_parent_camera of the optical frame (parent = the file's parent_frame); unset = the
+    calibration file's pose (a perfectly calibrated cell). ``intrinsics``: a calibration-style intrinsics mapping; unset = the file's. ``perturb_*``:
+    a rigid offset applied in the camera frame on top (T_true = T_nominal @ T_perturb), so a stale file is wrong.
+    """
+
+    xyz_m: tuple[float, float, float] | None = None
+    quat_xyzw: tuple[float, float, float, float] | None = None
+    intrinsics: dict | None = None
+    perturb_xyz_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    perturb_rpy_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if (self.xyz_m is None) != (self.quat_xyzw is None):
+            raise ValueError("camera.xyz_m and camera.quat_xyzw go together")
+        if self.quat_xyzw is not None and abs(sum(q * q for q in self.quat_xyzw) - 1.0) > 1e-3:
+            raise ValueError(f"camera.quat_xyzw {self.quat_xyzw} is not a unit quaternion")
+
+
+@dataclass(frozen=True)
 class CellConfig:
     name: str = "tabletop"
     robot_profile: str = "panda_allegro"
@@ -55,6 +77,9 @@ class CellConfig:
     table: TableConfig = field(default_factory=TableConfig)
     object: ObjectConfig = field(default_factory=ObjectConfig)
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
+    camera: CameraTruthConfig = field(default_factory=CameraTruthConfig)
+    # A calibration board mounted on the robot (config/calibration_targets/<name>.yaml: board + mount); none if unset.
+    calibration_target: str | None = None
 
 
 def texture_path(texture_file: str) -> Path:
@@ -69,6 +94,15 @@ def texture_path(texture_file: str) -> Path:
 
 def _tuple(section: dict, key: str, default: tuple) -> tuple:
     return tuple(float(v) for v in section.get(key, default))
+
+
+def _camera_truth(c: dict) -> CameraTruthConfig:
+    known = set(CameraTruthConfig.__dataclass_fields__)
+    if set(c) - known:
+        raise ValueError(f"unknown camera keys {sorted(set(c) - known)} (known: {sorted(known)})")
+    opt = {k: tuple(float(v) for v in c[k]) for k in ("xyz_m", "quat_xyzw", "perturb_xyz_m", "perturb_rpy_deg")
+           if c.get(k) is not None}
+    return CameraTruthConfig(intrinsics=dict(c["intrinsics"]) if c.get("intrinsics") else None, **opt)
 
 
 def load_cell_config(name_or_path: str) -> CellConfig:
@@ -105,6 +139,8 @@ def load_cell_config(name_or_path: str) -> CellConfig:
         if not 0 < physics.timestep_s <= 0.002:
             raise ValueError(f"physics.timestep_s {physics.timestep_s} must be in (0, 0.002] (>= 500 Hz physics)")
         return CellConfig(
+            camera=_camera_truth(raw.get("camera") or {}),
+            calibration_target=str(raw["calibration_target"]) if raw.get("calibration_target") else None,
             name=str(raw.get("name", path.stem)),
             robot_profile=str(raw.get("robot_profile", "panda_allegro")),
             calibration=str(raw.get("calibration", "sim_tabletop")),

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
+import cv2
 import mujoco
 import numpy as np
 
 from dexstack.calibration import CameraCalibration
+from dexstack.calibration.target import CalibrationTarget
+from dexstack.camera_model import CameraModel
 from dexstack.robot.description import RobotDescription
 from dexstack.sim.config import CellConfig, texture_path
-from dexstack.transforms import matrix_to_quat_xyzw, rpy_to_matrix
+from dexstack.transforms import make_transform, matrix_to_quat_xyzw, pose_to_transform, rpy_to_matrix
 
 # MuJoCo cameras look along -z with +y up; the REP-103 optical frame looks along +z with +y down.
 R_OPTICAL_MUJOCO = np.diag([1.0, -1.0, -1.0])
@@ -19,12 +25,53 @@ ROBOT_CONTYPE, ROBOT_CONAFFINITY = 2, 1
 SCENE_CONTYPE, SCENE_CONAFFINITY = 1, 3
 
 
+TARGET_BODY = "calibration_target"
+TARGET_THICKNESS_M = 0.004
+
+
 def _wxyz(rotation: np.ndarray) -> list[float]:
     x, y, z, w = matrix_to_quat_xyzw(rotation)
     return [w, x, y, z]
 
 
-def build_spec(description: RobotDescription, cell: CellConfig, calibration: CameraCalibration | None) -> mujoco.MjSpec:
+@dataclass(frozen=True)
+class TrueCamera:
+    """What the sim camera really is (renders with): the cell's truth, not the calibration file's estimate."""
+
+    name: str
+    frame_id: str
+    parent_frame: str
+    T_parent_camera: np.ndarray  # 4x4, optical frame in parent_frame (the robot base, or a link: wrist camera)
+    intrinsics: CameraModel
+    depth_scale_m: float
+
+
+def true_camera(cell: CellConfig, calibration: CameraCalibration) -> TrueCamera:
+    """The cell's camera: pose and intrinsics from the cell config (default: the file's), then the perturbation."""
+    c = cell.camera
+    T = calibration.T_parent_camera if c.xyz_m is None else pose_to_transform(c.xyz_m, c.quat_xyzw)
+    T = T @ make_transform(c.perturb_xyz_m, rpy_to_matrix(np.radians(c.perturb_rpy_deg)))
+    intrinsics = calibration.intrinsics if c.intrinsics is None else CameraModel.from_dict(c.intrinsics)
+    return TrueCamera(calibration.camera_name, calibration.frame_id, calibration.parent_frame, T, intrinsics,
+                      calibration.depth_scale_m)
+
+
+def _target_texture(target: CalibrationTarget) -> Path:
+    """A MuJoCo cube-map PNG (layout .U..LFRB.D..) with the board on the D (-z) face, cached per target."""
+    path = Path(tempfile.gettempdir()) / f"dexstack_target_{target.name}_{target.squares_x}x{target.squares_y}.png"
+    if not path.is_file():
+        face = target.image(px_per_m=4000.0)
+        n = max(face.shape)
+        face = cv2.resize(face, (n, n), interpolation=cv2.INTER_AREA)  # MuJoCo cube faces are square
+        grid = np.full((3 * n, 4 * n), 255, np.uint8)
+        for r, c in ((0, 1), (1, 0), (1, 1), (1, 2), (1, 3), (2, 1)):
+            grid[r * n:(r + 1) * n, c * n:(c + 1) * n] = face[::-1, ::-1]  # D face: board frame as OpenCV
+        cv2.imwrite(str(path), grid)
+    return path
+
+
+def build_spec(description: RobotDescription, cell: CellConfig, camera: TrueCamera | None,
+               target: CalibrationTarget | None = None) -> mujoco.MjSpec:
     spec = mujoco.MjSpec.from_string(description.mujoco_urdf_xml())
     spec.modelname = f"{cell.name}_{description.profile.name}"
     spec.option.timestep = cell.physics.timestep_s
@@ -91,15 +138,40 @@ def build_spec(description: RobotDescription, cell: CellConfig, calibration: Cam
         material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = f"{obj.name}_texture"
         geom.material = f"{obj.name}_material"
 
-    if calibration is not None:
-        intr = calibration.intrinsics
+    if camera is not None:
+        intr = camera.intrinsics
         if abs(intr.fx - intr.fy) > 1e-6 * intr.fx:
-            raise ValueError("the sim camera renders square pixels: calibration fx must equal fy")
-        T = calibration.T_parent_camera
-        if calibration.parent_frame != description.base_frame:
-            raise ValueError(f"sim camera calibration is relative to '{calibration.parent_frame}', "
-                             f"expected the robot base frame '{description.base_frame}'")
-        world.add_camera(name=calibration.camera_name, pos=T[:3, 3].tolist(),
-                         quat=_wxyz(T[:3, :3] @ R_OPTICAL_MUJOCO),
-                         fovy=math.degrees(2.0 * math.atan(intr.height / 2.0 / intr.fy)))
+            raise ValueError("the sim camera renders square pixels: intrinsics fx must equal fy")
+        if abs(intr.cx - (intr.width - 1) / 2) > 1e-6 or abs(intr.cy - (intr.height - 1) / 2) > 1e-6:
+            raise ValueError("the sim camera renders a centred principal point: cx, cy must be (width-1)/2, "
+                             "(height-1)/2")
+        if intr.has_distortion:
+            raise ValueError("the sim camera renders without lens distortion: D must be zero")
+        T = camera.T_parent_camera
+        # Fixed in the base frame (the MuJoCo world), or on a robot link (a wrist camera moves with it).
+        parent = world if camera.parent_frame == description.base_frame else spec.body(camera.parent_frame)
+        if parent is None:
+            raise ValueError(f"sim camera parent frame '{camera.parent_frame}' is neither the robot base "
+                             f"'{description.base_frame}' nor a link of the robot")
+        parent.add_camera(name=camera.name, pos=T[:3, 3].tolist(), quat=_wxyz(T[:3, :3] @ R_OPTICAL_MUJOCO),
+                          fovy=math.degrees(intr.fovy_rad))
+    if target is not None:
+        _add_target(spec, target, description.base_frame)
     return spec
+
+
+def _add_target(spec: mujoco.MjSpec, target: CalibrationTarget, base_frame: str) -> None:
+    """The board as a thin visual-only box on its mount link; its printed face is the board frame's z = 0 plane."""
+    parent = spec.worldbody if target.mount.link == base_frame else spec.body(target.mount.link)
+    if parent is None:
+        raise ValueError(f"calibration target mount link '{target.mount.link}' is not a body of the robot")
+    T = target.mount.T_link_board
+    body = parent.add_body(name=TARGET_BODY, pos=T[:3, 3].tolist(), quat=_wxyz(T[:3, :3]))
+    sx, sy = target.size_m
+    spec.add_texture(name="calibration_target_texture", type=mujoco.mjtTexture.mjTEXTURE_CUBE,
+                     file=str(_target_texture(target)), gridsize=[3, 4], gridlayout=".U..LFRB.D..")
+    material = spec.add_material(name="calibration_target_material", rgba=[1, 1, 1, 1])
+    material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "calibration_target_texture"
+    body.add_geom(name="calibration_target_geom", type=mujoco.mjtGeom.mjGEOM_BOX,
+                  size=[sx / 2, sy / 2, TARGET_THICKNESS_M / 2], pos=[sx / 2, sy / 2, TARGET_THICKNESS_M / 2],
+                  material="calibration_target_material", contype=0, conaffinity=0, mass=0.0, density=0.0)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dexstack.camera import CameraConfig, Intrinsics, PlaybackEnded, RealSenseSource, SoftwareCamera
+from dexstack.camera import CameraConfig, PlaybackEnded, RealSenseSource, SoftwareCamera
+from dexstack.camera_model import CameraModel
 from tests.camera.synthetic import DEPTH_848, FRAME_PERIOD_NS, color_image, software_config, stamp_ns
 
 N_FRAMES = 24
-COLOR = Intrinsics(640, 480, 615.3, 615.1, 318.2, 241.7, "brown_conrady", (0.11, -0.05, 0.001, -0.002, 0.013))
+COLOR = CameraModel(640, 480, 615.3, 615.1, 318.2, 241.7, "plumb_bob", (0.11, -0.05, 0.001, -0.002, 0.013))
 
 
 def plane_mm(n: int) -> int:

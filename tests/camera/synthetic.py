@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from dexstack.camera import CameraConfig, Intrinsics
+from dexstack.camera import CameraConfig
+from dexstack.camera_model import CameraModel
 
 # D435-like, deliberately non-integer, so pixel-centre rounding does not hide alignment errors.
-COLOR_640 = Intrinsics(640, 480, 615.3, 615.1, 318.2, 241.7)
-DEPTH_848 = Intrinsics(848, 480, 421.6, 421.6, 425.3, 238.9)
+COLOR_640 = CameraModel(640, 480, 615.3, 615.1, 318.2, 241.7)
+DEPTH_848 = CameraModel(848, 480, 421.6, 421.6, 425.3, 238.9)
 
 FRAME_PERIOD_NS = 33_333_333
 
@@ -18,11 +19,11 @@ def stamp_ns(frame_number: int) -> int:
     return 1_000_000_000 + frame_number * FRAME_PERIOD_NS
 
 
-def color_image(intr: Intrinsics, seed: int) -> np.ndarray:
+def color_image(intr: CameraModel, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (intr.height, intr.width, 3), dtype=np.uint8)
 
 
-def depth_image(intr: Intrinsics, seed: int, low: int = 400, high: int = 4000) -> np.ndarray:
+def depth_image(intr: CameraModel, seed: int, low: int = 400, high: int = 4000) -> np.ndarray:
     return np.random.default_rng(1000 + seed).integers(low, high, (intr.height, intr.width), dtype=np.uint16)
 
 
@@ -31,9 +32,10 @@ def software_config(profile: str = "640x480x30", **overrides: object) -> CameraC
     return CameraConfig(**fields)
 
 
-def assert_intrinsics_close(actual: Intrinsics, expected: Intrinsics) -> None:
+def assert_intrinsics_close(actual: CameraModel, expected: CameraModel) -> None:
     """librealsense stores intrinsics as float32: compare to that precision."""
-    assert (actual.width, actual.height, actual.model) == (expected.width, expected.height, expected.model)
-    got = [actual.fx, actual.fy, actual.ppx, actual.ppy, *actual.coeffs]
-    want = [expected.fx, expected.fy, expected.ppx, expected.ppy, *expected.coeffs]
+    assert (actual.width, actual.height, actual.distortion_model) == (expected.width, expected.height,
+                                                               expected.distortion_model)
+    got = [actual.fx, actual.fy, actual.cx, actual.cy, *actual.D]
+    want = [expected.fx, expected.fy, expected.cx, expected.cy, *expected.D]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

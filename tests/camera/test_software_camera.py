@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from dexstack.camera import CameraError, Intrinsics, SoftwareCamera
+from dexstack.camera import CameraError, SoftwareCamera
+from dexstack.camera_model import CameraModel
 from tests.camera.synthetic import (
     COLOR_640,
     DEPTH_848,
@@ -28,7 +29,7 @@ def push_and_read(cam: SoftwareCamera, color: np.ndarray, depth: np.ndarray, fra
     return cam.read(timeout_s=0.05 if frame_number == 0 else 1.0)
 
 
-def aligned_plane(T_color_depth: np.ndarray, intr: Intrinsics = COLOR_640) -> np.ndarray:
+def aligned_plane(T_color_depth: np.ndarray, intr: CameraModel = COLOR_640) -> np.ndarray:
     """Align a fronto-parallel plane at PLANE_MM with a no-data marker band; depth and color share ``intr``."""
     depth = np.full((intr.height, intr.width), PLANE_MM, np.uint16)
     depth[:, MARKER_COLS[0] : MARKER_COLS[1]] = 0
@@ -38,13 +39,13 @@ def aligned_plane(T_color_depth: np.ndarray, intr: Intrinsics = COLOR_640) -> np
     return frames[-1].depth_mm
 
 
-def expected_marker_centre_u(T_color_depth: np.ndarray, intr: Intrinsics = COLOR_640) -> float:
+def expected_marker_centre_u(T_color_depth: np.ndarray, intr: CameraModel = COLOR_640) -> float:
     """Where the marker centre, seen by the depth camera on the principal row, lands in the color image."""
     u_depth = (MARKER_COLS[0] + MARKER_COLS[1] - 1) / 2
     z_m = PLANE_MM / 1000
-    p_depth = np.array([(u_depth - intr.ppx) / intr.fx * z_m, 0.0, z_m, 1.0])
+    p_depth = np.array([(u_depth - intr.cx) / intr.fx * z_m, 0.0, z_m, 1.0])
     p_color = T_color_depth @ p_depth
-    return intr.fx * p_color[0] / p_color[2] + intr.ppx
+    return intr.fx * p_color[0] / p_color[2] + intr.cx
 
 
 def marker_centre_u(depth_mm: np.ndarray, row: int) -> float:
@@ -98,7 +99,7 @@ def test_aligned_depth_with_identity_extrinsics_keeps_plane_and_marker():
     depth = aligned_plane(np.eye(4))
     valid = depth > 0
     assert set(np.unique(depth[valid])) == {PLANE_MM}
-    assert marker_centre_u(depth, round(COLOR_640.ppy)) == pytest.approx(np.mean(MARKER_COLS) - 0.5, abs=1.0)
+    assert marker_centre_u(depth, round(COLOR_640.cy)) == pytest.approx(np.mean(MARKER_COLS) - 0.5, abs=1.0)
     marker = np.zeros_like(valid)
     marker[:, MARKER_COLS[0] : MARKER_COLS[1]] = True
     assert valid[~marker].mean() > 0.95  # rs.align leaves a few empty raster lines, nothing more
@@ -109,7 +110,7 @@ def test_aligned_depth_moves_by_baseline_disparity():
     T[0, 3] = 0.05  # color camera 5 cm to the -x side of the depth camera: points appear 30.8 px further right
     depth = aligned_plane(T)
     shift_px = COLOR_640.fx * 0.05 / (PLANE_MM / 1000)
-    assert marker_centre_u(depth, round(COLOR_640.ppy)) == pytest.approx(expected_marker_centre_u(T), abs=1.0)
+    assert marker_centre_u(depth, round(COLOR_640.cy)) == pytest.approx(expected_marker_centre_u(T), abs=1.0)
     # Nothing in the depth image projects onto the leftmost shift_px columns of the color image.
     assert np.all(depth[:, : math.floor(shift_px) - 1] == 0)
     interior = depth[:, 60:280]
@@ -122,7 +123,7 @@ def test_aligned_depth_follows_rotation_of_T_color_depth():
     T[:3, :3] = [[math.cos(angle), 0, math.sin(angle)], [0, 1, 0], [-math.sin(angle), 0, math.cos(angle)]]
     expected = expected_marker_centre_u(T)
     assert expected - np.mean(MARKER_COLS) > 15  # the test discriminates R from R^T (about -21 px)
-    assert marker_centre_u(aligned_plane(T), round(COLOR_640.ppy)) == pytest.approx(expected, abs=1.5)
+    assert marker_centre_u(aligned_plane(T), round(COLOR_640.cy)) == pytest.approx(expected, abs=1.5)
 
 
 def test_depth_in_other_units_is_converted_to_millimetres():

@@ -150,9 +150,9 @@ def test_camera_info_carries_the_recorded_color_intrinsics(looping):
     for msg in looping.color_info + looping.depth_info:  # aligned depth is in the color camera
         assert msg.header.frame_id == COLOR_FRAME
         assert (msg.width, msg.height, msg.distortion_model) == (640, 480, "plumb_bob")
-        np.testing.assert_allclose(msg.k, [COLOR.fx, 0, COLOR.ppx, 0, COLOR.fy, COLOR.ppy, 0, 0, 1], rtol=1e-6)
-        np.testing.assert_allclose(msg.p, [COLOR.fx, 0, COLOR.ppx, 0, 0, COLOR.fy, COLOR.ppy, 0, 0, 0, 1, 0], rtol=1e-6)
-        np.testing.assert_allclose(msg.d, COLOR.coeffs, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(msg.k, [COLOR.fx, 0, COLOR.cx, 0, COLOR.fy, COLOR.cy, 0, 0, 1], rtol=1e-6)
+        np.testing.assert_allclose(msg.p, [COLOR.fx, 0, COLOR.cx, 0, 0, COLOR.fy, COLOR.cy, 0, 0, 0, 1, 0], rtol=1e-6)
+        np.testing.assert_allclose(msg.d, COLOR.D, rtol=1e-6, atol=1e-9)
         np.testing.assert_array_equal(msg.r, np.eye(3).reshape(-1))
     color_stamps = {stamp_ns_of(m) for m in looping.color}
     info_stamps = {stamp_ns_of(m) for m in looping.color_info}
@@ -211,8 +211,8 @@ def test_point_cloud_is_the_back_projected_aligned_depth_with_color(looping, rec
     r, c = 100, 250  # pixel (v, u) = (200, 500)
     assert valid[r, c]
     z = plane_mm(n) / 1000.0
-    assert cloud["x"][r, c] == pytest.approx((500 - COLOR.ppx) / COLOR.fx * z, rel=1e-5)
-    assert cloud["y"][r, c] == pytest.approx((200 - COLOR.ppy) / COLOR.fy * z, rel=1e-5)
+    assert cloud["x"][r, c] == pytest.approx((500 - COLOR.cx) / COLOR.fx * z, rel=1e-5)
+    assert cloud["y"][r, c] == pytest.approx((200 - COLOR.cy) / COLOR.fy * z, rel=1e-5)
     red, green, blue = (int(v) for v in recording.colors[n][200, 500])
     assert cloud["rgb"][r, c] == (red << 16) | (green << 8) | blue
 

@@ -10,7 +10,7 @@ import pytest
 
 from dexstack.calibration import load_camera_calibration
 from dexstack.perception.depth import DepthPatchConfig, DepthStatus, sample_depth
-from dexstack.perception.geometry import PinholeCamera, invert_transform, transform_points
+from dexstack.perception.geometry import invert_transform, transform_points
 from dexstack.perception.hand import (
     BONES,
     FINGERTIPS,
@@ -31,7 +31,7 @@ from dexstack.perception.one_euro import OneEuroConfig, OneEuroFilter
 from dexstack.transforms import make_transform, rpy_to_matrix
 
 CAL = load_camera_calibration("sim_tabletop")
-CAMERA = PinholeCamera.from_intrinsics(CAL.intrinsics)
+CAMERA = CAL.intrinsics
 T_BASE_CAMERA = CAL.T_parent_camera
 BACKGROUND_MM = 1500
 

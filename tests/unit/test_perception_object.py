@@ -8,7 +8,8 @@ import mujoco
 import numpy as np
 import pytest
 
-from dexstack.perception.geometry import PinholeCamera, depth_to_meters, invert_transform, pose_error
+from dexstack.paths import data_path
+from dexstack.perception.geometry import depth_to_meters, invert_transform, pose_error
 from dexstack.perception.object_pose import (
     ObjectPoseConfig,
     ObjectPoseEstimator,
@@ -18,7 +19,6 @@ from dexstack.perception.object_pose import (
 )
 from dexstack.perception.objects import ObjectConfigError, load_object_model
 from dexstack.perception.tags import TagDetector, cube_texture, tag_pose_candidates
-from dexstack.paths import data_path
 from dexstack.sim import SimCell
 from dexstack.sim.camera import SimCamera
 from dexstack.sim.config import CellConfigError, load_cell_config, texture_path
@@ -36,7 +36,7 @@ class Scene:
         self.cell = SimCell()
         self.camera = SimCamera(self.cell)
         self.cal = self.cell.calibration
-        self.pinhole = PinholeCamera.from_intrinsics(self.cal.intrinsics)
+        self.pinhole = self.cal.intrinsics
         self.adr = self.cell.model.joint(OBJECT_JOINT).qposadr[0]
         self.model = load_object_model("cube")
 
