@@ -181,17 +181,24 @@ def test_stamps_are_the_frames_own_spacing_in_ros_time(looping, recording):
     stamps = [stamp_ns_of(m) for m in looping.color]
     frames = [frame_of(recording, m) for m in looping.color]
     assert all(b > a for a, b in zip(stamps, stamps[1:])), "stamps must increase"
-    wraps = 0
+    wraps = exact = same_loop = 0
     for (s0, n0), (s1, n1) in zip(zip(stamps, frames), zip(stamps[1:], frames[1:])):
-        if n1 > n0:  # same loop: exactly the recorded spacing, whatever the publish timing
-            assert s1 - s0 == stamp_ns(n1) - stamp_ns(n0)
+        if n1 > n0:  # same loop: the recorded spacing, whatever the publish timing...
+            same_loop += 1
+            recorded = stamp_ns(n1) - stamp_ns(n0)
+            # ...except where a frame came faster than every earlier one: the offset is re-anchored ("future"),
+            # which only ever moves stamps earlier, so the spacing can shrink but never grow.
+            assert s1 - s0 <= recorded
+            exact += s1 - s0 == recorded
         else:
             wraps += 1
     assert wraps >= 2
+    assert exact >= 0.8 * same_loop, f"only {exact}/{same_loop} intervals kept the recorded spacing"
     # ROS time (this host's clock), not the recording's 1 s-after-epoch device clock.
     now_ns = looping.received_at_ns[-1]
     assert abs(stamps[-1] - now_ns) < 60 * 10**9
-    assert all(b >= a - 10**9 for a, b in zip(stamps, looping.received_at_ns))  # not stamped after receipt
+    # Never stamped after receipt (the camera node receives each frame before this process does).
+    assert all(stamp <= received for stamp, received in zip(stamps, looping.received_at_ns))
 
 
 def test_point_cloud_is_the_back_projected_aligned_depth_with_color(looping, recording, core_frames):
