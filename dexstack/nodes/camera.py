@@ -205,7 +205,7 @@ class CameraNode(Node):
         self._stop = threading.Event()
         self._restart = threading.Event()
         self.context.on_shutdown(self._stop.set)
-        self.create_timer(1.0 / p.diagnostics_rate_hz, self.publish_diagnostics)
+        common.live_rate_timer(self, "diagnostics_rate_hz", p.diagnostics_rate_hz, self.publish_diagnostics)
         self._thread = threading.Thread(target=self._capture_loop, name="camera_capture", daemon=True)
         self._thread.start()
         self.get_logger().info(f"camera node up: source '{p.source}', topics {prefix}/...")

@@ -115,6 +115,20 @@ def declare_params(node: Node, params_cls: type[P], on_change: Callable[[str, An
     return current
 
 
+def live_rate_timer(node: Node, rate_param: str, rate_hz: float, callback: Callable[[], None]):
+    """A timer at ``rate_hz`` that follows later (accepted) sets of parameter ``rate_param`` (Hz): a writable rate
+    parameter changes the running timer, it is not only read at start."""
+    timer = node.create_timer(1.0 / rate_hz, callback)
+
+    def on_set(parameters: list) -> None:
+        for p in parameters:
+            if p.name == rate_param and p.value > 0:
+                timer.timer_period_ns = int(1e9 / p.value)
+
+    node.add_post_set_parameters_callback(on_set)
+    return timer
+
+
 def stamp_from_ns(stamp_ns: int):
     from builtin_interfaces.msg import Time
 

@@ -90,7 +90,7 @@ class ObjectPoseNode(Node):
         self.pose_cov_pub = self.create_publisher(PoseWithCovarianceStamped, POSE_COV_TOPIC, common.STATE_QOS)
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
         self.input = RgbdInput(self, self.calibration, p.sync_tolerance_s, self._on_frame)
-        self.create_timer(1.0 / p.diagnostics_rate_hz, self._publish_diagnostics)
+        common.live_rate_timer(self, "diagnostics_rate_hz", p.diagnostics_rate_hz, self._publish_diagnostics)
         self.get_logger().info(
             f"object_pose up: object '{self.model.name}' ({self.model.shape}, {len(self.model.tags)} tags), "
             f"method '{p.method}', base frame '{self.base_frame}', publishing {POSE_TOPIC}")

@@ -119,7 +119,8 @@ class PolicyNode(Node):
         self.create_service(Trigger, "~/list", self._on_list)
         self.create_service(Trigger, "~/describe", self._on_describe)
         self.create_service(Trigger, "~/restart", self._on_restart)
-        self.create_timer(1.0 / self.params.diagnostics_rate_hz, self._publish_diagnostics)
+        common.live_rate_timer(self, "diagnostics_rate_hz", self.params.diagnostics_rate_hz,
+                               self._publish_diagnostics)
 
         self._stop = threading.Event()
         self.context.on_shutdown(self._stop.set)

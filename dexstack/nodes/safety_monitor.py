@@ -122,7 +122,8 @@ class SafetyMonitorNode(Node):
         self.create_service(Trigger, "~/ready", self._on_ready_service)
         self._period_s = 1.0 / self.params.rate_hz
         self.create_timer(self._period_s, self._tick)
-        self.create_timer(1.0 / self.params.diagnostics_rate_hz, self._publish_diagnostics)
+        common.live_rate_timer(self, "diagnostics_rate_hz", self.params.diagnostics_rate_hz,
+                               self._publish_diagnostics)
         self.get_logger().info(f"gating {ARM_INPUT} -> {profile.arm.command.topic}, "
                                f"{HAND_INPUT} -> {profile.hand.command.topic} at {self.params.rate_hz:.0f} Hz")
 

@@ -59,7 +59,7 @@ class ScriptedMotionNode(Node):
         self.first_state_time: float | None = None
         self.plan_stamp_ns: int | None = None
         self.restarts = 0
-        self.create_timer(1.0 / self.params.hand_rate_hz, self._tick)
+        common.live_rate_timer(self, "hand_rate_hz", self.params.hand_rate_hz, self._tick)
         self.get_logger().info(f"motion '{self.params.motion}' ({self.motion.duration_s:.1f} s) waits for /joint_states")
 
     def _on_state(self, _msg: JointState) -> None:

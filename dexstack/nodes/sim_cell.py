@@ -41,7 +41,7 @@ class Params:
     joint_states_rate_hz: float = common.param(250.0, "Rate of /joint_states and ground truth.", min=10.0, max=1000.0)
     camera_enabled: bool = common.param(True, "Render and publish the RGB-D camera.", read_only=True)
     camera_rate_hz: float = common.param(15.0, "Camera frame rate (rendering is CPU-bound here).", min=1.0, max=60.0)
-    publish_tf: bool = common.param(True, "Publish robot and camera TF when tf2_msgs is installed.")
+    publish_tf: bool = common.param(True, "Publish robot and camera TF when tf2_msgs is installed.", read_only=True)
     publish_joint_states: bool = common.param(
         True, "Publish /joint_states; false simulates a driver dropout (fault injection).")
     diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", min=0.1, max=10.0)
@@ -85,7 +85,8 @@ class SimCellNode(Node):
                 CameraInfo, f"{CAMERA_NS}/aligned_depth_to_color/camera_info", common.SENSOR_QOS)
             self._camera_thread = threading.Thread(target=self._camera_loop, name="camera", daemon=True)
             self._camera_thread.start()
-        self.create_timer(1.0 / self.params.diagnostics_rate_hz, self._publish_diagnostics)
+        common.live_rate_timer(self, "diagnostics_rate_hz", self.params.diagnostics_rate_hz,
+                               self._publish_diagnostics)
         self.get_logger().info(
             f"sim cell '{self.cell.cell.name}' up: {len(d.joints)} joints, physics {1.0 / self.cell.timestep_s:.0f} Hz, "
             f"arm <- {d.profile.arm.command.topic}, hand <- {d.profile.hand.command.topic}")

@@ -51,7 +51,7 @@ class Params:
 class TeleopNode(Node):
     def __init__(self) -> None:
         super().__init__("teleop")
-        self.params = common.declare_params(self, Params)
+        self.params = common.declare_params(self, Params, on_change=self._on_param)
         self.description = load_description(self.params.robot_profile)
         self.controller = TeleopController(self.description, TeleopConfig(
             retarget_config=self.params.retarget_config, method=self.params.method,
@@ -71,6 +71,10 @@ class TeleopNode(Node):
         self.create_service(SetBool, "~/pause", self._on_pause)
         self.create_timer(0.05, self._check_lost)
         self.create_timer(1.0, self._publish_diagnostics)
+
+    def _on_param(self, name: str, value) -> None:
+        if name in ("hand_lost_timeout_s", "auto_engage"):  # the controller reads them on every step
+            setattr(self.controller.config, name, value)
 
     def _q_meas(self) -> np.ndarray | None:
         return self.state.positions(time.monotonic(), self.params.state_timeout_s)
