@@ -23,6 +23,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
+from dexstack import image_codec  # noqa: E402
 from dexstack.control.commands import CommandError  # noqa: E402
 from dexstack.diagnostics import Level, ReasonCounter, StatusReport  # noqa: E402
 from dexstack.nodes import common  # noqa: E402
@@ -189,11 +190,8 @@ class SimCellNode(Node):
                 stamp = self.get_clock().now().to_msg()  # time of the rendered physics state
                 image = camera.render()
                 self.render_ms = 1000.0 * (time.monotonic() - t0)
-                h, w = image.depth_mm.shape
-                color = Image(height=h, width=w, encoding="rgb8", is_bigendian=0, step=3 * w,
-                              data=image.color_rgb8.tobytes())
-                depth = Image(height=h, width=w, encoding="16UC1", is_bigendian=0, step=2 * w,
-                              data=image.depth_mm.tobytes())
+                color = Image(**image_codec.encode(image.color_rgb8, "rgb8"))
+                depth = Image(**image_codec.encode(image.depth_mm, "16UC1"))
                 for img in (color, depth):
                     img.header.stamp = stamp
                     img.header.frame_id = frame_id
