@@ -49,11 +49,11 @@ from dexstack.perception.hand_detectors import make_hand_detector
 from dexstack.perception.one_euro import OneEuroConfig
 from dexstack.transforms import transform_to_pose
 
-KEYPOINTS_TOPIC = "/dexstack/hand_keypoints"
-CONFIDENCE_TOPIC = "/dexstack/hand_keypoints/confidence"
-HANDEDNESS_TOPIC = "/dexstack/hand_keypoints/handedness"
-WRIST_TOPIC = "/dexstack/wrist_pose"
-MARKERS_TOPIC = "/dexstack/hand_markers"
+KEYPOINTS_TOPIC = "dexstack/hand_keypoints"
+CONFIDENCE_TOPIC = "dexstack/hand_keypoints/confidence"
+HANDEDNESS_TOPIC = "dexstack/hand_keypoints/handedness"
+WRIST_TOPIC = "dexstack/wrist_pose"
+MARKERS_TOPIC = "dexstack/hand_markers"
 
 
 @dataclass

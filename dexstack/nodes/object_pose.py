@@ -37,8 +37,8 @@ from dexstack.perception.objects import load_object_model
 from dexstack.perception.tags import TagDetectorConfig
 from dexstack.transforms import transform_to_pose
 
-POSE_TOPIC = "/dexstack/object_pose"
-POSE_COV_TOPIC = "/dexstack/object_pose_with_covariance"
+POSE_TOPIC = "dexstack/object_pose"
+POSE_COV_TOPIC = "dexstack/object_pose_with_covariance"
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dexstack.image_codec import ImageError, color_to_rgb8, depth_to_array
 from dexstack.nodes import common
 from dexstack.perception.rgbd import StampPairer
 
-CAMERA_NS = "/camera/camera"
+CAMERA_NS = "camera/camera"
 COLOR_TOPIC = f"{CAMERA_NS}/color/image_raw"
 DEPTH_TOPIC = f"{CAMERA_NS}/aligned_depth_to_color/image_raw"
 DEPTH_INFO_TOPIC = f"{CAMERA_NS}/aligned_depth_to_color/camera_info"

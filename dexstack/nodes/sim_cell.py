@@ -32,8 +32,8 @@ from dexstack.nodes.tf import TfPublisher  # noqa: E402
 from dexstack.sim.cell import SimCell  # noqa: E402
 from dexstack.transforms import transform_to_pose  # noqa: E402
 
-CAMERA_NS = "/camera/camera"
-OBJECT_GT_TOPIC = "/dexstack/sim/object_pose_gt"
+CAMERA_NS = "camera/camera"
+OBJECT_GT_TOPIC = "dexstack/sim/object_pose_gt"
 
 
 @dataclass
@@ -60,10 +60,10 @@ class SimCellNode(Node):
         self.overruns = 0
         self.render_ms = 0.0
 
-        self.joint_state_pub = self.create_publisher(JointState, "/joint_states", common.STATE_QOS)
+        self.joint_state_pub = self.create_publisher(JointState, "joint_states", common.STATE_QOS)
         self.object_gt_pub = self.create_publisher(PoseStamped, OBJECT_GT_TOPIC, common.STATE_QOS)
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
-        description_pub = self.create_publisher(String, "/robot_description", common.LATCHED_QOS)
+        description_pub = self.create_publisher(String, "robot_description", common.LATCHED_QOS)
         description_pub.publish(String(data=d.urdf_xml))
         self.create_subscription(JointTrajectory, d.profile.arm.command.topic, self._on_arm, common.COMMAND_QOS)
         self.create_subscription(Float64MultiArray, d.profile.hand.command.topic, self._on_hand, common.COMMAND_QOS)

@@ -28,7 +28,7 @@ from dexstack.robot.description import load_description
 from dexstack.teleop import TeleopConfig, TeleopController
 from dexstack.teleop.controller import KeypointError
 
-KEYPOINTS_TOPIC = "/dexstack/hand_keypoints"
+KEYPOINTS_TOPIC = "dexstack/hand_keypoints"
 
 
 @dataclass
@@ -60,10 +60,10 @@ class TeleopNode(Node):
         self.state = JointStateCache(self.description.joints)
         self.rejected = ReasonCounter()
         self.commands_sent = 0
-        self.arm_pub = self.create_publisher(JointTrajectory, "/dexstack/arm/command", common.COMMAND_QOS)
-        self.hand_pub = self.create_publisher(Float64MultiArray, "/dexstack/hand/command", common.COMMAND_QOS)
+        self.arm_pub = self.create_publisher(JointTrajectory, "dexstack/arm/command", common.COMMAND_QOS)
+        self.hand_pub = self.create_publisher(Float64MultiArray, "dexstack/hand/command", common.COMMAND_QOS)
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, "/joint_states", self._on_state, common.STATE_QOS)
+        self.create_subscription(JointState, "joint_states", self._on_state, common.STATE_QOS)
         self.create_subscription(PoseArray, KEYPOINTS_TOPIC, self._on_keypoints, common.SENSOR_QOS)
         self.safety = SafetyLink(self) if self.params.wait_for_safety else None
         self.create_service(SetBool, "~/engage", self._on_engage)

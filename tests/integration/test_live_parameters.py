@@ -82,3 +82,72 @@ def test_scripted_motion_hand_rate_and_repeat_apply_live(ros_node, scripted_moti
     assert wait_for(lambda: len(arm.t) >= sent + 2, 5.0), arm.t
     read_only = _set(ros_node, "start_delay_s", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=1.0))
     assert not read_only.successful and "read-only" in read_only.reason
+
+
+def test_an_unknown_parameter_is_refused_at_start(tmp_path):
+    """A typo in a params file (here `hand_rate_hzz`) stops the node with the known names, not silently ignored."""
+    params = tmp_path / "params.yaml"
+    params.write_text("scripted_motion:\n  ros__parameters:\n    hand_rate_hzz: 5.0\n")
+    result = subprocess.run([sys.executable, "-m", "dexstack.nodes.scripted_motion", "--ros-args", "--params-file",
+                             str(params)], env=os.environ, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "unknown parameter 'hand_rate_hzz' for node 'scripted_motion': known parameters are robot_profile" \
+        in result.stderr
+
+
+def _node_params(executable: str) -> set[str]:
+    import dataclasses
+    import importlib
+
+    return {f.name for f in dataclasses.fields(importlib.import_module(f"dexstack.nodes.{executable}").Params)}
+
+
+def test_shipped_params_files_and_launch_files_name_only_known_parameters():
+    """What the strict start-up check would refuse, checked for every shipped file without starting nodes."""
+    import xml.etree.ElementTree as ET
+
+    import yaml
+
+    from dexstack.paths import data_path
+
+    checked = 0
+    for path in sorted(data_path("config").glob("*.yaml")):
+        for node, section in (yaml.safe_load(path.read_text()) or {}).items():
+            if isinstance(section, dict) and "ros__parameters" in section:
+                unknown = set(section["ros__parameters"]) - _node_params(node)
+                assert not unknown, f"{path.name}: {node} has no parameter(s) {sorted(unknown)}"
+                checked += 1
+    for path in sorted(data_path("launch").glob("*.launch.xml")):
+        for node in ET.parse(path).getroot().iter("node"):
+            names = {p.get("name") for p in node.iter("param") if p.get("name")}
+            unknown = names - _node_params(node.get("exec"))
+            assert not unknown, f"{path.name}: {node.get('exec')} has no parameter(s) {sorted(unknown)}"
+            checked += 1
+    assert checked > 20
+
+
+def test_topic_names_are_relative_and_remappable(ros_node, tmp_path):
+    """Node code uses relative names: a namespace moves them all, a remap moves one (the ROS 2 way); in the root
+    namespace they resolve to the names the graph has always used (/joint_states, /dexstack/hand/command)."""
+    motion = tmp_path / "short.yaml"
+    motion.write_text(MOTION)
+    log = tmp_path / "ns.log"
+    process = subprocess.Popen([sys.executable, "-m", "dexstack.nodes.scripted_motion", "--ros-args", "-r",
+                                "__ns:=/left", "-r", "dexstack/hand/command:=/left_hand/commands", "-p",
+                                f"motion:={motion}"], env=os.environ, stdout=open(log, "w"),  # noqa: SIM115
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        state = JointState(name=list(D.joints), position=[0.0] * len(D.joints), velocity=[0.0] * len(D.joints),
+                           effort=[0.0] * len(D.joints))
+        pub = ros_node.create_publisher(JointState, "/left/joint_states", common.STATE_QOS)
+        arm, hand = Stamps(), Stamps()
+        ros_node.create_subscription(JointTrajectory, "/left/dexstack/arm/command", arm, common.COMMAND_QOS)
+        ros_node.create_subscription(Float64MultiArray, "/left_hand/commands", hand, common.COMMAND_QOS)
+        timer = ros_node.create_timer(0.02, lambda: pub.publish(state))
+        assert wait_for(lambda: len(arm.t) >= 1 and len(hand.t) > 5, 30.0), log.read_text()[-2000:]
+        ros_node.destroy_timer(timer)
+        topics = dict(ros_node.get_topic_names_and_types())
+        assert "/left/joint_states" in topics and "/left_hand/commands" in topics
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0, log.read_text()[-2000:]
