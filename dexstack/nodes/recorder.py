@@ -126,7 +126,7 @@ class RecorderNode(Node):
             log(f"interrupted episode {report.path}: {report.reason}; kept {report.message_count} messages "
                 f"(cut {report.dropped_bytes} bytes of an incomplete record)")
         self._subscribed: dict[str, str] = {}  # topic -> type
-        self._subscriptions: dict[str, object] = {}  # topic -> rclpy subscription
+        self._recorded_subs: dict[str, object] = {}  # topic -> rclpy subscription
         self._unrecordable: set[str] = set()
         self._last_counts: dict[str, int] = {}
         self._last_diag = time.monotonic()
@@ -148,7 +148,7 @@ class RecorderNode(Node):
     def _discover(self) -> None:
         wanted = set(self.params.topics) | set(self.driver_topics)
         for topic in sorted(set(self._subscribed) - wanted):  # removed from `topics`: stop recording it
-            self.destroy_subscription(self._subscriptions.pop(topic))
+            self.destroy_subscription(self._recorded_subs.pop(topic))
             del self._subscribed[topic]
             self.get_logger().info(f"no longer recording {topic}")
         for topic, types in self.get_topic_names_and_types():
@@ -169,7 +169,7 @@ class RecorderNode(Node):
                 self._unrecordable.add(topic)
                 self.get_logger().error(f"cannot record {topic} ({type_name}): {exc}")
                 continue
-            self._subscriptions[topic] = self.create_subscription(
+            self._recorded_subs[topic] = self.create_subscription(
                 cls, topic, lambda data, t=topic: self.session.submit(t, data), qos, raw=True)
             self._subscribed[topic] = type_name
             self.get_logger().info(f"recording {topic} [{type_name}]")
