@@ -48,7 +48,8 @@ def scripted_motion(ros_node, tmp_path):
     motion.write_text(MOTION)
     log = tmp_path / "scripted.log"
     process = subprocess.Popen([sys.executable, "-m", "dexstack.nodes.scripted_motion", "--ros-args", "-p",
-                                f"motion:={motion}"], env=os.environ, stdout=open(log, "w"),  # noqa: SIM115
+                                f"motion:={motion}", "-p", "wait_for_safety:=false"],  # no monitor in this test
+                               env=os.environ, stdout=open(log, "w"),  # noqa: SIM115
                                stderr=subprocess.STDOUT, start_new_session=True)
     state = JointState(name=list(D.joints), position=[0.0] * len(D.joints), velocity=[0.0] * len(D.joints),
                        effort=[0.0] * len(D.joints))
@@ -134,7 +135,8 @@ def test_topic_names_are_relative_and_remappable(ros_node, tmp_path):
     log = tmp_path / "ns.log"
     process = subprocess.Popen([sys.executable, "-m", "dexstack.nodes.scripted_motion", "--ros-args", "-r",
                                 "__ns:=/left", "-r", "dexstack/hand/command:=/left_hand/commands", "-p",
-                                f"motion:={motion}"], env=os.environ, stdout=open(log, "w"),  # noqa: SIM115
+                                f"motion:={motion}", "-p", "wait_for_safety:=false"],
+                               env=os.environ, stdout=open(log, "w"),  # noqa: SIM115
                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         state = JointState(name=list(D.joints), position=[0.0] * len(D.joints), velocity=[0.0] * len(D.joints),
