@@ -11,6 +11,7 @@ import yaml
 
 from dexstack import config_loader as cl
 from dexstack.calibration.camera import CalibrationError, load_camera_calibration
+from dexstack.calibration.target import TargetError, load_target
 from dexstack.control.scripted import MotionError, load_motion
 from dexstack.paths import data_path
 from dexstack.perception.objects import ObjectConfigError, load_object_model
@@ -123,6 +124,7 @@ KINDS = {
     "calibration": ("calibration/*/camera.yaml", load_camera_calibration, CalibrationError, ["intrinsics"]),
     "motion": ("config/motions/*.yaml", _load_motion, MotionError, []),
     "policy_manifest": ("policies/*/policy.yaml", _load_manifest, PolicyError, ["action"]),
+    "calibration_target": ("config/calibration_targets/*.yaml", load_target, TargetError, ["mount"]),
 }
 
 
