@@ -52,7 +52,10 @@ def main() -> None:
         latencies_ms.append((node.get_clock().now().nanoseconds - stamp_ns) / 1e6)
 
     node.create_subscription(JointTrajectory, "/dexstack/arm/command", on_command, common.COMMAND_QOS)
-    node.create_subscription(Float64MultiArray, "/hand_controller/commands", lambda _m: driver.append(time.monotonic()),
+    from dexstack.robot.profile import load_profile
+
+    hand_driver_topic = load_profile("panda_allegro").hand.command.topic  # the launch file's default profile
+    node.create_subscription(Float64MultiArray, hand_driver_topic, lambda _m: driver.append(time.monotonic()),
                              common.COMMAND_QOS)
     with tempfile.TemporaryDirectory() as logs, \
             LaunchedGraph(parse_launch_file("sim_teleop", {"auto_engage": "true"}), log_dir=Path(logs)):

@@ -1,4 +1,6 @@
-"""Rigid transforms: 4x4 homogeneous matrices ``T_a_b`` (pose of frame b in frame a), metres, quaternions xyzw."""
+"""Rigid transforms and rotations: 4x4 homogeneous matrices ``T_a_b`` (pose of frame b in frame a), metres,
+rotation matrices, rotation vectors (axis * angle, rad) and quaternions ordered xyzw (ROS). The one home of these
+helpers: other modules import them from here."""
 
 from __future__ import annotations
 
@@ -55,3 +57,56 @@ def look_at(eye: Sequence[float], target: Sequence[float], up: Sequence[float] =
     x /= np.linalg.norm(x)
     y = np.cross(z, x)
     return make_transform(eye, np.column_stack((x, y, z)))
+
+
+def invert_transform(T: np.ndarray) -> np.ndarray:
+    """T_b_a from T_a_b (R^T, -R^T t)."""
+    out = np.eye(4)
+    out[:3, :3] = T[:3, :3].T
+    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
+    return out
+
+
+def transform_points(T: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Apply the 4x4 ``T_a_b`` to (N, 3) points in frame b -> points in frame a."""
+    return np.asarray(p, dtype=float) @ T[:3, :3].T + T[:3, 3]
+
+
+def skew(w: np.ndarray) -> np.ndarray:
+    """[w]x: skew(w) @ v = w x v."""
+    return np.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
+
+
+def so3_exp(w: np.ndarray) -> np.ndarray:
+    """Rotation matrix of the rotation vector ``w`` (Rodrigues: R = I + sin(t) K + (1 - cos(t)) K^2, K = [w/t]x)."""
+    w = np.asarray(w, dtype=float)
+    theta = float(np.linalg.norm(w))
+    if theta < 1e-12:
+        return np.eye(3) + skew(w)
+    k = skew(w / theta)
+    return np.eye(3) + np.sin(theta) * k + (1.0 - np.cos(theta)) * (k @ k)
+
+
+def rotation_angle_rad(R: np.ndarray) -> float:
+    """Angle of a rotation matrix, in [0, pi]: cos(t) = (trace(R) - 1) / 2."""
+    return float(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)))
+
+
+def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product a * b of xyzw quaternions (the rotation b, then a); broadcasts over leading axes."""
+    ax, ay, az, aw = np.moveaxis(np.asarray(a, dtype=float), -1, 0)
+    bx, by, bz, bw = np.moveaxis(np.asarray(b, dtype=float), -1, 0)
+    return np.stack([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz], axis=-1)
+
+
+def quat_conjugate(q: np.ndarray) -> np.ndarray:
+    """Conjugate of xyzw quaternions (the inverse rotation for unit ones)."""
+    q = np.asarray(q, dtype=float)
+    return np.concatenate([-q[..., :3], q[..., 3:]], axis=-1)
+
+
+def quat_angle_rad(a: np.ndarray, b: np.ndarray) -> float:
+    """Rotation angle (rad, in [0, pi]) between two xyzw quaternions: 2 acos(|<a, b>| / (|a| |b|))."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(2.0 * np.arccos(min(1.0, abs(float(np.dot(a, b))) / (np.linalg.norm(a) * np.linalg.norm(b)))))

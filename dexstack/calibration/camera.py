@@ -12,13 +12,13 @@ import numpy as np
 import yaml
 
 from dexstack.camera_model import CameraModel
-from dexstack.paths import data_path
+from dexstack.config_loader import ConfigError, check_keys, read_yaml, resolve_data_file
 from dexstack.transforms import pose_to_transform, transform_to_pose
 
 FORMAT_VERSION = 1
 
 
-class CalibrationError(ValueError):
+class CalibrationError(ConfigError):
     """A calibration file is missing or malformed."""
 
 
@@ -48,18 +48,21 @@ class CameraCalibration:
 
 def calibration_path(cell_or_path: str) -> Path:
     """``sim_tabletop`` -> ``calibration/sim_tabletop/camera.yaml``; a YAML path is used as is."""
-    path = Path(cell_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = data_path("calibration", cell_or_path, "camera.yaml")
-    if not path.is_file():
-        raise CalibrationError(f"camera calibration '{cell_or_path}' not found (looked for {path})")
-    return path
+    return resolve_data_file(cell_or_path, "calibration", what="camera calibration", filename="{name}/camera.yaml",
+                             error=CalibrationError, known_as="cells")
+
+
+_KEYS = ("version", "camera_name", "parent_frame", "frame_id", "T_parent_camera", "intrinsics", "depth_scale_m")
+_INTRINSICS_KEYS = ("width", "height", "fx", "fy", "cx", "cy", "distortion_model", "D")
 
 
 def load_camera_calibration(cell_or_path: str) -> CameraCalibration:
     path = calibration_path(cell_or_path)
+    raw = read_yaml(path, CalibrationError)
+    check_keys(raw, _KEYS, str(path), error=CalibrationError)
+    check_keys(raw.get("T_parent_camera", {}), ("xyz", "quat_xyzw"), str(path), "T_parent_camera", CalibrationError)
+    check_keys(raw.get("intrinsics", {}), _INTRINSICS_KEYS, str(path), "intrinsics", CalibrationError)
     try:
-        raw = yaml.safe_load(path.read_text())
         if raw.get("version") != FORMAT_VERSION:
             raise ValueError(f"unsupported version {raw.get('version')!r} (expected {FORMAT_VERSION})")
         pose = raw["T_parent_camera"]

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
-
 from dexstack.camera_model import CameraModel
-from dexstack.paths import data_path
+from dexstack.config_loader import ConfigError, build, internal, read_yaml, resolve_data_file
 from dexstack.transforms import make_transform, rpy_to_matrix
 
 
-class TargetError(ValueError):
+class TargetError(ConfigError):
     """A calibration target file is missing or malformed."""
 
 
@@ -36,7 +34,7 @@ class TargetMount:
 
 @dataclass(frozen=True)
 class CalibrationTarget:
-    name: str = "charuco_5x5_40mm"
+    name: str = internal("charuco_5x5_40mm")  # the file's stem
     type: str = "charuco"
     dictionary: str = "DICT_APRILTAG_36h11"
     squares_x: int = 5
@@ -86,31 +84,14 @@ class CalibrationTarget:
 
 
 def target_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = data_path("config", "calibration_targets", f"{name_or_path}.yaml")
-    if not path.is_file():
-        raise TargetError(f"calibration target '{name_or_path}' not found (looked for {path})")
-    return path
+    return resolve_data_file(name_or_path, "config/calibration_targets", what="calibration target",
+                             error=TargetError, known_as="targets")
 
 
 def load_target(name_or_path: str) -> CalibrationTarget:
+    """``charuco_5x5_40mm`` -> ``config/calibration_targets/charuco_5x5_40mm.yaml`` (or a path), read strictly."""
     path = target_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        known = set(CalibrationTarget.__dataclass_fields__) - {"name"}
-        unknown = set(raw) - known
-        if unknown:
-            raise TargetError(f"unknown keys {sorted(unknown)} (known: {sorted(known)})")
-        m = raw.pop("mount", {}) or {}
-        unknown = set(m) - set(TargetMount.__dataclass_fields__)
-        if unknown:
-            raise TargetError(f"unknown mount keys {sorted(unknown)} (known: link, xyz, rpy)")
-        mount = TargetMount(link=str(m.get("link", "panda_link8")), xyz=tuple(float(v) for v in m.get("xyz", (0,) * 3)),
-                            rpy=tuple(float(v) for v in m.get("rpy", (0,) * 3)))
-        return CalibrationTarget(name=path.stem, mount=mount, **raw)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise TargetError(f"{path}: {exc}") from exc
+    return build(CalibrationTarget, read_yaml(path, TargetError), str(path), error=TargetError, name=path.stem)
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ class RosIO:
 
     def _on_depth(self, msg) -> None:
         from dexstack.nodes.common import stamp_to_ns
-        from dexstack.perception.rgbd import depth_to_array
+        from dexstack.image_codec import depth_to_array
 
         depth = depth_to_array(msg.height, msg.width, msg.encoding, msg.step, msg.data, bool(msg.is_bigendian))
         with self._lock:
@@ -131,7 +131,7 @@ class RosIO:
 
     def _on_color(self, msg) -> None:
         from dexstack.nodes.common import stamp_to_ns
-        from dexstack.perception.rgbd import color_to_rgb8
+        from dexstack.image_codec import color_to_rgb8
 
         stamp = stamp_to_ns(msg.header.stamp)
         rgb = color_to_rgb8(msg.height, msg.width, msg.encoding, msg.step, msg.data)

@@ -6,13 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from dexstack.paths import data_path
+from dexstack.config_loader import ConfigError, check_keys, read_yaml, resolve_data_file
 from dexstack.robot.description import RobotDescription
 
 
-class MotionError(ValueError):
+class MotionError(ConfigError):
     """A motion file is missing or names joints the robot does not have."""
 
 
@@ -35,17 +34,12 @@ class ScriptedMotion:
 
 
 def motion_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = data_path("config", "motions", f"{name_or_path}.yaml")
-    if not path.is_file():
-        raise MotionError(f"motion '{name_or_path}' not found (looked for {path})")
-    return path
+    return resolve_data_file(name_or_path, "config/motions", what="motion", error=MotionError, known_as="motions")
 
 
 def load_motion(name_or_path: str, description: RobotDescription) -> ScriptedMotion:
     path = motion_path(name_or_path)
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = check_keys(read_yaml(path, MotionError), ("keyframes",), str(path), error=MotionError)
     keyframes = raw.get("keyframes") or []
     if not keyframes:
         raise MotionError(f"{path}: no keyframes")
@@ -54,6 +48,7 @@ def load_motion(name_or_path: str, description: RobotDescription) -> ScriptedMot
     arm, hand = description.home(description.arm_joints), description.home(description.hand_joints)
     times, arms, hands = [], [], []
     for k, frame in enumerate(keyframes):
+        check_keys(frame, ("t", "arm_rad", "hand_rad"), str(path), f"keyframes[{k}]", MotionError)
         for key, index, target in (("arm_rad", arm_index, arm), ("hand_rad", hand_index, hand)):
             for joint, value in (frame.get(key) or {}).items():
                 if joint not in index:

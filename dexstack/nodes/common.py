@@ -80,6 +80,14 @@ def declare_params(node: Node, params_cls: type[P], on_change: Callable[[str, An
     min below a max). Accepted sets update the returned object and call ``on_change``.
     """
     fields = {f.name: f for f in dataclasses.fields(params_cls)}
+    # A value given for a parameter the node does not have (a typo in a params file or launch file) is refused,
+    # like an unknown key in any other config: rclpy would silently ignore it and keep the default.
+    overrides = getattr(node, "_parameter_overrides", None) or {}
+    unknown = sorted(n for n in overrides if n not in fields and not node.has_parameter(n)
+                     and not n.startswith("qos_overrides."))
+    if unknown:
+        raise ValueError(f"unknown parameter '{unknown[0]}' for node '{node.get_name()}': known parameters are "
+                         f"{', '.join(fields)}")
     values = {}
     for name, f in fields.items():
         node.declare_parameter(name, _default(f), _descriptor(f))
@@ -113,6 +121,20 @@ def declare_params(node: Node, params_cls: type[P], on_change: Callable[[str, An
 
     node.add_on_set_parameters_callback(on_set)
     return current
+
+
+def live_rate_timer(node: Node, rate_param: str, rate_hz: float, callback: Callable[[], None]):
+    """A timer at ``rate_hz`` that follows later (accepted) sets of parameter ``rate_param`` (Hz): a writable rate
+    parameter changes the running timer, it is not only read at start."""
+    timer = node.create_timer(1.0 / rate_hz, callback)
+
+    def on_set(parameters: list) -> None:
+        for p in parameters:
+            if p.name == rate_param and p.value > 0:
+                timer.timer_period_ns = int(1e9 / p.value)
+
+    node.add_post_set_parameters_callback(on_set)
+    return timer
 
 
 def stamp_from_ns(stamp_ns: int):

@@ -49,11 +49,11 @@ from dexstack.perception.hand_detectors import make_hand_detector
 from dexstack.perception.one_euro import OneEuroConfig
 from dexstack.transforms import transform_to_pose
 
-KEYPOINTS_TOPIC = "/dexstack/hand_keypoints"
-CONFIDENCE_TOPIC = "/dexstack/hand_keypoints/confidence"
-HANDEDNESS_TOPIC = "/dexstack/hand_keypoints/handedness"
-WRIST_TOPIC = "/dexstack/wrist_pose"
-MARKERS_TOPIC = "/dexstack/hand_markers"
+KEYPOINTS_TOPIC = "dexstack/hand_keypoints"
+CONFIDENCE_TOPIC = "dexstack/hand_keypoints/confidence"
+HANDEDNESS_TOPIC = "dexstack/hand_keypoints/handedness"
+WRIST_TOPIC = "dexstack/wrist_pose"
+MARKERS_TOPIC = "dexstack/hand_markers"
 
 
 @dataclass
@@ -134,7 +134,7 @@ class HandPoseNode(Node):
         self.markers_pub = self.create_publisher(MarkerArray, MARKERS_TOPIC, 10)
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
         self.input = RgbdInput(self, self.calibration, p.sync_tolerance_s, self._on_frame)
-        self.create_timer(1.0 / p.diagnostics_rate_hz, self._publish_diagnostics)
+        common.live_rate_timer(self, "diagnostics_rate_hz", p.diagnostics_rate_hz, self._publish_diagnostics)
         self.get_logger().info(
             f"hand_pose up: detector '{detector.name}', calibration '{p.calibration}' "
             f"(base frame '{self.base_frame}'), publishing {KEYPOINTS_TOPIC} and {WRIST_TOPIC}")

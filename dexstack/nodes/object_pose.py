@@ -37,8 +37,8 @@ from dexstack.perception.objects import load_object_model
 from dexstack.perception.tags import TagDetectorConfig
 from dexstack.transforms import transform_to_pose
 
-POSE_TOPIC = "/dexstack/object_pose"
-POSE_COV_TOPIC = "/dexstack/object_pose_with_covariance"
+POSE_TOPIC = "dexstack/object_pose"
+POSE_COV_TOPIC = "dexstack/object_pose_with_covariance"
 
 
 @dataclass
@@ -90,7 +90,7 @@ class ObjectPoseNode(Node):
         self.pose_cov_pub = self.create_publisher(PoseWithCovarianceStamped, POSE_COV_TOPIC, common.STATE_QOS)
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
         self.input = RgbdInput(self, self.calibration, p.sync_tolerance_s, self._on_frame)
-        self.create_timer(1.0 / p.diagnostics_rate_hz, self._publish_diagnostics)
+        common.live_rate_timer(self, "diagnostics_rate_hz", p.diagnostics_rate_hz, self._publish_diagnostics)
         self.get_logger().info(
             f"object_pose up: object '{self.model.name}' ({self.model.shape}, {len(self.model.tags)} tags), "
             f"method '{p.method}', base frame '{self.base_frame}', publishing {POSE_TOPIC}")

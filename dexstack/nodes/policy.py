@@ -48,8 +48,10 @@ from dexstack.policies import (
 from dexstack.policies.registry import check_device
 from dexstack.robot.description import load_description
 
-OBJECT_POSE_TOPIC = "/dexstack/object_pose"
-KEYPOINTS_TOPIC = "/dexstack/hand_keypoints"
+OBJECT_POSE_TOPIC = "dexstack/object_pose"
+KEYPOINTS_TOPIC = "dexstack/hand_keypoints"
+ARM_COMMAND_TOPIC = "dexstack/arm/command"  # the safety monitor's inputs
+HAND_COMMAND_TOPIC = "dexstack/hand/command"
 
 
 def _device_error(value: str) -> str | None:
@@ -79,10 +81,6 @@ class Params:
     load_timeout_s: float = common.param(30.0, "Longest wait for a bundle to load.", min=1.0, max=600.0)
     torch_threads: int = common.param(1, "Threads of torch inference (1 keeps the other cores for the graph).",
                                       read_only=True, min=1, max=64)
-    object_pose_topic: str = common.param(OBJECT_POSE_TOPIC, "Object pose input.", read_only=True)
-    keypoints_topic: str = common.param(KEYPOINTS_TOPIC, "Hand keypoints input (retarget policies).", read_only=True)
-    arm_command_topic: str = common.param("/dexstack/arm/command", "Arm command output.", read_only=True)
-    hand_command_topic: str = common.param("/dexstack/hand/command", "Hand command output.", read_only=True)
     diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", min=0.1, max=10.0)
     wait_for_safety: bool = common.param(True, "Send only while the safety monitor reports ready.", read_only=True)
 
@@ -109,24 +107,26 @@ class PolicyNode(Node):
         self._max_gap_s = 0.0
         self._was_enabled = self.params.enabled
 
-        self.arm_pub = self.create_publisher(JointTrajectory, self.params.arm_command_topic, common.COMMAND_QOS)
-        self.hand_pub = self.create_publisher(Float64MultiArray, self.params.hand_command_topic, common.COMMAND_QOS)
+        # relative names: remap them the ROS 2 way (launch <remap>, --ros-args -r arm_command:=...)
+        self.arm_pub = self.create_publisher(JointTrajectory, ARM_COMMAND_TOPIC, common.COMMAND_QOS)
+        self.hand_pub = self.create_publisher(Float64MultiArray, HAND_COMMAND_TOPIC, common.COMMAND_QOS)
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_state, common.STATE_QOS)
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, common.STATE_QOS)
         self._object_sub = self._keypoints_sub = None
         self.safety = SafetyLink(self) if self.params.wait_for_safety else None
         self._stage_pending()
         self.create_service(Trigger, "~/list", self._on_list)
         self.create_service(Trigger, "~/describe", self._on_describe)
         self.create_service(Trigger, "~/restart", self._on_restart)
-        self.create_timer(1.0 / self.params.diagnostics_rate_hz, self._publish_diagnostics)
+        common.live_rate_timer(self, "diagnostics_rate_hz", self.params.diagnostics_rate_hz,
+                               self._publish_diagnostics)
 
         self._stop = threading.Event()
         self.context.on_shutdown(self._stop.set)
         self._thread = threading.Thread(target=self._control_loop, name="policy-control", daemon=True)
         self._thread.start()
-        self.get_logger().info(f"policy node up: '{self.params.policy or '(none)'}' -> {self.params.arm_command_topic}, "
-                               f"{self.params.hand_command_topic}")
+        self.get_logger().info(f"policy node up: '{self.params.policy or '(none)'}' -> {self.arm_pub.topic_name}, "
+                               f"{self.hand_pub.topic_name}")
 
     # ------------------------------------------------------------------ parameters (executor thread)
     def _validate(self, candidate: Params) -> str | None:
@@ -182,10 +182,10 @@ class PolicyNode(Node):
         if policy is None:
             return
         if "object_pose" in policy.needs and self._object_sub is None:
-            self._object_sub = self.create_subscription(PoseStamped, self.params.object_pose_topic, self._on_object,
+            self._object_sub = self.create_subscription(PoseStamped, OBJECT_POSE_TOPIC, self._on_object,
                                                         common.STATE_QOS)
         if "hand_keypoints" in policy.needs and self._keypoints_sub is None:
-            self._keypoints_sub = self.create_subscription(PoseArray, self.params.keypoints_topic, self._on_keypoints,
+            self._keypoints_sub = self.create_subscription(PoseArray, KEYPOINTS_TOPIC, self._on_keypoints,
                                                            common.SENSOR_QOS)
 
     # ------------------------------------------------------------------ inputs (executor thread)

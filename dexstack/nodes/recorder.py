@@ -28,7 +28,8 @@ from dexstack.record.session import RecordingSession, SessionConfig, TopicSpec
 DEFAULT_TOPICS = [
     "/joint_states",
     "/dexstack/arm/command", "/dexstack/hand/command",  # before the safety gate
-    "/arm_controller/joint_trajectory", "/hand_controller/commands",  # after it (the drivers' inputs)
+    # after it: the drivers' inputs come from the robot profile (arm.command.topic, hand.command.topic) and are
+    # always recorded: they are the dataset's action
     "/dexstack/estop",
     "/camera/camera/color/image_raw", "/camera/camera/color/camera_info",
     "/camera/camera/aligned_depth_to_color/image_raw", "/camera/camera/aligned_depth_to_color/camera_info",
@@ -53,16 +54,17 @@ class Params:
                                 validate=_no_empty)
     task: str = common.param("", "Task text of the next episodes (LeRobot 'task').")
     operator: str = common.param("", "Who demonstrates.")
-    robot_profile: str = common.param("panda_allegro", "Robot profile (config/robots/<name>.yaml); joint names "
-                                      "for export.")
+    robot_profile: str = common.param("panda_allegro", "Robot profile (config/robots/<name>.yaml): joint names "
+                                      "for export and the driver command topics, always recorded.", read_only=True)
     calibration: str = common.param("sim_tabletop", "Camera calibration (calibration/<name>/camera.yaml or a path); "
                                     "its content is stored with each episode; '' for none.")
     policy: str = common.param("", "Policy driving the robot ('' for teleoperation or a scripted motion).")
     compress_images: bool = common.param(False, "Store sensor_msgs/Image as <topic>/compressed (JPEG color, "
-                                         "PNG depth) instead of raw.")
-    max_queue_mb: int = common.param(512, "Writer backlog (MiB) before messages are dropped.", min=8, max=16384)
+                                         "PNG depth) instead of raw.", read_only=True)
+    max_queue_mb: int = common.param(512, "Writer backlog (MiB) before messages are dropped.", read_only=True,
+                                     min=8, max=16384)
     fsync_period_s: float = common.param(1.0, "fsync the episode file this often (power-loss safety).",
-                                         min=0.05, max=60.0)
+                                         read_only=True, min=0.05, max=60.0)
     discovery_period_s: float = common.param(0.5, "How often the graph is checked for new topics.", read_only=True,
                                              min=0.05, max=10.0)
     diagnostics_rate_hz: float = common.param(2.0, "Rate of /diagnostics.", read_only=True, min=0.1, max=10.0)
@@ -108,8 +110,13 @@ def message_class(type_name: str):
 class RecorderNode(Node):
     def __init__(self) -> None:
         super().__init__("recorder")
+        # task/operator/policy/robot_profile/calibration are read at each ~/start; `topics` by each discovery
+        # (added topics subscribed, removed ones unsubscribed); the writer's settings are read-only
         self.params = common.declare_params(self, Params)
         p = self.params
+        from dexstack.robot.profile import load_profile
+
+        self.driver_topics = sorted(load_profile(p.robot_profile).command_topics.values())
         self.session = RecordingSession(
             SessionConfig(Path(p.output_dir), max_queue_bytes=p.max_queue_mb << 20, fsync_period_s=p.fsync_period_s,
                           compress_images=p.compress_images),
@@ -119,6 +126,7 @@ class RecorderNode(Node):
             log(f"interrupted episode {report.path}: {report.reason}; kept {report.message_count} messages "
                 f"(cut {report.dropped_bytes} bytes of an incomplete record)")
         self._subscribed: dict[str, str] = {}  # topic -> type
+        self._recorded_subs: dict[str, object] = {}  # topic -> rclpy subscription
         self._unrecordable: set[str] = set()
         self._last_counts: dict[str, int] = {}
         self._last_diag = time.monotonic()
@@ -138,7 +146,11 @@ class RecorderNode(Node):
 
     # ------------------------------------------------------------------ topics
     def _discover(self) -> None:
-        wanted = set(self.params.topics)
+        wanted = set(self.params.topics) | set(self.driver_topics)
+        for topic in sorted(set(self._subscribed) - wanted):  # removed from `topics`: stop recording it
+            self.destroy_subscription(self._recorded_subs.pop(topic))
+            del self._subscribed[topic]
+            self.get_logger().info(f"no longer recording {topic}")
         for topic, types in self.get_topic_names_and_types():
             if topic not in wanted or topic in self._subscribed or topic in self._unrecordable or not types:
                 continue
@@ -157,7 +169,8 @@ class RecorderNode(Node):
                 self._unrecordable.add(topic)
                 self.get_logger().error(f"cannot record {topic} ({type_name}): {exc}")
                 continue
-            self.create_subscription(cls, topic, lambda data, t=topic: self.session.submit(t, data), qos, raw=True)
+            self._recorded_subs[topic] = self.create_subscription(
+                cls, topic, lambda data, t=topic: self.session.submit(t, data), qos, raw=True)
             self._subscribed[topic] = type_name
             self.get_logger().info(f"recording {topic} [{type_name}]")
 

@@ -1,6 +1,7 @@
 """Shared RGB-D input of perception nodes: color + aligned depth + camera_info subscriptions, paired by stamp.
 
-Node plumbing only (subscriptions, QoS, logging); the pairing and image decoding live in dexstack.perception.rgbd.
+Node plumbing only (subscriptions, QoS, logging); the pairing lives in dexstack.perception.rgbd, image
+decoding in dexstack.image_codec.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from dexstack.camera_model import CameraModel
 from dexstack.diagnostics import ReasonCounter
+from dexstack.image_codec import ImageError, color_to_rgb8, depth_to_array
 from dexstack.nodes import common
-from dexstack.perception.rgbd import ImageError, StampPairer, color_to_rgb8, depth_to_array
+from dexstack.perception.rgbd import StampPairer
 
-CAMERA_NS = "/camera/camera"
+CAMERA_NS = "camera/camera"
 COLOR_TOPIC = f"{CAMERA_NS}/color/image_raw"
 DEPTH_TOPIC = f"{CAMERA_NS}/aligned_depth_to_color/image_raw"
 DEPTH_INFO_TOPIC = f"{CAMERA_NS}/aligned_depth_to_color/camera_info"

@@ -32,9 +32,9 @@ from dexstack.nodes.safety_link import READY_HEARTBEAT_S, READY_TOPIC, REJECTED_
 from dexstack.robot.description import load_description
 from dexstack.safety.gate import WORKSPACE_MODES, SafetyConfig, SafetyGate
 
-ARM_INPUT = "/dexstack/arm/command"
-HAND_INPUT = "/dexstack/hand/command"
-ESTOP_TOPIC = "/dexstack/estop"
+ARM_INPUT = "dexstack/arm/command"
+HAND_INPUT = "dexstack/hand/command"
+ESTOP_TOPIC = "dexstack/estop"
 _DEFAULTS = SafetyConfig()
 
 
@@ -113,7 +113,7 @@ class SafetyMonitorNode(Node):
         self.rejected_pub = self.create_publisher(DiagnosticStatus, REJECTED_TOPIC, common.COMMAND_QOS)
         self._ready: bool | None = None
         self._ready_sent_s = -float("inf")
-        self.create_subscription(JointState, "/joint_states", self._on_state, common.STATE_QOS)
+        self.create_subscription(JointState, "joint_states", self._on_state, common.STATE_QOS)
         self.create_subscription(JointTrajectory, ARM_INPUT, self._on_arm, common.COMMAND_QOS)
         self.create_subscription(Float64MultiArray, HAND_INPUT, self._on_hand, common.COMMAND_QOS)
         self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop_topic, common.COMMAND_QOS)
@@ -122,7 +122,8 @@ class SafetyMonitorNode(Node):
         self.create_service(Trigger, "~/ready", self._on_ready_service)
         self._period_s = 1.0 / self.params.rate_hz
         self.create_timer(self._period_s, self._tick)
-        self.create_timer(1.0 / self.params.diagnostics_rate_hz, self._publish_diagnostics)
+        common.live_rate_timer(self, "diagnostics_rate_hz", self.params.diagnostics_rate_hz,
+                               self._publish_diagnostics)
         self.get_logger().info(f"gating {ARM_INPUT} -> {profile.arm.command.topic}, "
                                f"{HAND_INPUT} -> {profile.hand.command.topic} at {self.params.rate_hz:.0f} Hz")
 

@@ -34,8 +34,6 @@ class Params:
     repeat: bool = common.param(False, "Start over when the motion ends.")
     start_delay_s: float = common.param(0.0, "Wait this long after the first /joint_states before starting.",
                                         read_only=True, min=0.0, max=600.0)
-    arm_command_topic: str = common.param("/dexstack/arm/command", "Arm command output.", read_only=True)
-    hand_command_topic: str = common.param("/dexstack/hand/command", "Hand command output.", read_only=True)
     wait_for_safety: bool = common.param(True, "Start only once the safety monitor reports ready.", read_only=True)
     max_restarts: int = common.param(5, "Start over at most this often after the monitor refused the plan.",
                                      read_only=True, min=0, max=100)
@@ -51,15 +49,16 @@ class ScriptedMotionNode(Node):
         self.params = common.declare_params(self, Params)
         self.description = load_description(self.params.robot_profile)
         self.motion = load_motion(self.params.motion, self.description)
-        self.arm_pub = self.create_publisher(JointTrajectory, self.params.arm_command_topic, common.COMMAND_QOS)
-        self.hand_pub = self.create_publisher(Float64MultiArray, self.params.hand_command_topic, common.COMMAND_QOS)
-        self.create_subscription(JointState, "/joint_states", self._on_state, common.STATE_QOS)
+        # relative names (the safety monitor's inputs): remap them the ROS 2 way
+        self.arm_pub = self.create_publisher(JointTrajectory, "dexstack/arm/command", common.COMMAND_QOS)
+        self.hand_pub = self.create_publisher(Float64MultiArray, "dexstack/hand/command", common.COMMAND_QOS)
+        self.create_subscription(JointState, "joint_states", self._on_state, common.STATE_QOS)
         self.safety = SafetyLink(self, on_rejected=self._on_rejected) if self.params.wait_for_safety else None
         self.start_time: float | None = None
         self.first_state_time: float | None = None
         self.plan_stamp_ns: int | None = None
         self.restarts = 0
-        self.create_timer(1.0 / self.params.hand_rate_hz, self._tick)
+        common.live_rate_timer(self, "hand_rate_hz", self.params.hand_rate_hz, self._tick)
         self.get_logger().info(f"motion '{self.params.motion}' ({self.motion.duration_s:.1f} s) waits for /joint_states")
 
     def _on_state(self, _msg: JointState) -> None:

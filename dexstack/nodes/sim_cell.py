@@ -23,6 +23,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
+from dexstack import image_codec  # noqa: E402
 from dexstack.control.commands import CommandError  # noqa: E402
 from dexstack.diagnostics import Level, ReasonCounter, StatusReport  # noqa: E402
 from dexstack.nodes import common  # noqa: E402
@@ -31,8 +32,8 @@ from dexstack.nodes.tf import TfPublisher  # noqa: E402
 from dexstack.sim.cell import SimCell  # noqa: E402
 from dexstack.transforms import transform_to_pose  # noqa: E402
 
-CAMERA_NS = "/camera/camera"
-OBJECT_GT_TOPIC = "/dexstack/sim/object_pose_gt"
+CAMERA_NS = "camera/camera"
+OBJECT_GT_TOPIC = "dexstack/sim/object_pose_gt"
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Params:
     joint_states_rate_hz: float = common.param(250.0, "Rate of /joint_states and ground truth.", min=10.0, max=1000.0)
     camera_enabled: bool = common.param(True, "Render and publish the RGB-D camera.", read_only=True)
     camera_rate_hz: float = common.param(15.0, "Camera frame rate (rendering is CPU-bound here).", min=1.0, max=60.0)
-    publish_tf: bool = common.param(True, "Publish robot and camera TF when tf2_msgs is installed.")
+    publish_tf: bool = common.param(True, "Publish robot and camera TF when tf2_msgs is installed.", read_only=True)
     publish_joint_states: bool = common.param(
         True, "Publish /joint_states; false simulates a driver dropout (fault injection).")
     diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", min=0.1, max=10.0)
@@ -59,10 +60,10 @@ class SimCellNode(Node):
         self.overruns = 0
         self.render_ms = 0.0
 
-        self.joint_state_pub = self.create_publisher(JointState, "/joint_states", common.STATE_QOS)
+        self.joint_state_pub = self.create_publisher(JointState, "joint_states", common.STATE_QOS)
         self.object_gt_pub = self.create_publisher(PoseStamped, OBJECT_GT_TOPIC, common.STATE_QOS)
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
-        description_pub = self.create_publisher(String, "/robot_description", common.LATCHED_QOS)
+        description_pub = self.create_publisher(String, "robot_description", common.LATCHED_QOS)
         description_pub.publish(String(data=d.urdf_xml))
         self.create_subscription(JointTrajectory, d.profile.arm.command.topic, self._on_arm, common.COMMAND_QOS)
         self.create_subscription(Float64MultiArray, d.profile.hand.command.topic, self._on_hand, common.COMMAND_QOS)
@@ -85,7 +86,8 @@ class SimCellNode(Node):
                 CameraInfo, f"{CAMERA_NS}/aligned_depth_to_color/camera_info", common.SENSOR_QOS)
             self._camera_thread = threading.Thread(target=self._camera_loop, name="camera", daemon=True)
             self._camera_thread.start()
-        self.create_timer(1.0 / self.params.diagnostics_rate_hz, self._publish_diagnostics)
+        common.live_rate_timer(self, "diagnostics_rate_hz", self.params.diagnostics_rate_hz,
+                               self._publish_diagnostics)
         self.get_logger().info(
             f"sim cell '{self.cell.cell.name}' up: {len(d.joints)} joints, physics {1.0 / self.cell.timestep_s:.0f} Hz, "
             f"arm <- {d.profile.arm.command.topic}, hand <- {d.profile.hand.command.topic}")
@@ -188,11 +190,8 @@ class SimCellNode(Node):
                 stamp = self.get_clock().now().to_msg()  # time of the rendered physics state
                 image = camera.render()
                 self.render_ms = 1000.0 * (time.monotonic() - t0)
-                h, w = image.depth_mm.shape
-                color = Image(height=h, width=w, encoding="rgb8", is_bigendian=0, step=3 * w,
-                              data=image.color_rgb8.tobytes())
-                depth = Image(height=h, width=w, encoding="16UC1", is_bigendian=0, step=2 * w,
-                              data=image.depth_mm.tobytes())
+                color = Image(**image_codec.encode(image.color_rgb8, "rgb8"))
+                depth = Image(**image_codec.encode(image.depth_mm, "16UC1"))
                 for img in (color, depth):
                     img.header.stamp = stamp
                     img.header.frame_id = frame_id

@@ -35,7 +35,7 @@ class SimHandNode(Node):
         self.hand = ScriptedHumanHand(description, self.params.retarget_config, rate_hz=self.params.rate_hz,
                                       wrist_amplitude_m=self.params.wrist_amplitude_m)
         self.frame_id = description.base_frame
-        self.pub = self.create_publisher(PoseArray, "/dexstack/hand_keypoints", common.SENSOR_QOS)
+        self.pub = self.create_publisher(PoseArray, "dexstack/hand_keypoints", common.SENSOR_QOS)
         self.start = time.monotonic()
         self.create_timer(1.0 / self.params.rate_hz, self._tick)
 

@@ -28,7 +28,7 @@ from dexstack.robot.description import load_description
 from dexstack.teleop import TeleopConfig, TeleopController
 from dexstack.teleop.controller import KeypointError
 
-KEYPOINTS_TOPIC = "/dexstack/hand_keypoints"
+KEYPOINTS_TOPIC = "dexstack/hand_keypoints"
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Params:
 class TeleopNode(Node):
     def __init__(self) -> None:
         super().__init__("teleop")
-        self.params = common.declare_params(self, Params)
+        self.params = common.declare_params(self, Params, on_change=self._on_param)
         self.description = load_description(self.params.robot_profile)
         self.controller = TeleopController(self.description, TeleopConfig(
             retarget_config=self.params.retarget_config, method=self.params.method,
@@ -60,10 +60,10 @@ class TeleopNode(Node):
         self.state = JointStateCache(self.description.joints)
         self.rejected = ReasonCounter()
         self.commands_sent = 0
-        self.arm_pub = self.create_publisher(JointTrajectory, "/dexstack/arm/command", common.COMMAND_QOS)
-        self.hand_pub = self.create_publisher(Float64MultiArray, "/dexstack/hand/command", common.COMMAND_QOS)
+        self.arm_pub = self.create_publisher(JointTrajectory, "dexstack/arm/command", common.COMMAND_QOS)
+        self.hand_pub = self.create_publisher(Float64MultiArray, "dexstack/hand/command", common.COMMAND_QOS)
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, "/joint_states", self._on_state, common.STATE_QOS)
+        self.create_subscription(JointState, "joint_states", self._on_state, common.STATE_QOS)
         self.create_subscription(PoseArray, KEYPOINTS_TOPIC, self._on_keypoints, common.SENSOR_QOS)
         self.safety = SafetyLink(self) if self.params.wait_for_safety else None
         self.create_service(SetBool, "~/engage", self._on_engage)
@@ -71,6 +71,10 @@ class TeleopNode(Node):
         self.create_service(SetBool, "~/pause", self._on_pause)
         self.create_timer(0.05, self._check_lost)
         self.create_timer(1.0, self._publish_diagnostics)
+
+    def _on_param(self, name: str, value) -> None:
+        if name in ("hand_lost_timeout_s", "auto_engage"):  # the controller reads them on every step
+            setattr(self.controller.config, name, value)
 
     def _q_meas(self) -> np.ndarray | None:
         return self.state.positions(time.monotonic(), self.params.state_timeout_s)

@@ -9,6 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from dexstack.camera_model import CameraModel
+from dexstack.transforms import invert_transform as invert_transform  # re-exported: rotation helpers live there
+from dexstack.transforms import rotation_angle_rad as rotation_angle_rad
+from dexstack.transforms import skew as skew
+from dexstack.transforms import so3_exp as so3_exp
+from dexstack.transforms import transform_points as transform_points
 
 
 def depth_to_meters(depth: np.ndarray, depth_scale_m: float = 0.001) -> np.ndarray:
@@ -52,37 +57,6 @@ def organized_normals(points: np.ndarray, max_jump_m: float = 0.01) -> np.ndarra
     flip = np.einsum("...i,...i->...", n, p) > 0  # face the camera (the camera is at the origin)
     n[flip] *= -1.0
     return n
-
-
-def skew(w: np.ndarray) -> np.ndarray:
-    return np.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
-
-
-def so3_exp(w: np.ndarray) -> np.ndarray:
-    """Rotation matrix of the rotation vector ``w`` (axis * angle, rad)."""
-    w = np.asarray(w, dtype=float)
-    theta = float(np.linalg.norm(w))
-    if theta < 1e-12:
-        return np.eye(3) + skew(w)
-    k = skew(w / theta)
-    return np.eye(3) + np.sin(theta) * k + (1.0 - np.cos(theta)) * (k @ k)
-
-
-def rotation_angle_rad(R: np.ndarray) -> float:
-    """Angle of a rotation matrix, in [0, pi]."""
-    return float(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)))
-
-
-def invert_transform(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = T[:3, :3].T
-    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return out
-
-
-def transform_points(T: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Apply the 4x4 ``T_a_b`` to (N, 3) points in frame b -> points in frame a."""
-    return np.asarray(p, dtype=float) @ T[:3, :3].T + T[:3, 3]
 
 
 def pose_error(T_est: np.ndarray, T_true: np.ndarray,

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from dexstack.paths import data_path
+from dexstack.config_loader import ConfigError, check_keys, read_yaml, resolve_data_file
 from dexstack.transforms import make_transform, rpy_to_matrix
 
 FORMAT_VERSION = 1
@@ -23,7 +22,7 @@ SHAPES = ("box", "cylinder", "sphere", "mesh")
 TAG_FAMILIES = ("tag36h11",)
 
 
-class ObjectConfigError(ValueError):
+class ObjectConfigError(ConfigError):
     """An object configuration is missing or malformed."""
 
 
@@ -174,19 +173,25 @@ def _rpy(entry: dict) -> list[float]:
 
 
 def object_config_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = data_path("config", "objects", f"{name_or_path}.yaml")
-    if not path.is_file():
-        raise ObjectConfigError(f"object configuration '{name_or_path}' not found (looked for {path})")
-    return path
+    return resolve_data_file(name_or_path, "config/objects", what="object configuration", error=ObjectConfigError,
+                             known_as="objects")
+
+
+_KEYS = ("version", "name", "shape", "size_m", "mesh", "tags")
+_TAGS_KEYS = ("family", "size_m", "markers")
+_MARKER_KEYS = ("id", "xyz", "rpy", "rpy_deg")
 
 
 def load_object_model(name_or_path: str) -> ObjectModel:
     """``cube`` -> ``config/objects/cube.yaml``; a YAML path is used as is."""
     path = object_config_path(name_or_path)
+    raw = read_yaml(path, ObjectConfigError)
+    where = str(path)
+    check_keys(raw, _KEYS, where, error=ObjectConfigError)
+    check_keys(raw.get("tags") or {}, _TAGS_KEYS, where, "tags", error=ObjectConfigError)
+    for i, marker in enumerate((raw.get("tags") or {}).get("markers") or ()):
+        check_keys(marker, _MARKER_KEYS, where, f"tags.markers[{i}]", error=ObjectConfigError)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
         if raw.get("version") != FORMAT_VERSION:
             raise ValueError(f"unsupported version {raw.get('version')!r} (expected {FORMAT_VERSION})")
         shape = str(raw["shape"])

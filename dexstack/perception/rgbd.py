@@ -1,4 +1,5 @@
-"""RGB-D input plumbing without ROS: image buffers to arrays, and pairing color with aligned depth by stamp.
+"""RGB-D input plumbing without ROS: pairing color with aligned depth by stamp (image buffers become arrays in
+:mod:`dexstack.image_codec`).
 
 ``message_filters`` is not in the PyPI ROS 2 wheels, so :class:`StampPairer` does the approximate-time pairing the
 perception nodes need: a color and a depth frame pair when their stamps differ by at most ``tolerance_ns``.
@@ -9,42 +10,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from typing import Generic, TypeVar
-
-import numpy as np
-
-COLOR_ENCODINGS = {"rgb8": (3, False), "bgr8": (3, True), "rgba8": (4, False), "bgra8": (4, True)}
-
-
-class ImageError(ValueError):
-    """An image buffer does not match its declared size or encoding."""
-
-
-def color_to_rgb8(height: int, width: int, encoding: str, step: int, data: bytes | memoryview | np.ndarray
-                  ) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a sensor_msgs/Image-like buffer (rgb8, bgr8, rgba8, bgra8; rows ``step`` bytes)."""
-    if encoding not in COLOR_ENCODINGS:
-        raise ImageError(f"color encoding '{encoding}' is not supported (use one of {sorted(COLOR_ENCODINGS)})")
-    channels, bgr = COLOR_ENCODINGS[encoding]
-    buf = np.frombuffer(data, dtype=np.uint8)
-    if step < width * channels or buf.size < step * height:
-        raise ImageError(f"color image buffer of {buf.size} bytes does not hold {height} rows of step {step}")
-    img = buf[: step * height].reshape(height, step)[:, : width * channels].reshape(height, width, channels)
-    img = img[..., :3]
-    return np.ascontiguousarray(img[..., ::-1] if bgr else img)
-
-
-def depth_to_array(height: int, width: int, encoding: str, step: int, data: bytes | memoryview | np.ndarray,
-                   is_bigendian: bool = False) -> np.ndarray:
-    """(H, W) uint16 depth (0 = no return) from a 16UC1 / mono16 buffer."""
-    if encoding not in ("16UC1", "mono16"):
-        raise ImageError(f"depth encoding '{encoding}' is not supported (use 16UC1)")
-    dtype = np.dtype(">u2" if is_bigendian else "<u2")
-    buf = np.frombuffer(data, dtype=np.uint8)
-    if step < 2 * width or buf.size < step * height:
-        raise ImageError(f"depth image buffer of {buf.size} bytes does not hold {height} rows of step {step}")
-    rows = buf[: step * height].reshape(height, step)[:, : 2 * width]
-    return np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(np.uint16)
-
 
 C = TypeVar("C")
 D = TypeVar("D")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dexstack.policies.action_joints import resolve_action_joints as resolve_action_joints  # re-exported
 from dexstack.policies.errors import PolicyError
 from dexstack.policies.manifest import ActionSpec
 from dexstack.policies.observation import StepContext
@@ -34,25 +35,6 @@ class JointTargets:
         if self.hand is not None:
             q[n_arm:] = self.hand
         return q
-
-
-def resolve_action_joints(joints: str | tuple[str, ...], description: RobotDescription) -> tuple[str, ...]:
-    named = {"all": description.joints, "arm": description.arm_joints, "hand": description.hand_joints}
-    if isinstance(joints, str):
-        if joints not in named:
-            raise PolicyError(f"action.joints '{joints}' is not one of {sorted(named)} or a list of joint names")
-        return named[joints]
-    unknown = [j for j in joints if j not in description.limits]
-    if unknown:
-        raise PolicyError(f"action.joints names {unknown}, not joints of robot '{description.profile.name}'")
-    if len(set(joints)) != len(joints):
-        raise PolicyError("action.joints names a joint twice")
-    for part, part_joints in (("arm", description.arm_joints), ("hand", description.hand_joints)):
-        given = [j for j in joints if j in part_joints]
-        if given and len(given) != len(part_joints):
-            missing = [j for j in part_joints if j not in joints]
-            raise PolicyError(f"action.joints commands part of the {part}: add {missing} (parts are commanded whole)")
-    return tuple(joints)
 
 
 class ActionMapper:

@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from dexstack.config_loader import check_keys
 from dexstack.policies.errors import PolicyError
 
 MANIFEST_FILE = "policy.yaml"
@@ -134,17 +135,13 @@ def _positive_int(value: Any, where: str) -> int:
     return value
 
 
-def _check_keys(raw: dict, allowed: set[str], where: str) -> None:
-    if not isinstance(raw, dict):
-        raise PolicyError(f"{where} must be a mapping, got {type(raw).__name__}")
-    unknown = set(raw) - allowed
-    if unknown:
-        raise PolicyError(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
+def _check_keys(raw: dict, allowed: tuple[str, ...], where: str) -> None:
+    check_keys(raw, allowed, where, error=PolicyError)
 
 
 def _obs_field(raw: Any, i: int) -> ObsField:
     where = f"observation[{i}]"
-    _check_keys(raw, {"name", "size", "scale", "offset", "steps", "relative"}, where)
+    _check_keys(raw, ("name", "size", "scale", "offset", "steps", "relative"), where)
     if "name" not in raw or "size" not in raw:
         raise PolicyError(f"{where} needs 'name' and 'size'")
     steps = tuple(int(s) for s in raw.get("steps", ()))
@@ -163,7 +160,7 @@ def _obs_field(raw: Any, i: int) -> ObsField:
 
 def _action(raw: Any) -> ActionSpec:
     raw = raw or {}
-    _check_keys(raw, {"mode", "joints", "scale", "offset", "clip"}, "action")
+    _check_keys(raw, ("mode", "joints", "scale", "offset", "clip"), "action")
     mode = str(raw.get("mode", "absolute"))
     if mode not in ACTION_MODES:
         raise PolicyError(f"action.mode '{mode}' is not one of {list(ACTION_MODES)}")
@@ -178,7 +175,7 @@ def _action(raw: Any) -> ActionSpec:
 def _checkpoint(raw: Any) -> CheckpointSpec | None:
     if raw is None:
         return None
-    _check_keys(raw, {"file", "format", "hidden", "activation"}, "checkpoint")
+    _check_keys(raw, ("file", "format", "hidden", "activation"), "checkpoint")
     if "file" not in raw or "format" not in raw:
         raise PolicyError("checkpoint needs 'file' and 'format'")
     fmt = str(raw["format"])
@@ -194,8 +191,8 @@ def _checkpoint(raw: Any) -> CheckpointSpec | None:
 def parse_manifest(raw: Any, root: Path | None = None, where: str = "policy.yaml") -> PolicyManifest:
     """A manifest from its YAML mapping; :class:`PolicyError` naming the first problem otherwise."""
     try:
-        _check_keys(raw, {"name", "type", "robot_profile", "control_rate_hz", "observation", "action",
-                          "checkpoint", "reference", "description", "params"}, "manifest")
+        _check_keys(raw, ("name", "type", "robot_profile", "control_rate_hz", "observation", "action",
+                          "checkpoint", "reference", "description", "params"), "manifest")
         for key in ("type", "robot_profile", "control_rate_hz"):
             if key not in raw:
                 raise PolicyError(f"missing '{key}'")

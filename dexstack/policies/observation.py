@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dexstack.policies.action_joints import resolve_action_joints
 from dexstack.policies.errors import PolicyError
 from dexstack.policies.manifest import ObsField, PolicyManifest
 from dexstack.policies.reference import ReferenceTrajectory
 from dexstack.robot.description import RobotDescription
+from dexstack.transforms import quat_conjugate, quat_multiply
 
 
 @dataclass
@@ -84,17 +86,6 @@ def _object(ctx: StepContext) -> np.ndarray:
     return pose
 
 
-def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ax, ay, az, aw = np.moveaxis(a, -1, 0)
-    bx, by, bz, bw = np.moveaxis(b, -1, 0)
-    return np.stack([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
-                     aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz], axis=-1)
-
-
-def quat_conj(q: np.ndarray) -> np.ndarray:
-    return np.concatenate([-q[..., :3], q[..., 3:]], axis=-1)
-
-
 def _window(ctx: StepContext, f: ObsField) -> np.ndarray:
     return ctx.t_s + np.asarray(f.steps, dtype=float) * ctx.period_s
 
@@ -117,7 +108,7 @@ def _ref_object_pose(ctx: StepContext, f: ObsField) -> np.ndarray:
     if f.relative:
         meas = _object(ctx)
         pose[:, :3] -= meas[:3]
-        pose[:, 3:] = _quat_mul(pose[:, 3:], quat_conj(meas[3:]))
+        pose[:, 3:] = quat_multiply(pose[:, 3:], quat_conjugate(meas[3:]))
     pose[:, 3:] *= np.where(pose[:, 6:7] < 0, -1.0, 1.0)
     return pose.reshape(-1)
 
@@ -127,8 +118,6 @@ def _n(_f, d: RobotDescription, _m) -> int:
 
 
 def _action_size(_f, d: RobotDescription, m: PolicyManifest) -> int:
-    from dexstack.policies.action import resolve_action_joints  # noqa: PLC0415 (circular)
-
     return len(resolve_action_joints(m.action.joints, d))
 
 

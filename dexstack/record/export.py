@@ -1,32 +1,35 @@
 """Export recorded episodes to a LeRobot dataset (format v3.0). No ROS imports.
 
-``python -m dexstack.record.export <episodes_dir> <out_dir> [--fps 30]`` writes::
+``python -m dexstack.record.export <episodes_dir> <out_dir> [--fps 30] [--depth-format png16]`` writes::
 
-    out_dir/meta/info.json                      codebase_version "v3.0", fps, features (dtype/shape/names)
-    out_dir/meta/stats.json                     min/max/mean/std/count (+ quantiles) per feature
+    out_dir/meta/info.json                      codebase_version "v3.0", fps, features, chunking
+    out_dir/meta/stats.json                     min/max/mean/std/count + q01/q10/q50/q90/q99 per feature
     out_dir/meta/tasks.parquet                  task text -> task_index (pandas index "task")
-    out_dir/meta/episodes/chunk-000/file-000.parquet   one row per episode: length, tasks, file offsets, stats
-    out_dir/data/chunk-000/file-000.parquet     one row per frame: observation.state, action, timestamp, indices
-    out_dir/videos/observation.images.<cam>/chunk-000/file-000.mp4   every episode's frames, back to back
+    out_dir/meta/episodes/chunk-000/file-000.parquet   one row per episode: length, tasks, file indices, stats
+    out_dir/data/chunk-XXX/file-YYY.parquet     one row per frame: observation.state, action, timestamp, indices
+    out_dir/videos/observation.images.<cam>/chunk-XXX/file-YYY.mp4   every episode's frames, back to back
+
+This module reads episodes (the rosbag2 MCAP recordings) and resamples them; :mod:`dexstack.record.lerobot_writer`
+writes the dataset (files, chunking, metadata) and :mod:`dexstack.record.stats` computes the statistics.
 
 Frames are on a fixed ``fps`` grid resampled by the messages' own header stamps (not by arrival time: a loop that
 ran late does not shift the data). Frame k of an episode is at ``t0 + k/fps`` where ``t0`` is the first instant
 with a joint state and an image of every camera. ``observation.state`` = joint positions from ``/joint_states``
 interpolated linearly at that instant, in the robot description's joint order (``load_description(profile)``).
-``action`` = the safety-gated driver commands (``/arm_controller/joint_trajectory``: the last point's positions;
-``/hand_controller/commands``) held from the latest one at or before the instant; before a part's first command
-its action is the measured position (hold). Camera frames are the latest image stamped at or before the instant.
-Depth (16UC1, mm) is exported as a gray video scaled linearly from 0 to ``depth_max_mm`` (info: ``is_depth_map``).
+``action`` = the safety-gated driver commands on the robot profile's command topics (``arm.command.topic``: the
+last point's positions; ``hand.command.topic``) held from the latest one at or before the instant; before a part's
+first command its action is the measured position (hold). A part with no command in a whole episode is an error
+(the action column would silently repeat the state) unless ``allow_missing_actions``. Camera frames are the latest
+image stamped at or before the instant. Depth (16UC1, mm) is exported as an 8-bit gray video scaled from 0 to
+``depth_max_mm`` (``depth_format: video8``) or losslessly as 16-bit PNG frames (``png16``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -39,27 +42,34 @@ from dexstack.record.episode import (
     load_episode_info,
 )
 from dexstack.record.images import COMPRESSED_TYPE, IMAGE_TYPE, decode_image, depth_mm, to_rgb8
+from dexstack.record.lerobot_writer import (
+    CODEBASE_VERSION,
+    DATA_PATH,
+    EPISODES_PATH,
+    VIDEO_PATH,
+    DatasetWriteError,
+    LeRobotWriter,
+    WriterConfig,
+)
 from dexstack.record.mcap_io import iter_messages
 from dexstack.record.msgdefs import TypeRegistry, header_stamp_ns
+from dexstack.record.stats import feature_stats
 
-CODEBASE_VERSION = "v3.0"
-CHUNKS_SIZE = 1000
-DATA_FILES_SIZE_MB = 100
-VIDEO_FILES_SIZE_MB = 500
-DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+__all__ = ["CODEBASE_VERSION", "DATA_PATH", "EPISODES_PATH", "VIDEO_PATH", "ExportConfig", "ExportError",
+           "ExportReport", "MissingActionsError", "export_lerobot", "feature_stats", "find_episodes", "read_episode"]
+
 DEFAULT_CAMERAS = {
     "color": "/camera/camera/color/image_raw",
     "depth": "/camera/camera/aligned_depth_to_color/image_raw",
 }
-_CODEC_NAMES = {"libsvtav1": "av1", "libaom-av1": "av1", "libx264": "h264", "h264": "h264", "libx265": "hevc",
-                "mpeg4": "mpeg4"}
-_QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 
 
 class ExportError(ValueError):
     """An episode cannot be exported (no joint states, missing camera, ...) or the output folder exists."""
+
+
+class MissingActionsError(ExportError):
+    """A commanded part of the robot has no command in an episode: the whole export stops (never skipped)."""
 
 
 @dataclass
@@ -67,14 +77,19 @@ class ExportConfig:
     fps: int = 30  # frames per second of the dataset (LeRobot wants an integer)
     cameras: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CAMERAS))  # key -> Image topic
     state_topic: str = "/joint_states"
-    arm_action_topic: str = "/arm_controller/joint_trajectory"
-    hand_action_topic: str = "/hand_controller/commands"
+    arm_action_topic: str = ""  # "" = the robot profile's arm.command.topic
+    hand_action_topic: str = ""  # "" = the robot profile's hand.command.topic
+    allow_missing_actions: bool = False  # a part never commanded: hold its measured position instead of failing
     robot_profile: str = ""  # "" = the profile stored with each episode
     vcodec: str = "libsvtav1"  # LeRobot's default; "libx264" encodes faster
     pix_fmt: str = "yuv420p"
     crf: int = 30
     gop: int = 2  # keyframe every 2 frames: cheap random access, as LeRobot encodes
-    depth_max_mm: int = 2000  # depth -> 8-bit gray scale
+    depth_format: str = "video8"  # video8: 8-bit gray video (lossy, depth_max_mm / 255 steps); png16: lossless
+    depth_max_mm: int = 2000  # video8: depth -> 8-bit gray scale
+    chunks_size: int = 1000
+    data_files_size_in_mb: float = 100
+    video_files_size_in_mb: float = 500
     only_success: bool = False  # skip episodes marked failed (unmarked ones are kept)
     default_task: str = "demonstration"
 
@@ -147,7 +162,9 @@ def read_episode(episode_dir: Path, config: ExportConfig, registry: TypeRegistry
         cam_topics[topic.rstrip("/") + "/compressed"] = key
     cam_stamps: dict[str, list[int]] = {k: [] for k in config.cameras}
     cam_stored: dict[str, tuple[str, str]] = {}
-    wanted = {config.state_topic, config.arm_action_topic, config.hand_action_topic, *cam_topics}
+    arm_topic = config.arm_action_topic or description.profile.arm.command.topic
+    hand_topic = config.hand_action_topic or description.profile.hand.command.topic
+    wanted = {config.state_topic, arm_topic, hand_topic, *cam_topics}
     for m in iter_messages(_mcap_path(episode_dir), wanted):
         if m.topic == config.state_topic:
             msg = registry.decode(m.data, m.type_name)
@@ -157,7 +174,7 @@ def read_episode(episode_dir: Path, config: ExportConfig, registry: TypeRegistry
                     q[col[name]] = value
             state_t.append(_stamp(m.data, m.publish_time_ns, m.log_time_ns, True))
             state_q.append(q)
-        elif m.topic == config.arm_action_topic:
+        elif m.topic == arm_topic:
             msg = registry.decode(m.data, m.type_name)
             if not msg.points:
                 continue
@@ -166,7 +183,7 @@ def read_episode(episode_dir: Path, config: ExportConfig, registry: TypeRegistry
                 continue
             arm_t.append(_stamp(m.data, m.publish_time_ns, m.log_time_ns, True))
             arm_q.append([target[n] for n in arm])
-        elif m.topic == config.hand_action_topic:
+        elif m.topic == hand_topic:
             msg = registry.decode(m.data, m.type_name)
             if len(msg.data) != len(hand):
                 continue
@@ -180,6 +197,12 @@ def read_episode(episode_dir: Path, config: ExportConfig, registry: TypeRegistry
             cam_stamps[key].append(_stamp(m.data, m.publish_time_ns, m.log_time_ns, True))
     if len(state_t) < 2:
         raise ExportError(f"{episode_dir}: fewer than 2 messages on {config.state_topic}")
+    for part, topic, stamps in (("arm", arm_topic, arm_t), ("hand", hand_topic, hand_t)):
+        if not stamps and not config.allow_missing_actions:
+            raise MissingActionsError(
+                f"{episode_dir}: no {part} command on {topic} (the {part} driver topic of robot profile "
+                f"'{description.profile.name}'), so its action would only repeat the measured state; record the "
+                "driver topics, pass the right profile, or allow_missing_actions (--allow-missing-actions) to hold")
     missing = [k for k, s in cam_stamps.items() if not s]
     if missing:
         raise ExportError(f"{episode_dir}: no images for camera(s) {missing} "
@@ -218,8 +241,9 @@ def read_episode(episode_dir: Path, config: ExportConfig, registry: TypeRegistry
                          cam_stored, image_order)
 
 
-def iter_episode_images(frames: EpisodeFrames, key: str, registry: TypeRegistry, config: ExportConfig):
-    """Second pass: the (H, W, 3) uint8 image of each frame of camera ``key``, decoded once per message."""
+def iter_episode_images(frames: EpisodeFrames, key: str, registry: TypeRegistry):
+    """Second pass: the image of each frame of camera ``key`` ((H, W, 3) uint8 RGB, or (H, W) uint16 depth in mm),
+    decoded once per message."""
     topic, type_name = frames.image_topics[key]
     # frame k needs message file_pos[k] (file order); frames need non-decreasing stamps, usually file order too
     file_pos = [int(p) for p in frames.image_order[key][frames.image_refs[key]]]
@@ -232,7 +256,7 @@ def iter_episode_images(frames: EpisodeFrames, key: str, registry: TypeRegistry,
         if pos not in last_use:
             continue
         pixels, encoding = decode_image(registry, type_name, m.data)
-        cache[pos] = _to_video_rgb(pixels, encoding, config)
+        cache[pos] = _camera_image(pixels, encoding)
         while k < len(file_pos) and file_pos[k] in cache:
             yield cache[file_pos[k]]
             if last_use[file_pos[k]] == k:
@@ -242,119 +266,15 @@ def iter_episode_images(frames: EpisodeFrames, key: str, registry: TypeRegistry,
         raise ExportError(f"{frames.source}: {len(file_pos) - k} frames of {key} could not be read back")
 
 
-def _to_video_rgb(pixels: np.ndarray, encoding: str, config: ExportConfig) -> np.ndarray:
+def _camera_image(pixels: np.ndarray, encoding: str) -> np.ndarray:
+    """(H, W) uint16 depth in mm for depth encodings, else (H, W, 3) uint8 RGB."""
     if encoding in ("16UC1", "mono16", "32FC1"):
-        mm = depth_mm(pixels, encoding).astype(np.float32)
-        gray = np.clip(mm * (255.0 / config.depth_max_mm), 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
+        return depth_mm(pixels, encoding)
     return np.ascontiguousarray(to_rgb8(pixels, encoding))
 
 
 def _is_depth(frames: EpisodeFrames, key: str) -> bool:
     return "depth" in frames.image_topics[key][0]
-
-
-# ---------------------------------------------------------------------- statistics
-def feature_stats(values: np.ndarray) -> dict[str, np.ndarray]:
-    """min/max/mean/std/count and quantiles over axis 0 of (N, D) values (as LeRobot computes them)."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim == 1:
-        values = values[:, None]
-    out = {"min": values.min(axis=0), "max": values.max(axis=0), "mean": values.mean(axis=0),
-           "std": values.std(axis=0), "count": np.array([len(values)])}
-    for q in _QUANTILES:
-        out[f"q{int(round(q * 100)):02d}"] = np.quantile(values, q, axis=0)
-    return out
-
-
-def image_stats(samples: list[np.ndarray], count: int) -> dict[str, np.ndarray]:
-    """Per-channel stats of (H, W, 3) uint8 frames in [0, 1], shaped (3, 1, 1) like LeRobot's."""
-    stack = np.stack(samples).astype(np.float64) / 255.0  # (S, H, W, 3)
-    flat = stack.reshape(-1, 3)
-    return {"min": flat.min(axis=0).reshape(3, 1, 1), "max": flat.max(axis=0).reshape(3, 1, 1),
-            "mean": flat.mean(axis=0).reshape(3, 1, 1), "std": flat.std(axis=0).reshape(3, 1, 1),
-            "count": np.array([count])}
-
-
-def aggregate_image_stats(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    counts = np.array([float(p["count"][0]) for p in parts])
-    w = counts / counts.sum()
-    mean = sum(wi * p["mean"] for wi, p in zip(w, parts))
-    var = sum(wi * (p["std"] ** 2 + (p["mean"] - mean) ** 2) for wi, p in zip(w, parts))
-    return {"min": np.min([p["min"] for p in parts], axis=0), "max": np.max([p["max"] for p in parts], axis=0),
-            "mean": mean, "std": np.sqrt(var), "count": np.array([int(counts.sum())])}
-
-
-def _jsonable(stats: dict[str, np.ndarray]) -> dict:
-    return {k: np.asarray(v).tolist() for k, v in stats.items()}
-
-
-# ---------------------------------------------------------------------- writing
-class _VideoFile:
-    """One MP4 per camera holding every episode's frames back to back (pts = global frame index)."""
-
-    def __init__(self, path: Path, fps: int, width: int, height: int, config: ExportConfig):
-        import os
-
-        import av
-
-        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only, not its banner
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.container = av.open(str(path), mode="w")
-        options = {"g": str(config.gop), "crf": str(config.crf)}
-        if config.vcodec == "libsvtav1":
-            options["preset"] = "10"
-        elif config.vcodec in ("libx264", "h264", "libx265"):
-            options["preset"] = "veryfast"
-        self.stream = self.container.add_stream(config.vcodec, rate=fps, options=options)
-        self.stream.width, self.stream.height = width, height
-        self.stream.pix_fmt = config.pix_fmt
-        self.stream.time_base = Fraction(1, fps)
-        self.fps = fps
-        self.frames = 0
-        self.width, self.height = width, height
-
-    def add(self, rgb: np.ndarray) -> None:
-        import av
-
-        if rgb.shape[:2] != (self.height, self.width):
-            raise ExportError(f"{self.path}: image size changed to {rgb.shape[1]}x{rgb.shape[0]}, "
-                              f"expected {self.width}x{self.height}")
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame.pts = self.frames
-        frame.time_base = Fraction(1, self.fps)
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-        self.frames += 1
-
-    def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
-
-
-def _pandas_index_metadata(index_column: str, columns: list[tuple[str, str, str]]) -> bytes:
-    """Schema metadata that makes pandas read ``index_column`` back as the DataFrame index (as LeRobot's
-    ``tasks.parquet`` written by pandas has it)."""
-    import pyarrow
-
-    return json.dumps({
-        "index_columns": [index_column],
-        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
-                            "metadata": {"encoding": "UTF-8"}}],
-        "columns": [{"name": n, "field_name": n, "pandas_type": p, "numpy_type": t, "metadata": None}
-                    for n, p, t in columns],
-        "creator": {"library": "pyarrow", "version": pyarrow.__version__},
-        "pandas_version": "2.2.3",
-    }).encode()
-
-
-def _fixed_list(values: np.ndarray):
-    import pyarrow as pa
-
-    values = np.ascontiguousarray(values, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), type=pa.float32()), values.shape[1])
 
 
 def find_episodes(path: Path) -> list[Path]:
@@ -365,23 +285,8 @@ def find_episodes(path: Path) -> list[Path]:
     return [e.path for e in EpisodeStore(path).episodes()]
 
 
-def export_lerobot(episodes: list[Path] | Path, out_dir: Path, config: ExportConfig | None = None) -> ExportReport:
-    """Write a LeRobot v3.0 dataset at ``out_dir`` (which must not exist or be empty) from episode directories."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from dexstack.robot import load_description
-
-    config = config or ExportConfig()
-    if int(config.fps) != config.fps or config.fps <= 0:
-        raise ExportError(f"fps must be a positive integer, not {config.fps}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ExportError(f"{out_dir} exists and is not empty: choose a new folder (nothing is overwritten)")
-    dirs = find_episodes(episodes) if isinstance(episodes, (str, Path)) else [Path(e) for e in episodes]
-    registry = TypeRegistry()
-    skipped: dict[str, str] = {}
-    selected: list[tuple[Path, EpisodeInfo]] = []
+def _select(dirs: list[Path], config: ExportConfig, skipped: dict[str, str]) -> list[tuple[Path, EpisodeInfo]]:
+    selected = []
     for d in dirs:
         if not (d / METADATA_FILE).is_file():
             skipped[str(d)] = "interrupted and not repaired (run `dexstack-record repair`)"
@@ -393,6 +298,23 @@ def export_lerobot(episodes: list[Path] | Path, out_dir: Path, config: ExportCon
             skipped[str(d)] = "marked failed"
         else:
             selected.append((d, info))
+    return selected
+
+
+def export_lerobot(episodes: list[Path] | Path, out_dir: Path, config: ExportConfig | None = None) -> ExportReport:
+    """Write a LeRobot v3.0 dataset at ``out_dir`` (which must not exist or be empty) from episode directories."""
+    from dexstack.robot import load_description
+
+    config = config or ExportConfig()
+    if int(config.fps) != config.fps or config.fps <= 0:
+        raise ExportError(f"fps must be a positive integer, not {config.fps}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ExportError(f"{out_dir} exists and is not empty: choose a new folder (nothing is overwritten)")
+    dirs = find_episodes(episodes) if isinstance(episodes, (str, Path)) else [Path(e) for e in episodes]
+    registry = TypeRegistry()
+    skipped: dict[str, str] = {}
+    selected = _select(dirs, config, skipped)
     if not selected:
         raise ExportError(f"no exportable episodes in {episodes} (skipped: {skipped})")
     profiles = {config.robot_profile or info.robot_profile or "panda_allegro" for _, info in selected}
@@ -400,159 +322,40 @@ def export_lerobot(episodes: list[Path] | Path, out_dir: Path, config: ExportCon
         raise ExportError(f"episodes were recorded with different robot profiles {sorted(profiles)}")
     profile = profiles.pop()
     description = load_description(profile)
-    joints = list(description.joints)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tasks: dict[str, int] = {}
-    rows: dict[str, list] = {k: [] for k in ("observation.state", "action", "timestamp", "frame_index",
-                                             "episode_index", "index", "task_index")}
-    episode_rows: list[dict] = []
-    videos: dict[str, _VideoFile] = {}
-    video_depth: dict[str, bool] = {}
-    image_stat_parts: dict[str, list[dict]] = {}
-    global_index = 0
-    kept: list[Path] = []
-    try:
-        for episode_index, (d, info) in enumerate(selected):
-            try:
-                frames = read_episode(d, config, registry, description)
-            except ExportError as exc:
-                skipped[str(d)] = str(exc)
-                continue
-            episode_index = len(kept)
-            task = info.task or config.default_task
-            task_index = tasks.setdefault(task, len(tasks))
-            n = frames.length
-            ts = (np.arange(n) / config.fps).astype(np.float32)
-            row = {"episode_index": episode_index, "tasks": [task], "length": n,
-                   "data/chunk_index": 0, "data/file_index": 0,
-                   "dataset_from_index": global_index, "dataset_to_index": global_index + n}
-            ep_stats = {"observation.state": feature_stats(frames.state), "action": feature_stats(frames.action),
-                        "timestamp": feature_stats(ts), "frame_index": feature_stats(np.arange(n)),
-                        "episode_index": feature_stats(np.full(n, episode_index)),
-                        "index": feature_stats(np.arange(global_index, global_index + n)),
-                        "task_index": feature_stats(np.full(n, task_index))}
-            for key in config.cameras:
-                feature = f"observation.images.{key}"
-                samples: list[np.ndarray] = []
-                stride = max(1, n // 50)
-                video = videos.get(feature)
-                from_frame = video.frames if video is not None else 0
-                for k, rgb in enumerate(iter_episode_images(frames, key, registry, config)):
-                    if video is None:
-                        video = videos[feature] = _VideoFile(
-                            out_dir / VIDEO_PATH.format(video_key=feature, chunk_index=0, file_index=0),
-                            config.fps, rgb.shape[1], rgb.shape[0], config)
-                        video_depth[feature] = _is_depth(frames, key)
-                    video.add(rgb)
-                    if k % stride == 0:
-                        samples.append(rgb[::4, ::4])
-                stats = image_stats(samples, n)
-                image_stat_parts.setdefault(feature, []).append(stats)
-                ep_stats[feature] = stats
-                row[f"videos/{feature}/chunk_index"] = 0
-                row[f"videos/{feature}/file_index"] = 0
-                row[f"videos/{feature}/from_timestamp"] = from_frame / config.fps
-                row[f"videos/{feature}/to_timestamp"] = (from_frame + n) / config.fps
-            row["meta/episodes/chunk_index"] = 0
-            row["meta/episodes/file_index"] = 0
-            for feature, stats in ep_stats.items():
-                for stat, value in stats.items():
-                    row[f"stats/{feature}/{stat}"] = np.asarray(value).tolist()
-            row["dexstack/source"] = str(d)
-            row["dexstack/success"] = "unknown" if info.success is None else str(info.success).lower()
-            row["dexstack/t0_ns"] = int(frames.t0_ns)
-            episode_rows.append(row)
-            rows["observation.state"].append(frames.state)
-            rows["action"].append(frames.action)
-            rows["timestamp"].append(ts)
-            rows["frame_index"].append(np.arange(n, dtype=np.int64))
-            rows["episode_index"].append(np.full(n, episode_index, dtype=np.int64))
-            rows["index"].append(np.arange(global_index, global_index + n, dtype=np.int64))
-            rows["task_index"].append(np.full(n, task_index, dtype=np.int64))
-            global_index += n
-            kept.append(d)
-    finally:
-        for video in videos.values():
-            video.close()
-    if not kept:
-        shutil.rmtree(out_dir, ignore_errors=True)
+    # read every episode first: a missing part's commands stops the export before anything is written
+    readable: list[EpisodeFrames] = []
+    for d, _info in selected:
+        try:
+            readable.append(read_episode(d, config, registry, description))
+        except MissingActionsError:
+            raise
+        except ExportError as exc:
+            skipped[str(d)] = str(exc)
+    if not readable:
         raise ExportError(f"no episode could be exported: {skipped}")
-
-    # data
-    state = np.concatenate(rows["observation.state"])
-    action = np.concatenate(rows["action"])
-    data = pa.table({
-        "observation.state": _fixed_list(state),
-        "action": _fixed_list(action),
-        "timestamp": pa.array(np.concatenate(rows["timestamp"]), type=pa.float32()),
-        "frame_index": pa.array(np.concatenate(rows["frame_index"]), type=pa.int64()),
-        "episode_index": pa.array(np.concatenate(rows["episode_index"]), type=pa.int64()),
-        "index": pa.array(np.concatenate(rows["index"]), type=pa.int64()),
-        "task_index": pa.array(np.concatenate(rows["task_index"]), type=pa.int64()),
-    })
-    data_path = out_dir / DATA_PATH.format(chunk_index=0, file_index=0)
-    data_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(data, data_path, compression="snappy")
-
-    # episodes
-    episodes_path = out_dir / EPISODES_PATH.format(chunk_index=0, file_index=0)
-    episodes_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(episode_rows), episodes_path)
-
-    # tasks
-    names = sorted(tasks, key=tasks.get)
-    task_table = pa.table({"task_index": pa.array([tasks[t] for t in names], type=pa.int64()),
-                           "task": pa.array(names, type=pa.string())})
-    task_table = task_table.replace_schema_metadata({b"pandas": _pandas_index_metadata(
-        "task", [("task_index", "int64", "int64"), ("task", "unicode", "object")])})
-    pq.write_table(task_table, out_dir / "meta" / "tasks.parquet")
-
-    # stats
-    ts_all = np.concatenate(rows["timestamp"])
-    stats = {"observation.state": feature_stats(state), "action": feature_stats(action),
-             "timestamp": feature_stats(ts_all), "frame_index": feature_stats(np.concatenate(rows["frame_index"])),
-             "episode_index": feature_stats(np.concatenate(rows["episode_index"])),
-             "index": feature_stats(np.concatenate(rows["index"])),
-             "task_index": feature_stats(np.concatenate(rows["task_index"]))}
-    for feature, parts in image_stat_parts.items():
-        stats[feature] = aggregate_image_stats(parts)
-    (out_dir / "meta" / "stats.json").write_text(json.dumps({k: _jsonable(v) for k, v in stats.items()}, indent=4))
-
-    # info
-    features: dict[str, dict] = {
-        "observation.state": {"dtype": "float32", "shape": [len(joints)], "names": joints},
-        "action": {"dtype": "float32", "shape": [len(joints)], "names": joints},
-    }
-    for feature, video in videos.items():
-        features[feature] = {
-            "dtype": "video", "shape": [video.height, video.width, 3], "names": ["height", "width", "channels"],
-            "info": {"video.height": video.height, "video.width": video.width,
-                     "video.codec": _CODEC_NAMES.get(config.vcodec, config.vcodec), "video.pix_fmt": config.pix_fmt,
-                     "video.is_depth_map": video_depth[feature], "video.fps": config.fps, "video.channels": 3,
-                     "has_audio": False,
-                     **({"dexstack.depth_max_mm": config.depth_max_mm} if video_depth[feature] else {})},
-        }
-    for name, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
-                        ("index", "int64"), ("task_index", "int64")):
-        features[name] = {"dtype": dtype, "shape": [1], "names": None}
-    info = {
-        "codebase_version": CODEBASE_VERSION,
-        "robot_type": profile,
-        "total_episodes": len(kept),
-        "total_frames": int(global_index),
-        "total_tasks": len(tasks),
-        "chunks_size": CHUNKS_SIZE,
-        "data_files_size_in_mb": DATA_FILES_SIZE_MB,
-        "video_files_size_in_mb": VIDEO_FILES_SIZE_MB,
-        "fps": int(config.fps),
-        "splits": {"train": f"0:{len(kept)}"},
-        "data_path": DATA_PATH,
-        "video_path": VIDEO_PATH if videos else None,
-        "features": features,
-    }
-    (out_dir / "meta" / "info.json").write_text(json.dumps(info, indent=4))
-    return ExportReport(out_dir, kept, skipped, int(global_index), int(config.fps))
+    kinds = {}
+    for key in config.cameras:
+        kinds[key] = "depth" if _is_depth(readable[0], key) else "color"
+    try:
+        writer = LeRobotWriter(out_dir, WriterConfig(
+            fps=int(config.fps), robot_type=profile, chunks_size=config.chunks_size,
+            data_files_size_in_mb=config.data_files_size_in_mb, video_files_size_in_mb=config.video_files_size_in_mb,
+            vcodec=config.vcodec, pix_fmt=config.pix_fmt, crf=config.crf, gop=config.gop,
+            depth_format=config.depth_format, depth_max_mm=config.depth_max_mm), list(description.joints), kinds)
+    except DatasetWriteError as exc:
+        raise ExportError(str(exc)) from None
+    try:
+        for frames in readable:
+            images = {key: iter_episode_images(frames, key, registry) for key in config.cameras}
+            writer.add_episode(frames.state, frames.action, frames.info.task or config.default_task, images, extra={
+                "dexstack/source": frames.source.name,  # the episode folder's name, never a path of this machine
+                "dexstack/success": "unknown" if frames.info.success is None else str(frames.info.success).lower(),
+                "dexstack/t0_ns": int(frames.t0_ns)})
+        writer.finalize()
+    except (DatasetWriteError, ExportError) as exc:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise ExportError(str(exc)) from None
+    return ExportReport(out_dir, [f.source for f in readable], skipped, int(writer.frames), int(config.fps))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -567,7 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vcodec", default="libsvtav1", help="PyAV encoder: libsvtav1 (LeRobot default), libx264")
     parser.add_argument("--robot-profile", default="", help="override the profile stored with the episodes")
     parser.add_argument("--only-success", action="store_true", help="skip episodes marked failed")
-    parser.add_argument("--depth-max-mm", type=int, default=2000)
+    parser.add_argument("--depth-max-mm", type=int, default=2000, help="video8 depth: the value mapped to white")
+    parser.add_argument("--depth-format", choices=("video8", "png16"), default="video8",
+                        help="depth as an 8-bit gray video (lossy) or 16-bit PNG frames in the data files (lossless)")
+    parser.add_argument("--allow-missing-actions", action="store_true",
+                        help="a part never commanded in an episode holds its measured position (default: error)")
     args = parser.parse_args(argv)
     cameras = dict(DEFAULT_CAMERAS)
     if args.camera:
@@ -578,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_cameras:
         cameras = {}
     config = ExportConfig(fps=args.fps, cameras=cameras, vcodec=args.vcodec, robot_profile=args.robot_profile,
-                          only_success=args.only_success, depth_max_mm=args.depth_max_mm)
+                          only_success=args.only_success, depth_max_mm=args.depth_max_mm,
+                          depth_format=args.depth_format, allow_missing_actions=args.allow_missing_actions)
     try:
         report = export_lerobot(args.episodes, args.out_dir, config)
     except ExportError as exc:

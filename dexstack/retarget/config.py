@@ -14,14 +14,13 @@ are checked against the hand model when a retargeter is built (:meth:`HandRetarg
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from dexstack.paths import data_path
+from dexstack.config_loader import ConfigError, check_keys, read_yaml, resolve_data_file
 from dexstack.retarget.hand_model import FrameSpec
 from dexstack.retarget.keypoints import NUM_KEYPOINTS
 
@@ -121,12 +120,33 @@ class HandRetargetConfig:
                              "hand joints; it must be rigidly attached to the hand root (e.g. the palm)")
 
 
-class _Reader:
-    """Typed access to a YAML mapping with error messages that name the key and the file."""
+# Keys each section of a file may hold (anything else is refused, naming the known keys).
+_SHARED_KEYS = ("human_frame", "scaling", "huber_delta_m", "reg_weight", "low_pass_alpha", "solver")
+_TOP_KEYS = ("robot_profile", "default_method", *_SHARED_KEYS, "keypoint_links", "methods")
+_METHOD_KEYS = {
+    "vector": ("type", *_SHARED_KEYS, "vectors"),
+    "position": ("type", *_SHARED_KEYS, "points"),
+    "dexpilot": ("type", *_SHARED_KEYS, "wrist_link", "wrist_human", "fingertips",
+                 *(f.name for f in fields(DexPilotSpec) if f.name not in ("wrist_link", "wrist_human",
+                                                                           "fingertip_links", "fingertip_human"))),
+}
+_HUMAN_FRAME_KEYS = ("name", "parent_link", "xyz_m", "axes", "rpy_rad")
+_SOLVER_KEYS = tuple(f.name for f in fields(SolverConfig))
 
-    def __init__(self, raw: Any, where: str):
+
+class RetargetConfigNotFound(ConfigError, FileNotFoundError):
+    """No retargeting config of that name or path."""
+
+
+class _Reader:
+    """Typed access to a YAML mapping with error messages that name the key and the file. ``known``: the keys the
+    section may hold (others are refused by the shared strict loader's rule)."""
+
+    def __init__(self, raw: Any, where: str, known: tuple[str, ...] | None = None):
         if not isinstance(raw, Mapping):
-            raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")
+            raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+        if known is not None:
+            check_keys(raw, known, where)
         self.raw, self.where = raw, where
 
     def has(self, key: str) -> bool:
@@ -151,8 +171,8 @@ class _Reader:
             raise ValueError(f"{self.where}.{key}={x} is out of range {bound}")
         return x
 
-    def sub(self, key: str) -> _Reader:
-        return _Reader(self.get(key), f"{self.where}.{key}")
+    def sub(self, key: str, known: tuple[str, ...] | None = None) -> _Reader:
+        return _Reader(self.get(key), f"{self.where}.{key}", known)
 
 
 def _index(value: Any, where: str) -> int:
@@ -180,10 +200,11 @@ def _vec3(value: Any, where: str) -> tuple[float, float, float]:
 
 
 def _human_frame(r: _Reader) -> FrameSpec:
+    check_keys(r.raw, _HUMAN_FRAME_KEYS, r.where)
     if r.has("axes") == r.has("rpy_rad"):
         raise ValueError(f"{r.where}: give exactly one of 'axes' (H's x/y/z axes in the parent frame) or 'rpy_rad'")
     if r.has("axes"):
-        axes = r.sub("axes")
+        axes = r.sub("axes", ("x", "y", "z"))
         R = np.column_stack([_vec3(axes.get(k), f"{axes.where}.{k}") for k in ("x", "y", "z")])
         if not np.allclose(R.T @ R, np.eye(3), atol=1e-6) or np.linalg.det(R) < 0:
             raise ValueError(f"{axes.where}: x, y, z must be orthonormal unit vectors with z = x cross y")
@@ -204,6 +225,7 @@ def _solver(r: _Reader) -> SolverConfig:
     iters = r.get("max_iterations", d.max_iterations)
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"{r.where}.max_iterations must be an integer >= 1, got {iters!r}")
+    check_keys(r.raw, _SOLVER_KEYS, r.where)
     return SolverConfig(
         max_iterations=iters,
         step_tol_rad=r.number("step_tol_rad", d.step_tol_rad, lo=0.0, lo_open=True),
@@ -222,7 +244,7 @@ def _list(r: _Reader, key: str) -> list[Any]:
 def _vectors(r: _Reader) -> tuple[VectorTerm, ...]:
     out = []
     for i, raw in enumerate(_list(r, "vectors")):
-        v = _Reader(raw, f"{r.where}.vectors[{i}]")
+        v = _Reader(raw, f"{r.where}.vectors[{i}]", ("origin", "task", "human", "weight"))
         human = v.get("human")
         if not isinstance(human, list) or len(human) != 2:
             raise ValueError(f"{v.where}.human: expected [origin_index, task_index], got {human!r}")
@@ -239,7 +261,7 @@ def _vectors(r: _Reader) -> tuple[VectorTerm, ...]:
 def _points(r: _Reader) -> tuple[PointTerm, ...]:
     out = []
     for i, raw in enumerate(_list(r, "points")):
-        p = _Reader(raw, f"{r.where}.points[{i}]")
+        p = _Reader(raw, f"{r.where}.points[{i}]", ("link", "human", "weight"))
         out.append(PointTerm(link=_link(p.get("link"), f"{p.where}.link"),
                              human=_index(p.get("human"), f"{p.where}.human"),
                              weight=p.number("weight", 1.0, lo=0.0, lo_open=True)))
@@ -250,7 +272,7 @@ def _dexpilot(r: _Reader) -> DexPilotSpec:
     tips = _list(r, "fingertips")
     if not 2 <= len(tips) <= 5:
         raise ValueError(f"{r.where}.fingertips: DexPilot needs 2 to 5 fingertips (thumb first), got {len(tips)}")
-    readers = [_Reader(t, f"{r.where}.fingertips[{i}]") for i, t in enumerate(tips)]
+    readers = [_Reader(t, f"{r.where}.fingertips[{i}]", ("link", "human")) for i, t in enumerate(tips)]
     d = DexPilotSpec(wrist_link="", wrist_human=0, fingertip_links=(), fingertip_human=())
     spec = DexPilotSpec(
         wrist_link=_link(r.get("wrist_link"), f"{r.where}.wrist_link"),
@@ -284,31 +306,23 @@ def _keypoint_links(value: Any, where: str) -> tuple[str | None, ...]:
 
 def config_path(name_or_path: str | Path) -> Path:
     """``allegro_right`` -> ``config/retarget/allegro_right.yaml``; a YAML path is returned as is."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml"):
-        if not candidate.is_file():
-            raise FileNotFoundError(f"retargeting config '{name_or_path}' does not exist")
-        return candidate.resolve()
-    path = data_path("config", "retarget", f"{name_or_path}.yaml")
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise FileNotFoundError(f"unknown retargeting config '{name_or_path}': known are {known}")
-    return path
+    return resolve_data_file(name_or_path, "config/retarget", what="retargeting config", error=RetargetConfigNotFound,
+                             known_as="configs")
 
 
 def load_retarget_config(name_or_path: str | Path, method: str | None = None) -> HandRetargetConfig:
     """Load one method (default: the file's ``default_method``) of a retargeting config file."""
     path = config_path(name_or_path)
-    with path.open() as f:
-        raw = yaml.safe_load(f)
-    return parse_retarget_config(raw, method=method, where=str(path), source=path)
+    return parse_retarget_config(read_yaml(path), method=method, where=str(path), source=path)
 
 
 def parse_retarget_config(raw: Any, method: str | None = None, where: str = "retarget config",
                           source: Path | None = None) -> HandRetargetConfig:
     """Validate a parsed YAML mapping and build the config of ``method``; ``ValueError`` says what is wrong."""
-    top = _Reader(raw, where)
-    methods = top.sub("methods")
+    top = _Reader(raw, where, _TOP_KEYS)
+    methods = top.sub("methods", METHODS)
+    for name in methods.raw:  # every configured method is checked, not only the one loaded
+        methods.sub(name, _METHOD_KEYS[name])
     method = method if method is not None else top.get("default_method", None)
     if method is None:
         raise ValueError(f"{where}: no method given and no 'default_method'")

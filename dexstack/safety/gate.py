@@ -485,18 +485,15 @@ def load_safety_config(path: str | None = None, **overrides) -> SafetyConfig:
     apply exactly the same ones outside ROS (training and evaluation envs). Unknown keys are refused."""
     import dataclasses
 
-    import yaml
-
+    from dexstack.config_loader import check_keys, read_yaml
     from dexstack.paths import data_path
 
     file = data_path("config", "safety.yaml") if path is None else path
-    with open(file) as f:
-        params = dict((yaml.safe_load(f) or {}).get("safety_monitor", {}).get("ros__parameters", {}))
-    names = {f.name for f in dataclasses.fields(SafetyConfig)}
-    node_only = {"robot_profile", "diagnostics_rate_hz"}
-    unknown = set(params) - names - node_only
-    if unknown:
-        raise ValueError(f"{file}: unknown safety parameters {sorted(unknown)}; known: {sorted(names)}")
+    raw = read_yaml(file)
+    section = (raw.get("safety_monitor") or {}).get("ros__parameters") or {} if isinstance(raw, dict) else {}
+    names = [f.name for f in dataclasses.fields(SafetyConfig)]
+    node_only = ["robot_profile", "diagnostics_rate_hz"]
+    params = dict(check_keys(section, [*names, *node_only], str(file), "safety_monitor.ros__parameters"))
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items() if k in names}
     config = SafetyConfig(**{**values, **overrides})
     problems = config.errors()

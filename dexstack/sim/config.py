@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import yaml
-
+from dexstack.config_loader import ConfigError, build, read_yaml, resolve_data_file
 from dexstack.paths import data_path
 
 SHAPES = ("box", "cylinder", "sphere")
 
 
-class CellConfigError(ValueError):
+class CellConfigError(ConfigError):
     """A cell configuration is missing or malformed."""
 
 
@@ -37,6 +36,12 @@ class ObjectConfig:
     # data root or absolute. One 3x4 grid image in MuJoCo's ".U..LFRB.D.." layout; ``rgba`` multiplies it.
     texture_file: str | None = None
 
+    def __post_init__(self):
+        if self.shape not in SHAPES:
+            raise ValueError(f"object.shape '{self.shape}' is not one of {SHAPES}")
+        if self.texture_file is not None:
+            texture_path(self.texture_file)  # fail at load time, with the path, if it is missing
+
 
 @dataclass(frozen=True)
 class PhysicsConfig:
@@ -45,6 +50,10 @@ class PhysicsConfig:
                                                                           "hand": {"kp": 10.0, "kv": 0.3}})
     joint_damping: dict[str, float] = field(default_factory=lambda: {"arm": 5.0, "hand": 0.05})
     armature: dict[str, float] = field(default_factory=lambda: {"arm": 0.1, "hand": 0.002})
+
+    def __post_init__(self):
+        if not 0 < self.timestep_s <= 0.002:
+            raise ValueError(f"physics.timestep_s {self.timestep_s} must be in (0, 0.002] (>= 500 Hz physics)")
 
 
 @dataclass(frozen=True)
@@ -92,63 +101,11 @@ def texture_path(texture_file: str) -> Path:
     return path
 
 
-def _tuple(section: dict, key: str, default: tuple) -> tuple:
-    return tuple(float(v) for v in section.get(key, default))
-
-
-def _camera_truth(c: dict) -> CameraTruthConfig:
-    known = set(CameraTruthConfig.__dataclass_fields__)
-    if set(c) - known:
-        raise ValueError(f"unknown camera keys {sorted(set(c) - known)} (known: {sorted(known)})")
-    opt = {k: tuple(float(v) for v in c[k]) for k in ("xyz_m", "quat_xyzw", "perturb_xyz_m", "perturb_rpy_deg")
-           if c.get(k) is not None}
-    return CameraTruthConfig(intrinsics=dict(c["intrinsics"]) if c.get("intrinsics") else None, **opt)
-
-
 def load_cell_config(name_or_path: str) -> CellConfig:
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = data_path("config", "cells", f"{name_or_path}.yaml")
-    if not path.is_file():
-        raise CellConfigError(f"cell configuration '{name_or_path}' not found (looked for {path})")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        t, o, p = raw.get("table", {}), raw.get("object", {}), raw.get("physics", {})
-        d_t, d_o, d_p = TableConfig(), ObjectConfig(), PhysicsConfig()
-        obj = ObjectConfig(
-            name=str(o.get("name", d_o.name)),
-            shape=str(o.get("shape", d_o.shape)),
-            size_m=_tuple(o, "size_m", d_o.size_m),
-            mass_kg=float(o.get("mass_kg", d_o.mass_kg)),
-            friction=float(o.get("friction", d_o.friction)),
-            initial_xyz_m=_tuple(o, "initial_xyz_m", d_o.initial_xyz_m),
-            initial_rpy_rad=_tuple(o, "initial_rpy_rad", d_o.initial_rpy_rad),
-            rgba=_tuple(o, "rgba", d_o.rgba),
-            texture_file=str(o["texture_file"]) if o.get("texture_file") else None,
-        )
-        if obj.shape not in SHAPES:
-            raise ValueError(f"object.shape '{obj.shape}' is not one of {SHAPES}")
-        if obj.texture_file is not None:
-            texture_path(obj.texture_file)  # fail at load time, with the path, if it is missing
-        physics = PhysicsConfig(
-            timestep_s=float(p.get("timestep_s", d_p.timestep_s)),
-            gains={k: {kk: float(vv) for kk, vv in v.items()} for k, v in p.get("gains", d_p.gains).items()},
-            joint_damping={k: float(v) for k, v in p.get("joint_damping", d_p.joint_damping).items()},
-            armature={k: float(v) for k, v in p.get("armature", d_p.armature).items()},
-        )
-        if not 0 < physics.timestep_s <= 0.002:
-            raise ValueError(f"physics.timestep_s {physics.timestep_s} must be in (0, 0.002] (>= 500 Hz physics)")
-        return CellConfig(
-            camera=_camera_truth(raw.get("camera") or {}),
-            calibration_target=str(raw["calibration_target"]) if raw.get("calibration_target") else None,
-            name=str(raw.get("name", path.stem)),
-            robot_profile=str(raw.get("robot_profile", "panda_allegro")),
-            calibration=str(raw.get("calibration", "sim_tabletop")),
-            table=TableConfig(size_m=_tuple(t, "size_m", d_t.size_m),
-                              center_xyz_m=_tuple(t, "center_xyz_m", d_t.center_xyz_m),
-                              rgba=_tuple(t, "rgba", d_t.rgba)),
-            object=obj,
-            physics=physics,
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CellConfigError(f"{path}: {exc}") from exc
+    """``tabletop`` -> ``config/cells/tabletop.yaml`` (or a YAML path), read strictly (unknown keys refused)."""
+    path = resolve_data_file(name_or_path, "config/cells", what="cell configuration", error=CellConfigError)
+    raw = read_yaml(path, CellConfigError)
+    config = build(CellConfig, raw, str(path), error=CellConfigError)
+    if isinstance(raw, dict) and "name" not in raw:
+        config = replace(config, name=path.stem)
+    return config

@@ -27,6 +27,7 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
 
 from dexstack.nodes import common
+from dexstack.nodes.recorder import DEFAULT_TOPICS
 from dexstack.record.episode import STATUS_COMPLETE, STATUS_RECOVERED, load_episode_info
 from dexstack.robot import load_description
 from tests.ros_harness import call_service, wait_for
@@ -249,7 +250,20 @@ def test_sigkill_mid_episode_keeps_every_written_message(watch, ros_node, tmp_pa
         assert wait_for(lambda: (episode / "metadata.yaml").exists(), 30.0)  # repaired at start-up
         assert wait_for(lambda: watch.diag.get("state") == "idle" and watch.diag.get("next_index") == "1"
                         and watch.subscribed("/joint_states"), 30.0), watch.diag
+        # writable parameters apply live: `task` to the next episode; a topic removed from `topics` stops being
+        # recorded (the driver topics of the robot profile are always recorded)
+        topics = [t for t in DEFAULT_TOPICS if t != "/joint_states"]
+        request = SetParameters.Request(parameters=[
+            Parameter(name="task", value=ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                        string_value="after the crash")),
+            Parameter(name="topics", value=ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY,
+                                                          string_array_value=topics))])
+        assert all(r.successful for r in call_service(ros_node, SetParameters, "/recorder/set_parameters",
+                                                      request).results)
+        assert wait_for(lambda: not watch.subscribed("/joint_states") and watch.subscribed(
+            "/camera/camera/color/image_raw", *D.profile.command_topics.values()), 10.0), watch.diag
         watch.start(1)  # the next index: episode 0 is never overwritten
+        time.sleep(0.5)
         assert watch.call("/recorder/stop").success
     finally:
         assert stop(restarted) == 0, (tmp_path / "recorder2.log").read_text()[-3000:]
@@ -263,3 +277,6 @@ def test_sigkill_mid_episode_keeps_every_written_message(watch, ros_node, tmp_pa
     assert len(seq) >= reported  # every message the recorder reported written is there
     assert len(msgs["/joint_states"]) > 0 and len(msgs["/camera/camera/color/image_raw"]) > 0
     assert (out / "episode_000001" / "metadata.yaml").exists()
+    assert load_episode_info(out / "episode_000001").task == "after the crash"
+    after = read_back(out / "episode_000001")
+    assert "/joint_states" not in after and len(after["/camera/camera/color/image_raw"]) > 0

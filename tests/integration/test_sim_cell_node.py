@@ -161,3 +161,42 @@ def test_bad_parameter_values_are_rejected_and_the_old_value_kept(ros_node, sim_
     values = _parameter_call(ros_node, GetParameters, "/sim_cell/get_parameters",
                              GetParameters.Request(names=["camera_rate_hz", "cell"])).values
     assert values[0].double_value == 10.0 and values[1].string_value == "tabletop"
+
+
+def _double(value: float) -> ParameterValue:
+    return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
+
+
+def _count_over(msgs: list, seconds: float, keep=lambda m: True) -> float:
+    start = len(msgs)
+    time.sleep(seconds)
+    return sum(1 for m in msgs[start:] if keep(m)) / seconds
+
+
+def test_writable_parameters_change_the_running_node(ros_node, joint_states):
+    """Every writable sim_cell parameter is applied live (a set that does nothing would be a lie); publish_tf is
+    read-only (the TF publisher exists only from start)."""
+    def set_param(name, value: ParameterValue):
+        return _parameter_call(ros_node, SetParameters, "/sim_cell/set_parameters",
+                               SetParameters.Request(parameters=[Parameter(name=name, value=value)])).results[0]
+
+    diagnostics = _sim_diagnostics(ros_node)
+    is_sim = lambda m: any(s.name == "sim_cell" for s in m.status)  # noqa: E731
+    try:
+        assert set_param("diagnostics_rate_hz", _double(5.0)).successful
+        assert _count_over(diagnostics.msgs, 2.0, is_sim) >= 3.5  # was 1 Hz
+        assert set_param("joint_states_rate_hz", _double(50.0)).successful
+        time.sleep(0.2)
+        assert _count_over(joint_states.msgs, 1.5) == pytest.approx(50.0, rel=0.3)  # was 250 Hz
+        assert set_param("publish_joint_states", ParameterValue(type=ParameterType.PARAMETER_BOOL,
+                                                                bool_value=False)).successful
+        time.sleep(0.2)
+        assert _count_over(joint_states.msgs, 0.5) == 0.0
+    finally:
+        for name, value in (("diagnostics_rate_hz", _double(1.0)), ("joint_states_rate_hz", _double(250.0)),
+                            ("publish_joint_states", ParameterValue(type=ParameterType.PARAMETER_BOOL,
+                                                                    bool_value=True))):
+            assert set_param(name, value).successful
+    assert _count_over(joint_states.msgs, 1.0) > 150
+    tf = set_param("publish_tf", ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=False))
+    assert not tf.successful and "read-only" in tf.reason

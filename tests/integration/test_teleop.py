@@ -83,3 +83,48 @@ def test_losing_the_hand_holds_the_robot(ros_node, teleop_graph):
     request.parameters[0].value.bool_value = True
     assert call_service(ros_node, SetParameters, "/sim_hand/set_parameters", request).results[0].successful
     assert wait_for(lambda: driver.items[-1][0] > time.monotonic() - 0.2, 5.0)
+
+
+def _set(ros_node, node: str, name: str, value: ParameterValue):
+    request = SetParameters.Request(parameters=[Parameter(name=name, value=value)])
+    return call_service(ros_node, SetParameters, f"/{node}/set_parameters", request).results[0]
+
+
+def _bool(flag: bool) -> ParameterValue:
+    return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=flag)
+
+
+def _double(value: float) -> ParameterValue:
+    return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+
+
+def test_hand_lost_timeout_and_auto_engage_apply_live(ros_node, teleop_graph):
+    """Both teleop parameters change the running controller: a long hand-lost timeout keeps teleop engaged through
+    a short gap; with auto_engage off a lost hand stays disengaged until auto_engage is set again."""
+    commands = Stream()
+    ros_node.create_subscription(JointTrajectory, "/dexstack/arm/command", commands, common.COMMAND_QOS)
+    assert wait_for(lambda: commands.items and commands.items[-1][0] > time.monotonic() - 0.2, 10.0)
+
+    def flowing(within_s: float) -> bool:
+        return wait_for(lambda: bool(commands.items) and commands.items[-1][0] > time.monotonic() - 0.1, within_s)
+
+    def gap(seconds: float) -> None:
+        assert _set(ros_node, "sim_hand", "visible", _bool(False)).successful
+        time.sleep(seconds)
+        assert _set(ros_node, "sim_hand", "visible", _bool(True)).successful
+
+    try:
+        assert _set(ros_node, "teleop", "auto_engage", _bool(False)).successful
+        assert _set(ros_node, "teleop", "hand_lost_timeout_s", _double(5.0)).successful
+        gap(1.0)  # shorter than the new timeout: still engaged, commands resume without an engage
+        assert flowing(2.0), "teleop disengaged although hand_lost_timeout_s was raised to 5 s"
+        assert _set(ros_node, "teleop", "hand_lost_timeout_s", _double(0.3)).successful
+        gap(1.0)  # longer than the timeout: disengaged, and auto_engage is off
+        time.sleep(0.5)
+        assert not flowing(1.0), "teleop re-engaged by itself although auto_engage was set false"
+        assert _set(ros_node, "teleop", "auto_engage", _bool(True)).successful
+        assert flowing(3.0), "setting auto_engage true did not re-engage"
+    finally:
+        _set(ros_node, "teleop", "auto_engage", _bool(True))
+        _set(ros_node, "teleop", "hand_lost_timeout_s", _double(0.3))
+        _set(ros_node, "sim_hand", "visible", _bool(True))

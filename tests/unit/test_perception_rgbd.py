@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from dexstack.perception.rgbd import ImageError, StampPairer, color_to_rgb8, depth_to_array
+from dexstack.image_codec import ImageError, color_to_rgb8, depth_to_array
+from dexstack.perception.rgbd import StampPairer
 
 MS = 1_000_000
 

@@ -48,7 +48,8 @@ def replay_bundle(tmp_path, name="replay_a", reference_name="ramp"):
 # ------------------------------------------------------------------------------------------------ manifests
 @pytest.mark.parametrize("raw, message", [
     ({"type": "replay", "robot_profile": "panda_allegro"}, "missing 'control_rate_hz'"),
-    ({"type": "replay", "robot_profile": "p", "control_rate_hz": 20, "colour": 1}, r"unknown keys \['colour'\]"),
+    ({"type": "replay", "robot_profile": "p", "control_rate_hz": 20, "colour": 1},
+     r"unknown key 'colour' in manifest: known keys are name, type"),
     ({"type": "network", "robot_profile": "p", "control_rate_hz": 20, "action": {"mode": "velocity"}},
      "action.mode 'velocity' is not one of"),
     ({"type": "network", "robot_profile": "p", "control_rate_hz": 20,

@@ -79,13 +79,19 @@ def image(ns: int, k: int, depth: bool) -> bytes:
                           is_bigendian=0, step=step, data=data), "sensor_msgs/msg/Image")
 
 
-def make_episode(root: Path, seconds: float, task: str, success: bool | None) -> Path:
-    """States at 200 Hz whose arrival is late by up to 80 ms in bursts (a slow loop); gated commands at 50 Hz,
-    images at 10 Hz stamped on a 100 ms grid from T0."""
+def make_episode(root: Path, seconds: float, task: str, success: bool | None, profile: str = "panda_allegro",
+                 arm_topic: str = "/arm_controller/joint_trajectory",
+                 hand_topic: str | None = "/hand_controller/commands") -> Path:
+    """States at 200 Hz whose arrival is late by up to 80 ms in bursts (a slow loop); gated commands at 50 Hz on
+    the driver topics (``hand_topic`` None: the hand is never commanded), images at 10 Hz stamped on a 100 ms grid
+    from T0."""
     s = RecordingSession(SessionConfig(root), REG)
-    for topic, type_name in TOPICS.items():
-        s.set_topic(TopicSpec(topic, type_name))
-    s.start(task=task, robot_profile="panda_allegro")
+    topics = {arm_topic if t == "/arm_controller/joint_trajectory" else
+              hand_topic if t == "/hand_controller/commands" else t: type_name for t, type_name in TOPICS.items()}
+    for topic, type_name in topics.items():
+        if topic is not None:
+            s.set_topic(TopicSpec(topic, type_name))
+    s.start(task=task, robot_profile=profile)
     events = []
     empty = np.array([], dtype=np.float64)
     for i in range(int(seconds * 200) + 1):
@@ -97,8 +103,9 @@ def make_episode(root: Path, seconds: float, task: str, success: bool | None) ->
         events.append((ns + late, "/joint_states", data))
     for m in range(int(seconds * 50)):
         ns = T0 + 3 * MS + m * 20 * MS
-        events.append((ns, "/arm_controller/joint_trajectory", trajectory(ns, target_at(ns)[:N_ARM])))
-        events.append((ns + 4 * MS, "/hand_controller/commands", multiarray(target_at(ns + 4 * MS)[N_ARM:])))
+        events.append((ns, arm_topic, trajectory(ns, target_at(ns)[:N_ARM])))
+        if hand_topic is not None:
+            events.append((ns + 4 * MS, hand_topic, multiarray(target_at(ns + 4 * MS)[N_ARM:])))
         events.append((ns + 1 * MS, "/dexstack/arm/command", trajectory(0, target_at(ns)[:N_ARM])))
         events.append((ns + 2 * MS, "/dexstack/hand/command", multiarray(target_at(ns)[N_ARM:])))
     for k in range(int(seconds * 10) + 1):
@@ -244,3 +251,131 @@ def test_ui_keys_and_view():
         "hz[/joint_states]": "250.0"})
     text = "\n".join(view.lines())
     assert "RECORDING episode 3" in text and "messages 1200" in text and "dropped 4" in text
+
+
+# ------------------------------------------------------------------------------ stats, chunking, depth, topics
+def test_stats_carry_lerobots_quantiles_for_every_feature(dataset):
+    from dexstack.record.stats import QUANTILE_KEYS
+
+    assert QUANTILE_KEYS == ("q01", "q10", "q50", "q90", "q99")
+    stats = json.loads((dataset / "meta/stats.json").read_text())
+    for feature, values in stats.items():
+        assert set(values) == {"min", "max", "mean", "std", "count", *QUANTILE_KEYS}, feature
+    state = np.array(pq.read_table(dataset / "data/chunk-000/file-000.parquet").column("observation.state")
+                     .to_pylist())
+    episodes = (state[:21], state[21:])
+    for key, q in zip(QUANTILE_KEYS, (0.01, 0.10, 0.50, 0.90, 0.99)):
+        per_episode = np.array([np.quantile(e, q, axis=0) for e in episodes])
+        expected = per_episode.min(axis=0) if q <= 0.5 else per_episode.max(axis=0)  # LeRobot's aggregation
+        np.testing.assert_allclose(stats["observation.state"][key], expected, rtol=1e-6)
+    color = {k: np.array(v) for k, v in stats["observation.images.color"].items()}
+    assert color["q50"].shape == (3, 1, 1) and color["count"].tolist() == [32]
+    # green is 100 in every frame, red ramps 0..255 in 20-steps: per-channel quantiles in [0, 1]
+    np.testing.assert_allclose(color["q01"][1], 100 / 255, atol=0.02)
+    np.testing.assert_allclose(color["q99"][1], 100 / 255, atol=0.02)
+    assert color["q10"][0, 0, 0] < color["q50"][0, 0, 0] < color["q90"][0, 0, 0] <= 1.0
+
+
+def test_aggregated_stats_follow_lerobots_rules():
+    from dexstack.record.stats import aggregate_stats, feature_stats
+
+    a, b = np.arange(10.0)[:, None], 100 + np.arange(30.0)[:, None]
+    agg = aggregate_stats([feature_stats(a), feature_stats(b)])
+    both = np.concatenate([a, b])
+    np.testing.assert_allclose(agg["mean"], both.mean(axis=0))
+    np.testing.assert_allclose(agg["std"], both.std(axis=0))
+    assert agg["count"].tolist() == [40] and agg["min"].tolist() == [0.0] and agg["max"].tolist() == [129.0]
+    # quantiles: the most extreme episode value (min below the median, max above), as LeRobot aggregates
+    np.testing.assert_allclose(agg["q01"], np.quantile(a, 0.01, axis=0))
+    np.testing.assert_allclose(agg["q99"], np.quantile(b, 0.99, axis=0))
+
+
+def test_chunking_follows_the_sizes_declared_in_info(episodes, tmp_path):
+    out = tmp_path / "chunked"
+    export_lerobot(episodes, out, ExportConfig(fps=10, vcodec="libx264", chunks_size=1, data_files_size_in_mb=1e-6,
+                                               video_files_size_in_mb=1e-6))
+    info = json.loads((out / "meta/info.json").read_text())
+    assert (info["chunks_size"], info["data_files_size_in_mb"], info["video_files_size_in_mb"]) == (1, 1e-6, 1e-6)
+    ep = pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert len(ep) == 3  # every episode in its own file, and (1 file per chunk) its own chunk
+    assert [(e["data/chunk_index"], e["data/file_index"]) for e in ep] == [(0, 0), (1, 0), (2, 0)]
+    av = pytest.importorskip("av")
+    for e in ep:
+        data = pq.read_table(out / info["data_path"].format(chunk_index=e["data/chunk_index"],
+                                                            file_index=e["data/file_index"]))
+        assert data.column("episode_index").to_pylist() == [e["episode_index"]] * e["length"]
+        assert data.column("index").to_pylist() == list(range(e["dataset_from_index"], e["dataset_to_index"]))
+        key = "videos/observation.images.color"
+        assert (e[f"{key}/chunk_index"], e[f"{key}/file_index"]) == (e["episode_index"], 0)
+        assert e[f"{key}/from_timestamp"] == 0.0 and e[f"{key}/to_timestamp"] == pytest.approx(e["length"] / 10)
+        video = out / info["video_path"].format(video_key="observation.images.color",
+                                                chunk_index=e[f"{key}/chunk_index"], file_index=e[f"{key}/file_index"])
+        with av.open(str(video)) as c:
+            assert sum(1 for _ in c.decode(video=0)) == e["length"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.glob("data/*/*.parquet")) == [
+        "data/chunk-000/file-000.parquet", "data/chunk-001/file-000.parquet", "data/chunk-002/file-000.parquet"]
+
+
+def test_depth_can_be_exported_losslessly_as_16_bit_png(episodes, tmp_path):
+    import cv2
+
+    out = tmp_path / "png16"
+    export_lerobot(episodes / "episode_000001", out, ExportConfig(fps=10, vcodec="libx264", depth_format="png16"))
+    info = json.loads((out / "meta/info.json").read_text())
+    depth = info["features"]["observation.images.depth"]
+    assert depth["dtype"] == "image" and depth["shape"] == [H, W, 1]
+    assert depth["info"]["is_depth_map"] is True and depth["info"]["depth_unit"] == "mm"
+    assert not (out / "videos/observation.images.depth").exists()
+    column = pq.read_table(out / "data/chunk-000/file-000.parquet").column("observation.images.depth").to_pylist()
+    frames = [cv2.imdecode(np.frombuffer(c["bytes"], np.uint8), cv2.IMREAD_UNCHANGED) for c in column]
+    assert len(frames) == 11 and frames[0].dtype == np.uint16
+    for k, frame in enumerate(frames):  # exact millimetres (an 8-bit video would step 7.8 mm at 2 m)
+        np.testing.assert_array_equal(frame, np.full((H, W), 100 * (k + 1), np.uint16))
+    stats = json.loads((out / "meta/stats.json").read_text())["observation.images.depth"]
+    assert np.array(stats["mean"]).shape == (1, 1, 1)  # depth stats stay in millimetres
+    assert stats["min"] == [[[100.0]]] and stats["max"] == [[[1100.0]]]
+
+
+def test_metadata_holds_no_absolute_path(dataset, episodes):
+    for path in (dataset / "meta").rglob("*"):
+        if path.is_file():
+            text = path.read_bytes()
+            assert str(episodes).encode() not in text and str(dataset).encode() not in text, path
+    ep = pq.read_table(dataset / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert [e["dexstack/source"] for e in ep] == ["episode_000000", "episode_000001"]
+
+
+def test_actions_come_from_the_profiles_driver_topics(tmp_path):
+    """Another profile's command topics: the export reads them (not hard-coded /arm_controller/...)."""
+    import yaml
+
+    from dexstack.paths import data_path
+
+    raw = yaml.safe_load(data_path("config", "robots", "panda_allegro.yaml").read_text())
+    raw["arm"]["command"]["topic"] = "/left/arm_controller/joint_trajectory"
+    raw["hand"]["command"]["topic"] = "/left/hand_controller/commands"
+    profile = tmp_path / "renamed.yaml"
+    profile.write_text(yaml.safe_dump(raw))
+    root = tmp_path / "episodes"
+    make_episode(root, 0.5, "renamed", True, profile=str(profile), arm_topic="/left/arm_controller/joint_trajectory",
+                 hand_topic="/left/hand_controller/commands")
+    export_lerobot(root, tmp_path / "ds", ExportConfig(fps=10, cameras={}))
+    data = pq.read_table(tmp_path / "ds/data/chunk-000/file-000.parquet")
+    action = np.array(data.column("action").to_pylist())
+    last = T0 + 3 * MS + 24 * 20 * MS  # the last commands before the last frame (500 ms)
+    np.testing.assert_allclose(action[-1, :N_ARM], target_at(last)[:N_ARM], atol=1e-5)
+    np.testing.assert_allclose(action[-1, N_ARM:], target_at(last + 4 * MS)[N_ARM:], atol=1e-5)
+
+
+def test_export_fails_loudly_when_a_commanded_part_has_no_commands(tmp_path):
+    from dexstack.record.export import MissingActionsError
+
+    root = tmp_path / "episodes"
+    make_episode(root, 0.5, "arm only", True, hand_topic=None)
+    with pytest.raises(MissingActionsError, match="no hand command on /hand_controller/commands"):
+        export_lerobot(root, tmp_path / "ds", ExportConfig(fps=10, cameras={}))
+    assert not (tmp_path / "ds").exists()  # nothing half-written
+    export_lerobot(root, tmp_path / "held", ExportConfig(fps=10, cameras={}, allow_missing_actions=True))
+    data = pq.read_table(tmp_path / "held/data/chunk-000/file-000.parquet")
+    state, action = (np.array(data.column(c).to_pylist()) for c in ("observation.state", "action"))
+    np.testing.assert_allclose(action[:, N_ARM:], state[:, N_ARM:])  # held at the measured position

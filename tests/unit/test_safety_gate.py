@@ -259,7 +259,7 @@ def test_the_deployed_limits_load_outside_ros_exactly_as_the_node_gets_them(tmp_
     assert gate.collision.config.table_penetration_m == config.table_penetration_m
     bad = tmp_path / "safety.yaml"
     bad.write_text("safety_monitor:\n  ros__parameters:\n    table_penetraton_m: 0.1\n")
-    with pytest.raises(ValueError, match="unknown safety parameters.*table_penetraton_m"):
+    with pytest.raises(ValueError, match="unknown key 'table_penetraton_m' in .*: known keys are"):
         load_safety_config(str(bad))
     bad.write_text("safety_monitor:\n  ros__parameters:\n    table_penetration_m: 0.5\n")
     with pytest.raises(ValueError, match="table_penetration_m must be in"):

@@ -30,11 +30,7 @@ from dexstack.policies.observation import ObservationBuilder, RobotState, StepCo
 from dexstack.policies.reference import ReferenceTrajectory
 from dexstack.policies.registry import Policy
 from dexstack.policies.runtime import PolicyRuntime
-
-
-def quat_angle(a: np.ndarray, b: np.ndarray) -> float:
-    """Rotation angle (rad) between two xyzw quaternions."""
-    return float(2.0 * np.arccos(min(1.0, abs(float(np.dot(a, b))) / (np.linalg.norm(a) * np.linalg.norm(b)))))
+from dexstack.transforms import quat_angle_rad as quat_angle
 
 
 @dataclass(frozen=True)
