@@ -184,7 +184,19 @@ class VgpsPolicy(Policy):
         self.config = config
         self.generator = torch.Generator(device=head.device)
         self._last_action = np.zeros(self.action.size)
+        self._last_effective = np.zeros(self.action.size)
         self._task_code = np.zeros(0, dtype=np.float32)
+        dev = head.device
+        idx = self.action.index
+        self._scale = torch.tensor(np.array(self.action.scale), dtype=torch.float32, device=dev)
+        self._lower = torch.as_tensor(self.action.lower[idx], dtype=torch.float32, device=dev)
+        self._upper = torch.as_tensor(self.action.upper[idx], dtype=torch.float32, device=dev)
+        self._last_action_slice = None  # where the observation holds the previous action (the critic sees it acted)
+        offset = 0
+        for f in self.manifest.observation:
+            if f.name == "last_action" and f.scale == (1.0,) and f.offset == (0.0,):
+                self._last_action_slice = slice(offset, offset + f.size)
+            offset += f.size
         self._q_spread: deque[float] = deque(maxlen=200)
         self._differs: deque[float] = deque(maxlen=200)
         self._rerank_ms: deque[float] = deque(maxlen=200)
@@ -235,12 +247,21 @@ class VgpsPolicy(Policy):
     # ------------------------------------------------------------------ stepping
     def reset(self, ctx: StepContext) -> None:
         self._last_action = np.zeros(self.action.size)
+        self._last_effective = np.zeros(self.action.size)
         if self.critic is not None:
             ref = ctx.reference if ctx.reference is not None else self.reference
             self._task_code = self.critic.task_code(ref.kind if ref is not None else "")
 
-    def select(self, obs: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        """One V-GPS choice for observation ``obs``: (raw action, {"index", "q_spread"})."""
+    def effective(self, raw: torch.Tensor, base: np.ndarray) -> torch.Tensor:
+        """Raw actions as they act: the joint-limit clip of the targets mapped back to raw units. Recorded episodes
+        only show this (a target at a limit hides how far past it the raw action pointed), so the critic scores it."""
+        b = torch.as_tensor(base, dtype=raw.dtype, device=raw.device)
+        q = torch.minimum(torch.maximum(b + self._scale * raw, self._lower), self._upper)
+        return (q - b) / self._scale
+
+    def select(self, obs: np.ndarray, base: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float]]:
+        """One V-GPS choice for observation ``obs`` (``base``: what the action layout adds the raw action to, at
+        the action's joints): (raw action, {"index", "q_spread"})."""
         c = self.config
         cands = self.head.candidates(obs, c.num_samples, self.generator, c.include_mean)
         t0 = time.perf_counter()
@@ -248,7 +269,12 @@ class VgpsPolicy(Policy):
         if c.selection == "random" or self.critic is None:
             index = int(self._np_rng.integers(c.num_samples))
         else:
-            q = self.critic.score(obs, self._task_code, cands)
+            scored = cands if base is None else self.effective(cands, base)
+            critic_obs = obs
+            if self._last_action_slice is not None:
+                critic_obs = obs.copy()
+                critic_obs[self._last_action_slice] = self._last_effective
+            q = self.critic.score(critic_obs, self._task_code, scored)
             spread = float(q.max() - q.min())
             if c.temperature == 0.0:
                 index = int(torch.argmax(q))
@@ -257,12 +283,14 @@ class VgpsPolicy(Policy):
                 index = int(self._np_rng.choice(c.num_samples, p=p / p.sum()))
         self._rerank_ms.append(1000.0 * (time.perf_counter() - t0))
         raw = cands[index].to("cpu", torch.float64).numpy()
+        if base is not None:
+            self._last_effective = self.effective(cands[index:index + 1], base)[0].to("cpu", torch.float64).numpy()
         return raw, {"index": index, "q_spread": spread}
 
     def act(self, ctx: StepContext) -> JointTargets:
         ctx.last_action = self._last_action
         obs = self.observation.build(ctx)
-        raw, info = self.select(obs)
+        raw, info = self.select(obs, self.action.base(ctx)[self.action.index])
         if not np.all(np.isfinite(raw)):
             raise PolicyError(f"policy '{self.name}' produced non-finite actions")
         self._q_spread.append(info["q_spread"])
