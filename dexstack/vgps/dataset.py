@@ -4,9 +4,11 @@ The observation is rebuilt with the policy's own :class:`~dexstack.policies.obse
 action with the inverse of its :class:`~dexstack.policies.action.ActionMapper`, so the critic sees exactly the layout
 the policy sees. One control step per command the policy sent (``/dexstack/arm/command``, before the safety gate):
 
-- time ``t_k`` = the command's header stamp, or its log time when unstamped (the policy node does not stamp);
-  episode time = ``t_k - t_0``; the state = the latest ``/joint_states`` and ``/dexstack/object_pose`` at or before
-  ``t_k``; the hand target = the ``/dexstack/hand/command`` nearest ``t_k`` (within half a period);
+- times are the recorder's receive (log) times, one clock for every topic whatever the publishers stamp (the policy
+  node does not stamp its commands; the sim may stamp with /clock): ``t_k`` = the command's; episode time =
+  ``t_k - t_0``; the state = the latest ``/joint_states`` and object pose (``/dexstack/object_pose``, or the sim's
+  ``/dexstack/sim/object_pose_gt`` when the episode has no estimate) at or before ``t_k``; the hand target = the
+  ``/dexstack/hand/command`` nearest ``t_k`` (within half a period);
 - raw action ``a_k = (target_k - base_k) / scale`` (residual: base = reference at ``t_k + period``; delta: the previous
   target; absolute: the offset), clipped to the policy's ``[-clip, clip]`` = [-1, 1] for the tracking bundle;
 - the reference: ``reference=<name>`` in the episode's task text (else the task text itself), looked up in
@@ -36,10 +38,11 @@ from dexstack.policies.observation import ObservationBuilder, RobotState, StepCo
 from dexstack.policies.reference import ReferenceTrajectory, load_reference
 from dexstack.record.episode import load_episode_info
 from dexstack.record.mcap_io import iter_messages
-from dexstack.record.msgdefs import TypeRegistry, header_stamp_ns
+from dexstack.record.msgdefs import TypeRegistry
 
 STATE_TOPIC = "/joint_states"
 OBJECT_TOPIC = "/dexstack/object_pose"
+OBJECT_GT_TOPIC = "/dexstack/sim/object_pose_gt"
 ARM_TOPIC = "/dexstack/arm/command"
 HAND_TOPIC = "/dexstack/hand/command"
 REFERENCES_SUBDIR = "references"
@@ -148,11 +151,6 @@ def to_transitions(episodes: list[Episode], tasks: tuple[str, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------- reading MCAP
-def _time(data: bytes, log_time_ns: int, has_header: bool) -> int:
-    stamp = header_stamp_ns(data) if has_header else 0
-    return stamp or log_time_ns
-
-
 def _latest(stamps: np.ndarray, t: int) -> int:
     return int(np.searchsorted(stamps, t, side="right")) - 1
 
@@ -184,8 +182,9 @@ def read_episode(episode_dir: Path, manifest: PolicyManifest, description, episo
     reference = find_reference(reference_name(info.task), episodes_root or episode_dir.parent, description)
     col = {n: i for i, n in enumerate(description.joints)}
     n_arm = len(description.arm_joints)
-    states, objects, arms, hands = [], [], [], []
-    for m in iter_messages(mcaps[0], {STATE_TOPIC, OBJECT_TOPIC, ARM_TOPIC, HAND_TOPIC}):
+    states, arms, hands = [], [], []
+    poses: dict[str, list] = {OBJECT_TOPIC: [], OBJECT_GT_TOPIC: []}
+    for m in iter_messages(mcaps[0], {STATE_TOPIC, OBJECT_TOPIC, OBJECT_GT_TOPIC, ARM_TOPIC, HAND_TOPIC}):
         if m.topic == STATE_TOPIC:
             msg = registry.decode(m.data, m.type_name)
             q = np.full(len(col), np.nan)
@@ -195,24 +194,24 @@ def read_episode(episode_dir: Path, manifest: PolicyManifest, description, episo
                 if name in col:
                     q[col[name]] = msg.position[k]
                     dq[col[name]] = msg.velocity[k] if have_vel else 0.0
-            states.append((_time(m.data, m.log_time_ns, True), q, dq))
-        elif m.topic == OBJECT_TOPIC:
+            states.append((m.log_time_ns, q, dq))
+        elif m.topic in poses:
             msg = registry.decode(m.data, m.type_name)
             p, o = msg.pose.position, msg.pose.orientation
-            objects.append((_time(m.data, m.log_time_ns, True), np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w])))
+            poses[m.topic].append((m.log_time_ns, np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w])))
         elif m.topic == ARM_TOPIC:
             msg = registry.decode(m.data, m.type_name)
             if msg.points:
                 target = dict(zip(msg.joint_names, msg.points[-1].positions))
                 if all(n in target for n in description.arm_joints):
-                    arms.append((_time(m.data, m.log_time_ns, True), np.array([target[n] for n in
-                                                                                 description.arm_joints])))
+                    arms.append((m.log_time_ns, np.array([target[n] for n in description.arm_joints])))
         elif m.topic == HAND_TOPIC:
             msg = registry.decode(m.data, m.type_name)
             if len(msg.data) == len(description.hand_joints):
-                hands.append((m.publish_time_ns or m.log_time_ns, np.array(msg.data, dtype=float)))
+                hands.append((m.log_time_ns, np.array(msg.data, dtype=float)))
     if len(arms) < 2 or not states:
         raise ValueError(f"too few policy commands ({len(arms)} on {ARM_TOPIC}) or no {STATE_TOPIC}")
+    objects = poses[OBJECT_TOPIC] or poses[OBJECT_GT_TOPIC]
     states.sort(key=lambda x: x[0])
     objects.sort(key=lambda x: x[0])
     arms.sort(key=lambda x: x[0])
