@@ -6,7 +6,8 @@ the policy sees. One control step per command the policy sent (``/dexstack/arm/c
 
 - times are the recorder's receive (log) times, one clock for every topic whatever the publishers stamp (the policy
   node does not stamp its commands; the sim may stamp with /clock): ``t_k`` = the command's; episode time =
-  ``t_k - t_0``; the state = the latest ``/joint_states`` and object pose (``/dexstack/object_pose``, or the sim's
+  ``t_k - t_0`` rounded to the control period (the node steps on a fixed grid from its first step, which is the
+  first command: without the rounding, a slow first step shifts every later reference time); the state = the latest ``/joint_states`` and object pose (``/dexstack/object_pose``, or the sim's
   ``/dexstack/sim/object_pose_gt`` when the episode has no estimate) at or before ``t_k``; the hand target = the
   ``/dexstack/hand/command`` nearest ``t_k`` (within half a period);
 - raw action ``a_k = (target_k - base_k) / scale`` (residual: base = reference at ``t_k + period``; delta: the previous
@@ -250,7 +251,8 @@ def read_episode(episode_dir: Path, manifest: PolicyManifest, description, episo
         target[:n_arm] = arm_target
         if hand_target is not None:
             target[n_arm:] = hand_target
-        ctx = StepContext(state=RobotState(q=q, dq=dq, object_pose=obj), t_s=(t_ns - t0) * 1e-9, period_s=period,
+        t_s = round((t_ns - t0) * 1e-9 / period) * period  # the node steps on a fixed grid; receipt times jitter
+        ctx = StepContext(state=RobotState(q=q, dq=dq, object_pose=obj), t_s=t_s, period_s=period,
                           reference=reference, last_target=last_target if last_target is not None else q,
                           last_action=last_action)
         try:
