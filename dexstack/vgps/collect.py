@@ -112,8 +112,9 @@ def record_episode(session: RecordingSession, factory: MessageFactory, policy: P
     backend.reset(ref.q_at(0.0), ref.object_pose_at(0.0), friction, mass)
     period = policy.manifest.period_s
     frame = description.profile.arm.base_link if hasattr(description.profile, "arm") else ""
-    ok, message, _ = session.start(task=f"track {ref.kind} reference={ref.name}", robot_profile=description.profile.name,
-                                   policy=policy.name, operator="dexstack-vgps-collect")
+    ok, message, _ = session.start(task=f"track {ref.kind} reference={ref.name}",
+                                   robot_profile=description.profile.name, policy=policy.name,
+                                   operator="dexstack-vgps-collect")
     if not ok:
         raise RuntimeError(message)
     epoch = time.time_ns()

@@ -7,9 +7,12 @@ the policy sees. One control step per command the policy sent (``/dexstack/arm/c
 - times are the recorder's receive (log) times, one clock for every topic whatever the publishers stamp (the policy
   node does not stamp its commands; the sim may stamp with /clock): ``t_k`` = the command's; episode time =
   ``t_k - t_0`` rounded to the control period (the node steps on a fixed grid from its first step, which is the
-  first command: without the rounding, a slow first step shifts every later reference time); the state = the latest ``/joint_states`` and object pose (``/dexstack/object_pose``, or the sim's
+  first command); the state = the latest ``/joint_states`` and object pose (``/dexstack/object_pose``, or the sim's
   ``/dexstack/sim/object_pose_gt`` when the episode has no estimate) at or before ``t_k``; the hand target = the
-  ``/dexstack/hand/command`` nearest ``t_k`` (within half a period);
+  ``/dexstack/hand/command`` nearest ``t_k`` (within half a period). Episodes must start with the policy's episode
+  clock (enable or ``~/restart`` the policy right after the recorder's ``~/start``). Measured on a ROS recording,
+  the rebuilt actions are within 0.06 (median, raw units) of the policy's own: receipt-time jitter, and a raw
+  action beyond a joint limit is only seen as the limit; in-process recordings rebuild exactly;
 - raw action ``a_k = (target_k - base_k) / scale`` (residual: base = reference at ``t_k + period``; delta: the previous
   target; absolute: the offset), clipped to the policy's ``[-clip, clip]`` = [-1, 1] for the tracking bundle;
 - the reference: ``reference=<name>`` in the episode's task text (else the task text itself), looked up in

@@ -334,7 +334,7 @@ def test_a_recorded_episode_reads_back_as_the_policys_observations_and_actions(r
     for topic, type_name in TOPICS.items():
         session.set_topic(TopicSpec(topic, type_name))
     try:
-        success, path, steps = record_episode(session, MessageFactory(registry, D), policy, ref, CellBackend(), D,
+        success, _, steps = record_episode(session, MessageFactory(registry, D), policy, ref, CellBackend(), D,
                                               stop_on_failure=False)
     finally:
         session.close()
