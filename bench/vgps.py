@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, policy, seeded in (("base_success", base, True), ("base_mean_success", base_mean, False),
                                 ("vgps_success", vgps, True), ("random_k_success", random_k, True)):
         out[key], tables[key] = success_rate(policy, refs, backend, description, args.seeds, seeded)
+        if key == "vgps_success":
+            diagnostics = policy.diagnostics()  # over its last 200 steps (the last episode), before the timing loop
     out.update(k=args.k, temperature=args.temperature, include_mean=include_mean,
                step_ms_base=round(step_ms(base_mean, refs[0], args.timing_steps), 3),
                step_ms_vgps=round(step_ms(vgps, refs[0], args.timing_steps), 3),
@@ -117,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                algorithm=critic.spec.algorithm, split=args.split, seeds=args.seeds,
                references=[r.name for r in refs],
                per_seed={k: [float(np.mean(row)) for row in t] for k, t in tables.items()},
-               vgps_diagnostics=vgps.diagnostics(), wall_s=round(time.monotonic() - t0, 1))
+               per_reference={k: {r.name: float(np.mean([row[i] for row in t])) for i, r in enumerate(refs)}
+                              for k, t in tables.items()},
+               vgps_diagnostics=diagnostics, wall_s=round(time.monotonic() - t0, 1))
     out["rerank_ms_added"] = round(out["step_ms_vgps"] - out["step_ms_base"], 3)
     print(json.dumps(out))
     return 0
