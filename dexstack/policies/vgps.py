@@ -174,8 +174,10 @@ def _resolve_bundle(name: str, root: Path | None) -> str:
 class VgpsPolicy(Policy):
     def __init__(self, manifest: PolicyManifest, description: RobotDescription,
                  reference: ReferenceTrajectory | None, base: Policy, head: GaussianHead, critic, config: VgpsConfig):
-        layout = dataclasses.replace(base.manifest, name=manifest.name, type=manifest.type,
-                                     description=manifest.description, params=manifest.params)
+        # the base's observation/action layouts and rate, under this bundle's name, folder and params (its weights
+        # are the base's business: no checkpoint here)
+        layout = dataclasses.replace(base.manifest, name=manifest.name, type=manifest.type, checkpoint=None,
+                                     description=manifest.description, params=manifest.params, root=manifest.root)
         super().__init__(layout, description, reference)
         self.bundle_manifest = manifest
         self.base = base

@@ -64,7 +64,8 @@ def set_param(node, name: str, value):
 def test_vgps_parameters_live_with_refusals_and_diagnostics(ros_node, bundle, tmp_path):
     log = open(tmp_path / "policy.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen([sys.executable, "-m", "dexstack.nodes.policy", "--ros-args", "-r", "__node:=policy",
-                             "-p", f"policy:={bundle / 'v'}"], env=force_localhost_dds(dict(os.environ)),
+                             "-p", f"policy:={bundle / 'v'}", "-p", "wait_for_safety:=false"],
+                            env=force_localhost_dds(dict(os.environ)),
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     diags: list[dict] = []
 
