@@ -123,7 +123,8 @@ def test_calql_bounds_the_policy_values_below_by_the_monte_carlo_return():
     assert gaps[True] > 100.0 + N * 0.5 * np.log(2 * np.pi)
 
 
-def test_training_on_a_tiny_dataset_orders_success_above_failure():
+@pytest.mark.parametrize("algorithm", ["calql", "iql"])
+def test_training_on_a_tiny_dataset_orders_success_above_failure(algorithm):
     """Two tasks' worth of states: in one region every episode succeeds, in the other every one fails; after a few
     hundred Cal-QL steps the critic values the successful states' data above the failed ones."""
     base = parse_manifest(base_manifest())
@@ -139,8 +140,9 @@ def test_training_on_a_tiny_dataset_orders_success_above_failure():
     mu = torch.nn.Linear(OBS, N)
     policy = GaussianPolicy(mu, None, torch.full((N,), -1.0))
     torch.set_num_threads(1)
-    trainer = CriticTrainer(spec, data, policy, TrainConfig(steps=300, batch_size=64, cql_actions=2, cql_alpha=0.1,
-                                                            log_every=100, learning_rate=1e-3))
+    trainer = CriticTrainer(spec, data, policy, TrainConfig(algorithm=algorithm, steps=300, batch_size=64,
+                                                            cql_actions=2, cql_alpha=0.1, log_every=100,
+                                                            learning_rate=1e-3))
     rows = trainer.train(data)
     assert rows[-1]["val_q_mc_corr"] > 0.3, rows[-1]  # 0.49-0.78 over seeds 0-4
     q = trainer.net(torch.as_tensor(data.obs), torch.as_tensor(data.task_codes),
