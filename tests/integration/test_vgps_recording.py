@@ -49,7 +49,7 @@ def test_an_episode_recorded_by_the_recorder_node_reads_back_as_the_policys_step
                                 ["--params-file", str(data_path("config", "safety.yaml"))], log_dir),
         "policy": spawn("dexstack.nodes.policy", "policy", [
             "-p", "policy:=track_cube", "-p", "reference:=lift", "-p", "enabled:=false",
-            "-p", "object_pose_topic:=/dexstack/sim/object_pose_gt"], log_dir),
+            "-r", "dexstack/object_pose:=/dexstack/sim/object_pose_gt"], log_dir),
         "recorder": spawn("dexstack.nodes.recorder", "recorder", [
             "-p", f"output_dir:={out}", "-p", "task:=track lift reference=lift", "-p", "policy:=track_cube"],
             log_dir),
