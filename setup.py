@@ -26,6 +26,8 @@ TOOLS = {
     "dexstack-launch": "dexstack.launch.runner:main",
     "dexstack-record": "dexstack.cli.record:main",
     "dexstack-calibrate": "dexstack.cli.calibrate:main",
+    "dexstack-vgps-collect": "dexstack.vgps.collect:main",
+    "dexstack-train-vgps": "dexstack.vgps.train:main",
 }
 
 

@@ -45,6 +45,7 @@ from dexstack.nodes.safety_link import SafetyLink
 from dexstack.policies import (
     InputCache, Policy, PolicyError, PolicyRuntime, list_bundles, list_references, load_manifest, policy_types,
 )
+from dexstack.policies.bundles import load_bundle_manifest
 from dexstack.policies.registry import check_device
 from dexstack.robot.description import load_description
 
@@ -83,6 +84,26 @@ class Params:
                                       read_only=True, min=1, max=64)
     diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", min=0.1, max=10.0)
     wait_for_safety: bool = common.param(True, "Send only while the safety monitor reports ready.", read_only=True)
+    # vgps policies (dexstack/policies/vgps.py): live overrides of the bundle's params; "" / 0 / -1 = the bundle's
+    vgps_base_policy: str = common.param("", "vgps: the stochastic bundle to re-rank (empty: the bundle's).")
+    vgps_critic: str = common.param("", "vgps: critic bundle (empty: the bundle's); an incompatible one is refused.")
+    vgps_num_samples: int = common.param(0, "vgps: K candidates per step (0: the bundle's).", min=0, max=1024)
+    vgps_temperature: float = common.param(-1.0, "vgps: softmax temperature over Q, 0 = argmax (-1: the bundle's).",
+                                           validate=lambda v: None if v == -1.0 or 0.0 <= v < float("inf") else
+                                           f"vgps_temperature must be >= 0 (or -1 for the bundle's), got {v}")
+
+
+def _vgps_overrides(p: Params) -> dict:
+    """The vgps_* parameters that override a vgps bundle's params (none for other policy types)."""
+    try:
+        if not p.policy or load_bundle_manifest(p.policy).type != "vgps":
+            return {}
+    except PolicyError:
+        return {}  # the load itself reports the problem
+    values = {"base_policy": p.vgps_base_policy or None, "critic": p.vgps_critic or None,
+              "num_samples": p.vgps_num_samples or None, "temperature": None if p.vgps_temperature == -1.0
+              else p.vgps_temperature}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _duration(t_s: float) -> Duration:
@@ -134,7 +155,8 @@ class PolicyNode(Node):
         if self.description is None:  # startup: the robot first
             self.description = load_description(candidate.robot_profile)
             self.runtime = PolicyRuntime(self.description, candidate.device)
-        key = (candidate.policy, candidate.reference, candidate.device)
+        overrides = _vgps_overrides(candidate)
+        key = (candidate.policy, candidate.reference, candidate.device, tuple(sorted(overrides.items())))
         if key == self._loaded_key:
             return None
         if not candidate.policy:
@@ -143,7 +165,7 @@ class PolicyNode(Node):
         t0 = time.monotonic()
         try:
             policy = self.runtime.load(candidate.policy, candidate.reference or None, candidate.device,
-                                       timeout_s=candidate.load_timeout_s)
+                                       timeout_s=candidate.load_timeout_s, params=overrides or None)
         except PolicyError as exc:
             reason = f"policy '{candidate.policy}' rejected, keeping '{self.params_policy_name()}': {exc}"
             if hasattr(self, "rejected"):  # not at startup, where the node exits with the reason
@@ -168,7 +190,7 @@ class PolicyNode(Node):
         self.runtime.stage(policy)
 
     def _on_change(self, name: str, value) -> None:
-        if name in ("policy", "reference", "device"):
+        if name in ("policy", "reference", "device") or name.startswith("vgps_"):
             self._stage_pending()
         elif name == "rate_hz":
             self.runtime.rate_override_hz = float(value)
@@ -321,7 +343,8 @@ class PolicyNode(Node):
                   "step_ms_p50": f"{np.percentile(step_ms, 50):.3f}", "step_ms_max": f"{step_ms.max():.3f}",
                   "max_send_gap_ms": f"{1000 * self._max_gap_s:.1f}", "swaps": str(self.runtime.swaps),
                   "rejected_bundles": str(self.rejected.total), "last_rejection": self.rejected.last_reason,
-                  "skipped_steps": str(self.errors.total), "last_skip_reason": self.errors.last_reason}
+                  "skipped_steps": str(self.errors.total), "last_skip_reason": self.errors.last_reason,
+                  **(policy.diagnostics() if policy else {})}
         self.diag_pub.publish(common.diagnostic_array(self, [StatusReport("policy", level, message, values)]))
         self._max_gap_s = 0.0  # per diagnostics period
 

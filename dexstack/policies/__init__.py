@@ -6,6 +6,7 @@ types, observation/action layouts, reference trajectories, and the runtime that 
 
 from dexstack.policies import builtin as _builtin  # noqa: F401  (registers replay, network, tracking)
 from dexstack.policies import retarget_policy as _retarget  # noqa: F401  (registers retarget)
+from dexstack.policies import vgps as _vgps  # noqa: F401  (registers vgps)
 from dexstack.policies.action import JointTargets
 from dexstack.policies.bundles import bundle_dir, list_bundles, list_references, reference_path
 from dexstack.policies.errors import PolicyError

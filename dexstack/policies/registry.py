@@ -13,6 +13,7 @@ A new policy type plugs in without touching the node::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, TypeVar
@@ -74,6 +75,10 @@ class Policy:
 
     def act(self, ctx: StepContext) -> JointTargets | None:
         raise NotImplementedError
+
+    def diagnostics(self) -> dict[str, str]:
+        """Type-specific key/values for the node's /diagnostics (strings)."""
+        return {}
 
     def dry_run(self, ctx: StepContext) -> None:
         """Validation before a bundle is accepted: one step on a synthetic state must give finite targets."""
@@ -156,9 +161,12 @@ def build_policy(manifest: PolicyManifest, description: RobotDescription, device
 
 
 def load_policy(name_or_path: str | Path, description: RobotDescription, device: str = "cpu",
-                reference: str | ReferenceTrajectory | None = None) -> Policy:
-    """Resolve a bundle (name or folder), parse its manifest, load its weights safely, validate it."""
+                reference: str | ReferenceTrajectory | None = None, params: dict | None = None) -> Policy:
+    """Resolve a bundle (name or folder), parse its manifest, load its weights safely, validate it. ``params``
+    override entries of the manifest's ``params`` (e.g. the node's vgps_* parameters)."""
     manifest = load_bundle_manifest(str(name_or_path))
+    if params:
+        manifest = dataclasses.replace(manifest, params={**manifest.params, **params})
     try:
         return build_policy(manifest, description, device, reference)
     except PolicyError as exc:

@@ -117,14 +117,15 @@ class PolicyRuntime:
         return None if self._t0_s is None else now_s - self._t0_s
 
     def prepare(self, name_or_path: str, reference: str | ReferenceTrajectory | None = None,
-                device: str | None = None) -> Future:
+                device: str | None = None, params: dict | None = None) -> Future:
         """Load and validate a bundle on the loader thread; the future holds the policy or a PolicyError."""
-        return self._loader.submit(load_policy, name_or_path, self.description, device or self.device, reference)
+        return self._loader.submit(load_policy, name_or_path, self.description, device or self.device, reference,
+                                   params)
 
     def load(self, name_or_path: str, reference: str | ReferenceTrajectory | None = None,
-             device: str | None = None, timeout_s: float = 30.0) -> Policy:
+             device: str | None = None, timeout_s: float = 30.0, params: dict | None = None) -> Policy:
         """:meth:`prepare` and wait (the caller's thread waits; the control thread does not)."""
-        future = self.prepare(name_or_path, reference, device)
+        future = self.prepare(name_or_path, reference, device, params)
         try:
             return future.result(timeout=timeout_s)
         except FutureTimeout:
