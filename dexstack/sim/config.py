@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from dexstack.paths import data_path
+from dexstack.sim.human_hand import HumanHandConfig
 
 SHAPES = ("box", "cylinder", "sphere")
 
@@ -80,6 +81,8 @@ class CellConfig:
     camera: CameraTruthConfig = field(default_factory=CameraTruthConfig)
     # A calibration board mounted on the robot (config/calibration_targets/<name>.yaml: board + mount); none if unset.
     calibration_target: str | None = None
+    human_hand: HumanHandConfig = field(default_factory=HumanHandConfig)  # the operator's rendered hand
+    operator_calibration: str | None = None  # a second RGB-D camera watching the operator (calibration name)
 
 
 def texture_path(texture_file: str) -> Path:
@@ -103,6 +106,14 @@ def _camera_truth(c: dict) -> CameraTruthConfig:
     opt = {k: tuple(float(v) for v in c[k]) for k in ("xyz_m", "quat_xyzw", "perturb_xyz_m", "perturb_rpy_deg")
            if c.get(k) is not None}
     return CameraTruthConfig(intrinsics=dict(c["intrinsics"]) if c.get("intrinsics") else None, **opt)
+
+
+def _human_hand(section: dict) -> HumanHandConfig:
+    known = set(HumanHandConfig.__dataclass_fields__)
+    unknown = set(section) - known
+    if unknown:
+        raise ValueError(f"human_hand: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+    return HumanHandConfig(**{k: tuple(float(x) for x in v) if isinstance(v, list) else v for k, v in section.items()})
 
 
 def load_cell_config(name_or_path: str) -> CellConfig:
@@ -149,6 +160,8 @@ def load_cell_config(name_or_path: str) -> CellConfig:
                               rgba=_tuple(t, "rgba", d_t.rgba)),
             object=obj,
             physics=physics,
+            human_hand=_human_hand(raw.get("human_hand", {})),
+            operator_calibration=str(raw["operator_calibration"]) if raw.get("operator_calibration") else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CellConfigError(f"{path}: {exc}") from exc
