@@ -77,6 +77,9 @@ class Params:
     outlier_tolerance_m: float = common.param(0.03, "Measured depth farther than this from the hand-shape "
                                               "prediction falls back to the model depth (m).", min=0.005, max=0.5)
     min_measured_keypoints: int = common.param(4, "Keypoints with valid depth needed to place a hand.", min=1, max=21)
+    surface_offset_m: float = common.param(0.0, "Added to measured keypoint depths: skin surface -> joint centre "
+                                           "(m; the camera sees the skin, keypoints are joint centres).",
+                                           min=0.0, max=0.03)
     model_depth_confidence: float = common.param(0.5, "Confidence factor of keypoints placed by model depth.",
                                                  min=0.0, max=1.0)
     one_euro_min_cutoff_hz: float = common.param(1.0, "One-Euro cutoff at rest (Hz).", min=0.01, max=100.0)
@@ -100,7 +103,7 @@ def pipeline_config(p: Params) -> HandPipelineConfig:
             patch=DepthPatchConfig(radius_px=p.depth_patch_radius_px, min_depth_m=p.min_depth_m,
                                    max_depth_m=p.max_depth_m),
             outlier_tolerance_m=p.outlier_tolerance_m, min_measured_keypoints=p.min_measured_keypoints,
-            model_depth_confidence=p.model_depth_confidence),
+            model_depth_confidence=p.model_depth_confidence, surface_offset_m=p.surface_offset_m),
         bones=BoneCheckConfig(),
         filter=OneEuroConfig(min_cutoff_hz=p.one_euro_min_cutoff_hz, beta=p.one_euro_beta,
                              d_cutoff_hz=p.one_euro_d_cutoff_hz),

@@ -10,6 +10,7 @@ import time
 
 import rclpy
 from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
 from dexstack.camera_model import CameraModel
@@ -22,6 +23,9 @@ CAMERA_NS = "camera/camera"
 COLOR_TOPIC = f"{CAMERA_NS}/color/image_raw"
 DEPTH_TOPIC = f"{CAMERA_NS}/aligned_depth_to_color/image_raw"
 DEPTH_INFO_TOPIC = f"{CAMERA_NS}/aligned_depth_to_color/camera_info"
+# Only the newest image counts: a node still busy with one frame then takes the latest, not a queued older one
+# (with a queue of 2 a 30 ms detector added up to a frame period of latency).
+IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 class RgbdInput:
@@ -38,8 +42,8 @@ class RgbdInput:
         self.bad_images = ReasonCounter()
         self.last_frame_s: float | None = None
         self._warned_frame = False
-        node.create_subscription(Image, COLOR_TOPIC, self._on_color, common.SENSOR_QOS)
-        node.create_subscription(Image, DEPTH_TOPIC, self._on_depth, common.SENSOR_QOS)
+        node.create_subscription(Image, COLOR_TOPIC, self._on_color, IMAGE_QOS)
+        node.create_subscription(Image, DEPTH_TOPIC, self._on_depth, IMAGE_QOS)
         node.create_subscription(CameraInfo, DEPTH_INFO_TOPIC, self._on_info, common.SENSOR_QOS)
 
     def set_tolerance(self, tolerance_s: float) -> None:

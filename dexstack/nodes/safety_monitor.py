@@ -3,7 +3,9 @@
 Inputs: ``/dexstack/arm/command`` (JointTrajectory) and ``/dexstack/hand/command`` (Float64MultiArray) from the
 active command source, ``/joint_states``, e-stop on ``/dexstack/estop`` (std_msgs/Bool, true = stop) and the
 ``~/estop`` / ``~/reset`` services (std_srvs/Trigger). Output: the driver topics named by the robot profile, at
-``rate_hz``. It is the only publisher of driver commands. Status and every intervention on ``/diagnostics``.
+``rate_hz``; the arm output keeps the header stamp of the last accepted arm input (teleop stamps it with the camera
+frame's capture time), so a driver command can be traced back to the image it came from. It is the only publisher
+of driver commands. Status and every intervention on ``/diagnostics``.
 
 Readiness for command sources (``dexstack/nodes/safety_link.py``): ``/dexstack/safety/ready`` (std_msgs/Bool,
 transient local, on change and every 0.5 s) and the ``~/ready`` service (Trigger: success = ready, message = why
@@ -105,6 +107,7 @@ class SafetyMonitorNode(Node):
         self.gate = SafetyGate(self.description, safety_config(self.params))
         self.state = JointStateCache(self.description.joints)
         self.gate_ms: list[float] = []
+        self._arm_source_stamp = None  # header stamp of the last accepted arm input: kept on the output (tracing)
         profile = self.description.profile
         self.arm_pub = self.create_publisher(JointTrajectory, profile.arm.command.topic, common.COMMAND_QOS)
         self.hand_pub = self.create_publisher(Float64MultiArray, profile.hand.command.topic, common.COMMAND_QOS)
@@ -142,6 +145,7 @@ class SafetyMonitorNode(Node):
         times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
         try:
             self.gate.arm_command(msg.joint_names, [p.positions for p in msg.points], times, time.monotonic())
+            self._arm_source_stamp = msg.header.stamp
         except CommandError as exc:
             self.get_logger().warning(f"arm command rejected, holding: {exc}", throttle_duration_sec=1.0)
             self._report_rejected("arm", str(exc), len(msg.points), common.stamp_to_ns(msg.header.stamp),
@@ -207,7 +211,10 @@ class SafetyMonitorNode(Node):
         if arm_rad is not None:
             point = JointTrajectoryPoint(positions=arm_rad.tolist())
             point.time_from_start.nanosec = int(time_from_start_s * 1e9)
-            self.arm_pub.publish(JointTrajectory(joint_names=list(self.description.arm_joints), points=[point]))
+            traj = JointTrajectory(joint_names=list(self.description.arm_joints), points=[point])
+            if self._arm_source_stamp is not None:  # the input (e.g. the camera frame) this output comes from
+                traj.header.stamp = self._arm_source_stamp
+            self.arm_pub.publish(traj)
         if hand_rad is not None:
             self.hand_pub.publish(Float64MultiArray(data=hand_rad.tolist()))
 

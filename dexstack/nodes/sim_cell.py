@@ -28,6 +28,7 @@ from dexstack.control.commands import CommandError  # noqa: E402
 from dexstack.diagnostics import Level, ReasonCounter, StatusReport  # noqa: E402
 from dexstack.nodes import common  # noqa: E402
 from dexstack.nodes.camera_info import camera_info_msg  # noqa: E402
+from dexstack.nodes.sim_operator import OperatorSide  # noqa: E402  (the rendered human hand, operator camera)
 from dexstack.nodes.tf import TfPublisher  # noqa: E402
 from dexstack.sim.cell import SimCell  # noqa: E402
 from dexstack.transforms import transform_to_pose  # noqa: E402
@@ -46,6 +47,9 @@ class Params:
     publish_joint_states: bool = common.param(
         True, "Publish /joint_states; false simulates a driver dropout (fault injection).")
     diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", min=0.1, max=10.0)
+    operator_camera_rate_hz: float = common.param(
+        15.0, "Operator camera frame rate, if the cell has one (0: off; see nodes/sim_operator.py).", read_only=True,
+        min=0.0, max=60.0)
 
 
 class SimCellNode(Node):
@@ -86,6 +90,7 @@ class SimCellNode(Node):
                 CameraInfo, f"{CAMERA_NS}/aligned_depth_to_color/camera_info", common.SENSOR_QOS)
             self._camera_thread = threading.Thread(target=self._camera_loop, name="camera", daemon=True)
             self._camera_thread.start()
+        self.operator = OperatorSide(self, self.cell, self.params.operator_camera_rate_hz, self._stop)
         common.live_rate_timer(self, "diagnostics_rate_hz", self.params.diagnostics_rate_hz,
                                self._publish_diagnostics)
         self.get_logger().info(
@@ -224,6 +229,7 @@ class SimCellNode(Node):
             "render_ms": f"{self.render_ms:.1f}",
             "rejected_total": str(sum(rejected.values())),
             **{f"rejected[{reason}]": str(n) for reason, n in rejected.items()},
+            **self.operator.diagnostics(),
         }
         self.diag_pub.publish(common.diagnostic_array(self, [StatusReport("sim_cell", level, message, values)]))
 
@@ -232,6 +238,7 @@ class SimCellNode(Node):
         self._physics_thread.join(timeout=1.0)
         if self._camera_thread is not None:
             self._camera_thread.join(timeout=2.0)
+        self.operator.close()
 
 
 def main(args: list[str] | None = None) -> None:

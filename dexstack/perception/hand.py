@@ -145,6 +145,12 @@ def lift_hand(observation: HandObservation, depth: np.ndarray, camera: CameraMod
             raise LiftError(f"depth inconsistent: only {int(measured.sum())} keypoint depths agree with the "
                             f"hand's shape (need {c.min_measured_keypoints})")
     z = np.where(measured, z_meas + c.surface_offset_m, z_anchor + dz)
+    # A keypoint without usable depth (a hole, an edge, an outlier) hangs off its parent along the bone with the
+    # model's relative depth: one bone's relative-depth error instead of the whole hand's (fingertips in holes
+    # move ~1 cm instead of ~3 cm). BONES lists parents before children.
+    for parent, child in BONES:
+        if not measured[child]:
+            z[child] = z[parent] + (dz[child] - dz[parent])
     p_camera = camera.unproject(uv, z)
     p_base = transform_points(T_base_camera, p_camera)
     kp_scores = np.ones(NUM_KEYPOINTS) if observation.keypoint_scores is None else np.asarray(
@@ -261,9 +267,18 @@ class HandPipeline:
         self.config = config or HandPipelineConfig()
         self.depth_scale_m = depth_scale_m
         self._filters: dict[str, OneEuroFilter] = {}
+        # The last reported hand (wrist in the image, pixels; stamp): with two hands in view the one that continues
+        # it stays the reported one, so a second person's hand cannot take the robot over.
+        self._tracked: tuple[np.ndarray, float] | None = None
 
     def reset(self) -> None:
         self._filters.clear()
+        self._tracked = None
+
+    def _tracked_uv(self, t_s: float) -> np.ndarray | None:
+        if self._tracked is None or t_s - self._tracked[1] > self.config.filter_reset_s:
+            return None
+        return self._tracked[0]
 
     def process(self, color_rgb8: np.ndarray, depth: np.ndarray, camera: CameraModel, t_s: float
                 ) -> HandFrameResult:
@@ -275,10 +290,16 @@ class HandPipeline:
         c = self.config
         best: dict[str, HandObservation] = {}
         rejected: list[tuple[str, str]] = []
-        for obs in observations:  # one hand per label: keep the more confident duplicate
+        tracked_uv = self._tracked_uv(t_s)
+
+        def rank(o: HandObservation) -> float:  # lower is better: near the tracked hand, else confident
+            return float(np.linalg.norm(o.uv_px[0] - tracked_uv)) if tracked_uv is not None else -o.score
+
+        for obs in observations:  # one hand per label: keep the tracked (else the more confident) duplicate
             if obs.handedness in best:
-                loser = min(obs, best[obs.handedness], key=lambda o: o.score)
-                rejected.append((obs.handedness, "duplicate handedness: the less confident one dropped"))
+                loser = max(obs, best[obs.handedness], key=rank)
+                why = "farther from the tracked hand" if tracked_uv is not None else "the less confident one"
+                rejected.append((obs.handedness, f"duplicate handedness: {why} dropped"))
                 if loser is best[obs.handedness]:
                     best[obs.handedness] = obs
             else:
@@ -307,6 +328,12 @@ class HandPipeline:
             if label not in {h.handedness for h in hands} and filt.last_time_s is not None \
                     and t_s - filt.last_time_s > c.filter_reset_s:
                 filt.reset()
-        hands.sort(key=lambda h: (h.handedness != c.primary_hand, -h.score))
-        return HandFrameResult(t_s=float(t_s), hands=tuple(hands), detected=len(observations),
-                               rejected=tuple(rejected), primary_hand=c.primary_hand)
+        hands.sort(key=lambda h: (h.handedness != c.primary_hand, rank(best[h.handedness])))
+        if len(hands) > 1:
+            rejected.append((hands[1].handedness, "second hand: not reported (the tracked or more confident "
+                             "hand is)"))
+        result = HandFrameResult(t_s=float(t_s), hands=tuple(hands), detected=len(observations),
+                                 rejected=tuple(rejected), primary_hand=c.primary_hand)
+        if result.primary is not None:
+            self._tracked = (best[result.primary.handedness].uv_px[0].copy(), float(t_s))
+        return result

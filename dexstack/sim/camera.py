@@ -24,21 +24,27 @@ class RGBDImage:
 
 
 class SimCamera:
-    def __init__(self, cell: SimCell, max_depth_m: float = 10.0):
-        if cell.camera is None:
+    def __init__(self, cell: SimCell, max_depth_m: float = 10.0, camera=None):
+        """``camera``: which of the cell's cameras (a ``TrueCamera``; default: the scene camera, ``cell.camera``;
+        ``cell.operator_camera`` for the operator's)."""
+        camera = camera or cell.camera
+        if camera is None:
             raise ValueError("this SimCell was built without a camera")
         self.cell = cell
-        self.intrinsics = cell.camera.intrinsics
+        self.true_camera = camera
+        self.intrinsics = camera.intrinsics
         self.max_depth_m = max_depth_m
         self._data = mujoco.MjData(cell.model)
         h, w = self.intrinsics.height, self.intrinsics.width
         self._renderer = mujoco.Renderer(cell.model, height=h, width=w)
-        self._camera = cell.camera.name
-        self._depth_scale_m = cell.camera.depth_scale_m
+        self._camera = camera.name
+        self._depth_scale_m = camera.depth_scale_m
 
     def render(self) -> RGBDImage:
-        time_s, qpos = self.cell.copy_qpos()
+        time_s, qpos, mocap_pos, mocap_quat = self.cell.copy_render_state()
         self._data.qpos[:] = qpos
+        self._data.mocap_pos[:] = mocap_pos
+        self._data.mocap_quat[:] = mocap_quat
         mujoco.mj_kinematics(self.cell.model, self._data)
         mujoco.mj_camlight(self.cell.model, self._data)
         renderer = self._renderer
@@ -53,6 +59,12 @@ class SimCamera:
             0,
         ).astype(np.uint16)
         return RGBDImage(time_s=time_s, color_rgb8=color, depth_mm=depth_mm)
+
+    def keypoints(self) -> np.ndarray:
+        """(21, 3) human hand keypoints of the last rendered state, base frame (exact ground truth of the image)."""
+        if self.cell.human_hand is None:
+            raise ValueError("this cell has no human hand")
+        return self.cell.human_hand.keypoints(self._data)
 
     def close(self) -> None:
         self._renderer.close()

@@ -20,7 +20,8 @@ from dexstack.control.commands import validate_positions, validate_trajectory
 from dexstack.control.trajectory import TrajectoryFollower
 from dexstack.robot.description import RobotDescription, load_description
 from dexstack.sim.config import CellConfig, load_cell_config
-from dexstack.sim.scene import OBJECT_JOINT, TrueCamera, build_spec, true_camera
+from dexstack.sim.human_hand import HumanHandState
+from dexstack.sim.scene import OBJECT_JOINT, TrueCamera, build_spec, calibration_camera, true_camera
 from dexstack.transforms import make_transform, quat_xyzw_to_matrix
 
 
@@ -48,7 +49,12 @@ class SimCell:
             true_camera(self.cell, self.calibration) if self.calibration is not None else None)
         self.target: CalibrationTarget | None = (
             load_target(self.cell.calibration_target) if self.cell.calibration_target else None)
-        self.spec = build_spec(self.description, self.cell, self.camera, self.target)
+        self.operator_calibration: CameraCalibration | None = (
+            load_camera_calibration(self.cell.operator_calibration) if self.cell.operator_calibration else None
+        )
+        self.operator_camera: TrueCamera | None = (
+            calibration_camera(self.operator_calibration) if self.operator_calibration is not None else None)
+        self.spec = build_spec(self.description, self.cell, self.camera, self.target, self.operator_camera)
         self.model = self.spec.compile()
         self.data = mujoco.MjData(self.model)
         self.lock = threading.Lock()
@@ -60,6 +66,9 @@ class SimCell:
         self._object_qpos = self.model.joint(OBJECT_JOINT).qposadr[0]
         self._arm = TrajectoryFollower(np.zeros(self._n_arm))
         self._hand_target = np.zeros(len(d.hand_joints))
+        # The operator's rendered hand (kinematic): its pose is set, and restored after every physics step.
+        self.human_hand = HumanHandState(self.model) if self.cell.human_hand.enabled else None
+        self._human_q = np.zeros(0)
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -84,6 +93,8 @@ class SimCell:
             self._arm.hold(q[: self._n_arm])
             self._hand_target = q[self._n_arm:].copy()
             self.data.ctrl[self._act_ids] = q
+            if self.human_hand is not None:
+                self._human_q = self.data.qpos[self.human_hand.qpos_adr].copy()
             mujoco.mj_forward(self.model, self.data)
 
     def joint_state(self) -> JointStateSample:
@@ -111,6 +122,59 @@ class SimCell:
         with self.lock:
             return float(self.data.time), self.data.qpos.copy()
 
+    def copy_render_state(self) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """(time, qpos, mocap_pos, mocap_quat) snapshot for rendering on another MjData (mocap: the human hand)."""
+        with self.lock:
+            d = self.data
+            return float(d.time), d.qpos.copy(), d.mocap_pos.copy(), d.mocap_quat.copy()
+
+    # ------------------------------------------------------------------ the operator's hand
+    def set_human_hand(self, T_base_wrist: np.ndarray, q_rad: np.ndarray, grasp: bool | None = None) -> None:
+        """Place the rendered human hand (wrist pose, ``human_hand.JOINTS`` angles, clipped to their ranges);
+        ``grasp`` True/False attaches/releases the object to/from the hand where it is now (None: unchanged).
+        Raises ValueError (and keeps the old pose) on malformed input or a cell without the hand."""
+        hh = self.human_hand
+        if hh is None:
+            raise ValueError("this cell has no human hand (cell config human_hand.enabled: false)")
+        T = np.asarray(T_base_wrist, dtype=float)
+        if T.shape != (4, 4) or not np.isfinite(T).all():
+            raise ValueError("human hand wrist pose: expected a finite 4x4 transform")
+        q = hh.clip(q_rad)
+        with self.lock:
+            hh.write(self.data, T, q)
+            self._human_q = q
+            if grasp is not None and hh.weld_id >= 0 and bool(self.data.eq_active[hh.weld_id]) != grasp:
+                if grasp:  # weld at the current relative pose: the object does not jump to the hand
+                    mujoco.mj_kinematics(self.model, self.data)
+                    self._set_weld_reference()
+                self.data.eq_active[hh.weld_id] = grasp
+
+    def _set_weld_reference(self) -> None:
+        """Weld's relative pose = the object's current pose in the hand's root frame (eq_data: anchor, relpose)."""
+        hh, m, d = self.human_hand, self.model, self.data
+        b1, b2 = m.eq_obj1id[hh.weld_id], m.eq_obj2id[hh.weld_id]
+        R1, R2 = d.xmat[b1].reshape(3, 3), d.xmat[b2].reshape(3, 3)
+        rel_pos = R1.T @ (d.xpos[b2] - d.xpos[b1])
+        q = np.zeros(4)
+        mujoco.mju_mat2Quat(q, (R1.T @ R2).reshape(-1))
+        # MuJoCo weld data: anchor (3), relpose position (3), relpose quaternion (4), torquescale (1)
+        m.eq_data[hh.weld_id, 0:3] = 0.0  # anchor: the object's origin
+        m.eq_data[hh.weld_id, 3:6] = rel_pos
+        m.eq_data[hh.weld_id, 6:10] = q
+
+    def human_hand_grasping(self) -> bool:
+        hh = self.human_hand
+        with self.lock:
+            return hh is not None and hh.weld_id >= 0 and bool(self.data.eq_active[hh.weld_id])
+
+    def human_hand_keypoints(self) -> np.ndarray:
+        """(21, 3) ground-truth keypoints of the rendered hand in the base frame (evaluation only)."""
+        if self.human_hand is None:
+            raise ValueError("this cell has no human hand")
+        with self.lock:
+            mujoco.mj_kinematics(self.model, self.data)
+            return self.human_hand.keypoints(self.data)
+
     # ------------------------------------------------------------------ commands
     def command_arm_trajectory(
         self, joint_names: Sequence[str], positions: Sequence[Sequence[float]], times_from_start_s: Sequence[float]
@@ -134,3 +198,6 @@ class SimCell:
                 self.data.ctrl[self._act_ids[: self._n_arm]] = arm
                 self.data.ctrl[self._act_ids[self._n_arm:]] = self._hand_target
                 mujoco.mj_step(self.model, self.data)
+                if self.human_hand is not None:  # kinematic: undo whatever the step did to the hand's joints
+                    self.data.qpos[self.human_hand.qpos_adr] = self._human_q
+                    self.data.qvel[self.human_hand.dof_adr] = 0.0

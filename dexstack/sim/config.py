@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dexstack.config_loader import ConfigError, build, read_yaml, resolve_data_file
 from dexstack.paths import data_path
+from dexstack.sim.human_hand import HumanHandConfig
 
 SHAPES = ("box", "cylinder", "sphere")
 
@@ -89,6 +90,8 @@ class CellConfig:
     camera: CameraTruthConfig = field(default_factory=CameraTruthConfig)
     # A calibration board mounted on the robot (config/calibration_targets/<name>.yaml: board + mount); none if unset.
     calibration_target: str | None = None
+    human_hand: HumanHandConfig = field(default_factory=HumanHandConfig)  # the operator's rendered hand
+    operator_calibration: str | None = None  # a second RGB-D camera watching the operator (calibration name)
 
 
 def texture_path(texture_file: str) -> Path:

@@ -16,6 +16,7 @@ from dexstack.calibration.target import CalibrationTarget
 from dexstack.camera_model import CameraModel
 from dexstack.robot.description import RobotDescription
 from dexstack.sim.config import CellConfig, texture_path
+from dexstack.sim.human_hand import add_grasp_weld, add_human_hand
 from dexstack.transforms import make_transform, matrix_to_quat_xyzw, pose_to_transform, rpy_to_matrix
 
 # MuJoCo cameras look along -z with +y up; the REP-103 optical frame looks along +z with +y down.
@@ -70,8 +71,15 @@ def _target_texture(target: CalibrationTarget) -> Path:
     return path
 
 
+def calibration_camera(calibration: CameraCalibration) -> TrueCamera:
+    """A camera rendered exactly where its calibration file says (the operator camera: no perturbation)."""
+    return TrueCamera(calibration.camera_name, calibration.frame_id, calibration.parent_frame,
+                      calibration.T_parent_camera, calibration.intrinsics, calibration.depth_scale_m)
+
+
 def build_spec(description: RobotDescription, cell: CellConfig, camera: TrueCamera | None,
-               target: CalibrationTarget | None = None) -> mujoco.MjSpec:
+               target: CalibrationTarget | None = None, operator_camera: TrueCamera | None = None
+               ) -> mujoco.MjSpec:
     spec = mujoco.MjSpec.from_string(description.mujoco_urdf_xml())
     spec.modelname = f"{cell.name}_{description.profile.name}"
     spec.option.timestep = cell.physics.timestep_s
@@ -138,26 +146,34 @@ def build_spec(description: RobotDescription, cell: CellConfig, camera: TrueCame
         material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = f"{obj.name}_texture"
         geom.material = f"{obj.name}_material"
 
-    if camera is not None:
-        intr = camera.intrinsics
-        if abs(intr.fx - intr.fy) > 1e-6 * intr.fx:
-            raise ValueError("the sim camera renders square pixels: intrinsics fx must equal fy")
-        if abs(intr.cx - (intr.width - 1) / 2) > 1e-6 or abs(intr.cy - (intr.height - 1) / 2) > 1e-6:
-            raise ValueError("the sim camera renders a centred principal point: cx, cy must be (width-1)/2, "
-                             "(height-1)/2")
-        if intr.has_distortion:
-            raise ValueError("the sim camera renders without lens distortion: D must be zero")
-        T = camera.T_parent_camera
-        # Fixed in the base frame (the MuJoCo world), or on a robot link (a wrist camera moves with it).
-        parent = world if camera.parent_frame == description.base_frame else spec.body(camera.parent_frame)
-        if parent is None:
-            raise ValueError(f"sim camera parent frame '{camera.parent_frame}' is neither the robot base "
-                             f"'{description.base_frame}' nor a link of the robot")
-        parent.add_camera(name=camera.name, pos=T[:3, 3].tolist(), quat=_wxyz(T[:3, :3] @ R_OPTICAL_MUJOCO),
-                          fovy=math.degrees(intr.fovy_rad))
+    if cell.human_hand.enabled:  # the operator's hand: kinematic, no contacts, can carry the object
+        add_human_hand(spec, cell.human_hand)
+        add_grasp_weld(spec, obj.name)
+    for cam in (camera, operator_camera):
+        if cam is not None:
+            _add_camera(spec, cam, description)
     if target is not None:
         _add_target(spec, target, description.base_frame)
     return spec
+
+
+def _add_camera(spec: mujoco.MjSpec, camera: TrueCamera, description: RobotDescription) -> None:
+    intr = camera.intrinsics
+    if abs(intr.fx - intr.fy) > 1e-6 * intr.fx:
+        raise ValueError("the sim camera renders square pixels: intrinsics fx must equal fy")
+    if abs(intr.cx - (intr.width - 1) / 2) > 1e-6 or abs(intr.cy - (intr.height - 1) / 2) > 1e-6:
+        raise ValueError("the sim camera renders a centred principal point: cx, cy must be (width-1)/2, "
+                         "(height-1)/2")
+    if intr.has_distortion:
+        raise ValueError("the sim camera renders without lens distortion: D must be zero")
+    T = camera.T_parent_camera
+    # Fixed in the base frame (the MuJoCo world), or on a robot link (a wrist camera moves with it).
+    parent = spec.worldbody if camera.parent_frame == description.base_frame else spec.body(camera.parent_frame)
+    if parent is None:
+        raise ValueError(f"sim camera parent frame '{camera.parent_frame}' is neither the robot base "
+                         f"'{description.base_frame}' nor a link of the robot")
+    parent.add_camera(name=camera.name, pos=T[:3, 3].tolist(), quat=_wxyz(T[:3, :3] @ R_OPTICAL_MUJOCO),
+                      fovy=math.degrees(intr.fovy_rad))
 
 
 def _add_target(spec: mujoco.MjSpec, target: CalibrationTarget, base_frame: str) -> None:

@@ -48,3 +48,62 @@ class ScriptedHumanHand:
         kp_H = self._to_keypoints(self.q_hand_rad[self.frame_index(t_s)])
         T = self.T_base_H(t_s)
         return kp_H @ T[:3, :3].T + T[:3, 3]
+
+
+# One scripted operator session for the rendered hand: (duration_s, shape, wrist offset from the rest pose in the
+# base frame (dx, dy, dz) metres, wrist rotation in the hand frame (roll about the forearm, pitch, yaw) degrees,
+# grasp). Each segment eases from the previous keyframe to its own. It starts at rest (engaging does not move the
+# robot) and ends where it started, so it loops.
+GESTURES: tuple[tuple[float, str, tuple[float, float, float], tuple[float, float, float], bool], ...] = (
+    (2.0, "open", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), False),
+    (2.0, "relaxed", (0.04, 0.03, 0.02), (0.0, 0.0, 0.0), False),
+    (2.0, "pinch", (0.06, 0.0, -0.02), (0.0, 10.0, 0.0), False),
+    (1.5, "open", (0.0, -0.03, 0.0), (0.0, 0.0, 0.0), False),
+    (2.5, "open", (0.0, 0.0, 0.0), (60.0, 0.0, 0.0), False),  # wrist rotations up to +/-60 deg
+    (2.5, "relaxed", (0.0, 0.0, 0.0), (-60.0, 0.0, 0.0), False),
+    (2.0, "open", (0.02, 0.0, 0.03), (0.0, -25.0, 20.0), False),
+    (2.0, "point", (0.05, 0.02, 0.0), (0.0, 0.0, -20.0), False),
+    (2.0, "power", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), False),
+    (2.0, "power", (0.03, -0.05, 0.05), (20.0, 0.0, 0.0), False),
+    (2.0, "open", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), False),
+    (2.5, "open", (0.0, 0.36, 0.0), (0.0, 0.0, 0.0), False),  # partly out of the operator camera's view
+    (2.5, "open", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), False),
+)
+
+
+class GestureScript:
+    """The rendered hand's scripted motion: wrist pose ``T_base_H(t)``, finger joints ``q(t)``
+    (:data:`dexstack.sim.human_hand.JOINTS`) and the grasp flag, from :data:`GESTURES` (loops)."""
+
+    def __init__(self, T_base_rest: np.ndarray, segments=GESTURES, speed: float = 1.0):
+        from dexstack.sim.human_hand import POSES
+
+        if speed <= 0:
+            raise ValueError(f"speed {speed} must be > 0")
+        self.T_rest = np.asarray(T_base_rest, dtype=float)
+        self.segments = segments
+        self.speed = speed
+        self._poses = POSES
+        self._ends = np.cumsum([s[0] for s in segments])
+        self.period_s = float(self._ends[-1]) / speed
+
+    def _keyframe(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        _, shape, dxyz, rpy_deg, _ = self.segments[k % len(self.segments)]
+        return self._poses[shape], np.asarray(dxyz, float), np.radians(rpy_deg)
+
+    def __call__(self, t_s: float) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(T_base_H, q_rad, grasp) at ``t_s`` seconds."""
+        from dexstack.transforms import rpy_to_matrix
+
+        t = (t_s * self.speed) % float(self._ends[-1])
+        k = int(np.searchsorted(self._ends, t, side="right"))
+        start = self._ends[k - 1] if k > 0 else 0.0
+        u = (t - start) / self.segments[k][0]
+        w = 0.5 - 0.5 * np.cos(np.pi * u)  # eased: zero velocity at every keyframe
+        q0, p0, r0 = self._keyframe(k - 1)
+        q1, p1, r1 = self._keyframe(k)
+        q = (1 - w) * q0 + w * q1
+        T = self.T_rest.copy()
+        T[:3, :3] = self.T_rest[:3, :3] @ rpy_to_matrix((1 - w) * r0 + w * r1)
+        T[:3, 3] += (1 - w) * p0 + w * p1
+        return T, q, bool(self.segments[k][4])
