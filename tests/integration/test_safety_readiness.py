@@ -27,8 +27,8 @@ LAUNCH = """<launch>
   <set_env name="ROS_AUTOMATIC_DISCOVERY_RANGE" value="LOCALHOST"/>
   <node pkg="dexstack" exec="safety_monitor" name="safety_monitor"/>
   <node pkg="dexstack" exec="scripted_motion" name="scripted_motion">
-    <param name="arm_command_topic" value="/test_readiness/arm"/>
-    <param name="hand_command_topic" value="/test_readiness/hand"/>
+    <remap from="dexstack/arm/command" to="/test_readiness/arm"/>
+    <remap from="dexstack/hand/command" to="/test_readiness/hand"/>
   </node>
 </launch>
 """
