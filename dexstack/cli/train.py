@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             "selected_seed": best["seed"], "selection": "best validation success (then lower mean max error)",
             "seeds": summaries, "train_config_fields": [f.name for f in fields(trainer.TrainConfig)]}
     if not args.no_heldout:
-        info["heldout"] = {"tracking": trainer.evaluate_heldout(out, gate=args.gate, timestep_s=args.timestep),
-                           "replay": trainer.evaluate_heldout("replay", gate=args.gate, timestep_s=args.timestep)}
+        info["heldout"] = {"tracking": trainer.evaluate_heldout(out, gate=args.gate),
+                           "replay": trainer.evaluate_heldout("replay", gate=args.gate)}
         print(json.dumps({"heldout_success": info["heldout"]["tracking"]["success_rate"],
                           "replay_success": info["heldout"]["replay"]["success_rate"]}), flush=True)
     trainer.write_report(out, info)
