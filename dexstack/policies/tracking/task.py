@@ -214,7 +214,7 @@ class TrackingTask:
         self.obs_size = sum(f.size for f in manifest.observation)
 
     def _t(self, x) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(x, dtype=float), dtype=self.dtype, device=self.device)
+        return torch.as_tensor(np.array(x, dtype=float), dtype=self.dtype, device=self.device)
 
     # -------------------------------------------------------------------------------- resets and randomisation
     def new_state(self, n_envs: int) -> TaskState:
