@@ -86,7 +86,7 @@ class CommandPath:
         return CommandPath(gate, timestep_s, (0.0, 0.0), (0.0, 0.0), 0.0)
 
 
-OUTPUTS = ("q", "dq", "object_pose", "q_obs", "dq_obs", "object_pose_obs")
+OUTPUTS = ("q", "dq", "object_pose", "q_obs", "dq_obs", "object_pose_obs", "unstable")
 
 
 class MujocoBatch:
@@ -139,7 +139,8 @@ class MujocoBatch:
         if self.per_tick * self.n_ticks != self.nstep:
             raise ValueError(f"the gate's {self.tick_s} s tick is not a multiple of the timestep {model.opt.timestep}")
         self.now_s = np.zeros(n_envs)  # each env's monotonic gate clock (never reset: the gate's tick spacing)
-        self.out = {k: np.zeros((n_envs, 7 if "object" in k else self.n)) for k in OUTPUTS}
+        self.out = {k: np.zeros(_width(k, self.n, n_envs)) for k in OUTPUTS}
+        self.unstable_count = 0
 
     # ------------------------------------------------------------------ reset
     def reset(self, ids: np.ndarray, q: np.ndarray, object_pose: np.ndarray, friction_scale: np.ndarray,
@@ -165,6 +166,7 @@ class MujocoBatch:
                 gate.estop("episode reset")
                 gate.update_state(q[k], self.now_s[i])
                 gate.reset(self.now_s[i])
+            self.out["unstable"][i] = 0.0
             for key, value in (("q", q[k]), ("q_obs", q[k]), ("dq", 0.0), ("dq_obs", 0.0),
                                ("object_pose", object_pose[k]), ("object_pose_obs", object_pose[k])):
                 self.out[key][i] = value
@@ -205,8 +207,13 @@ class MujocoBatch:
     def step(self, targets: np.ndarray) -> dict[str, np.ndarray]:
         """One control period for every env with full joint targets (N, n); returns true and observed states."""
         self._controls(np.asarray(targets, dtype=float))
+        t_expected = self.state[:, 0] + self.nstep * self.path.timestep_s
         states, _ = rollout.rollout(self.models, self.thread_data, self.state, self.ctrl)
         self.state[:] = states[:, -1]
+        # MuJoCo resets a diverged simulation (warning 'unstable', time back to 0): the episode must end there
+        unstable = np.abs(states[:, -1, 0] - t_expected) > 0.5 * self.path.timestep_s
+        self.unstable_count += int(unstable.sum())
+        self.out["unstable"][:] = unstable
         last = states[:, -1]
         out, p = self.out, self.path
         out["q"][:] = last[:, self.i_q]
@@ -230,8 +237,12 @@ class MujocoBatch:
 
 
 # ---------------------------------------------------------------------------------------------- worker processes
+def _width(key: str, n: int, n_envs: int) -> tuple[int, ...]:
+    return (n_envs,) if key == "unstable" else (n_envs, 7 if "object" in key else n)
+
+
 def _shapes(n_envs: int, n: int) -> dict[str, tuple[int, ...]]:
-    shapes = {k: (n_envs, 7 if "object" in k else n) for k in OUTPUTS}
+    shapes = {k: _width(k, n, n_envs) for k in OUTPUTS}
     shapes.update(targets=(n_envs, n), reset_q=(n_envs, n), reset_object=(n_envs, 7), reset_scale=(n_envs, 2),
                   reset_mask=(n_envs,))
     return shapes

@@ -79,6 +79,10 @@ class VecTrackingEnv:
             out = self.backend.step(targets.double().cpu().numpy())
         true = self._measured(out, "")
         reward, failed, timeout = task.advance(state, true, raw_c, targets)
+        if "unstable" in out:  # the physics diverged and was reset: a failed episode, no reward for it
+            unstable = _tensor(out["unstable"], state.t_s) > 0
+            failed = failed | unstable
+            reward = torch.where(unstable, torch.zeros_like(reward), reward)
         done = failed | timeout
         info = StepInfo(done=done, success=task.success(state) & timeout & ~failed, failed=failed,
                         ref=state.ref.clone(), max_position_error_m=state.max_pos_err.clone(),
