@@ -120,7 +120,8 @@ def timestep_sweep(timesteps=(0.001, 0.002, 0.0025, 0.005, 0.01)) -> list[dict]:
             obj_err.append(float(np.max(np.linalg.norm(obj[:, :3] - obj1[:, :3], axis=1))))
             cost.append(c)
         results.append({"timestep_s": dt, "finite": finite, "max_joint_err_rad": round(max(q_err), 5),
-                        "max_object_err_m": round(max(obj_err), 5), "ms_per_control_step": round(1e3 * np.mean(cost), 3)})
+                        "max_object_err_m": round(max(obj_err), 5),
+                        "ms_per_control_step": round(1e3 * np.mean(cost), 3)})
     return results
 
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from dexstack.policies import load_policy, load_reference, reference_path
+from dexstack.policies.manifest import write_manifest
 from dexstack.policies.observation import RobotState
 from dexstack.policies.runtime import PolicyRuntime
 from dexstack.policies.tracking.rl_games_config import rl_games_config
 from dexstack.policies.tracking.trainer import tracking_manifest
-from dexstack.policies.manifest import write_manifest
 from dexstack.robot import load_description
 
 REPO = Path(__file__).resolve().parents[2]

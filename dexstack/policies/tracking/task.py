@@ -301,7 +301,8 @@ class TrackingTask:
         state.max_pos_err = torch.maximum(state.max_pos_err, pos_err)
         state.last_pos_err, state.last_rot_err = pos_err, rot_err
         q_err = (true.q - self.bank.q_at(state.ref, state.t_s[:, None])[:, 0]).abs().mean(-1)
-        reward = (c.w_object_pos * torch.exp(-c.k_object_pos * pos_err) + c.w_object_rot * torch.exp(-c.k_object_rot * rot_err)
+        reward = (c.w_object_pos * torch.exp(-c.k_object_pos * pos_err)
+                  + c.w_object_rot * torch.exp(-c.k_object_rot * rot_err)
                   + c.w_joints * torch.exp(-c.k_joints * q_err) - c.w_action * (raw ** 2).mean(-1))
         state.last_action = raw
         state.last_target = targets

@@ -268,7 +268,8 @@ def _close(bar) -> None:
 def evaluate_heldout(bundle: str | Path, gate: str = "limits", timestep_s: float = 0.001,
                      profile: str = "panda_allegro") -> dict:
     """In-process held-out evaluation through the policy runtime (as the node runs it), the physics behind the
-    gate at ``gate`` ("off": the old ungated path), no latency, at the sim cell's own 1 ms timestep by default. Returns success rate and episodes."""
+    gate at ``gate`` ("off": the old ungated path), no latency, at the sim cell's own 1 ms timestep by default.
+    Returns success rate and episodes."""
     from dexstack.policies import list_references, load_policy, load_reference, reference_path  # noqa: PLC0415
     from dexstack.policies.tracking.env import evaluate  # noqa: PLC0415
     from dexstack.policies.tracking.gated_cell import GatedCell  # noqa: PLC0415
