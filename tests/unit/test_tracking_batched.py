@@ -192,6 +192,31 @@ def test_training_commands_pass_the_safety_gate_limits_and_rate():
     assert np.abs(ungated.ctrl[0][-1, act] - q0).max() > np.abs(batch.ctrl[0][0, act] - q0).max()
 
 
+def test_open_workspace_gate_is_the_gate_with_an_open_box():
+    from dataclasses import replace
+
+    from dexstack.policies.tracking.cpu_backend import OPEN_WORKSPACE_M, OpenWorkspaceGate
+    from dexstack.safety.gate import SafetyGate
+
+    cfg = replace(load_safety_config(), workspace_min_m=OPEN_WORKSPACE_M[0], workspace_max_m=OPEN_WORKSPACE_M[1])
+    gates = [SafetyGate(D, cfg), OpenWorkspaceGate(D, cfg)]
+    q = D.home()
+    outs = [[], []]
+    for g, out in zip(gates, outs):
+        g.update_state(q, 0.0)
+        t = 0.0
+        for k in range(20):
+            g.arm_command(D.arm_joints, [q[:N_ARM] + 0.3 * np.sin(k / 3)], [0.05], t)
+            g.hand_command(q[N_ARM:] + 0.5 * np.cos(k / 3), t)
+            for _ in range(5):
+                t += 0.01
+                g.update_state(q, t)
+                o = g.tick(t)
+                out.append(np.concatenate([o.arm_rad, o.hand_rad]))
+    np.testing.assert_array_equal(np.array(outs[0]), np.array(outs[1]))
+    assert np.ptp(np.array(outs[0])[:, 0]) > 0.1
+
+
 def test_observation_latency_and_drops_come_from_the_rollout_history():
     path = CommandPath(gate="off", timestep_s=0.005, joint_latency_s=(0.02, 0.02), object_latency_s=(0.08, 0.08),
                        object_drop_prob=0.0)

@@ -55,6 +55,14 @@ def load_safety_config(path=None) -> SafetyConfig:
     return SafetyConfig(**values)
 
 
+class OpenWorkspaceGate(SafetyGate):
+    """The gate with its workspace box opened (``OPEN_WORKSPACE_M``): the box can never fire there, so its forward
+    kinematics is skipped (~45% of a tick); every other rule (margins, filter, watchdogs, re-seeding) is the gate's."""
+
+    def workspace_violation_m(self, q: np.ndarray) -> float:
+        return 0.0
+
+
 @dataclass(frozen=True)
 class CommandPath:
     """How commands and observations travel between the policy and the physics."""
@@ -130,9 +138,11 @@ class MujocoBatch:
         self.last_obj_obs = np.zeros((n_envs, 7))
         self.rng = np.random.default_rng(seed)
         self.safety = safety or load_safety_config()
+        gate_type = SafetyGate
         if self.path.gate == "limits":
             self.safety = replace(self.safety, workspace_min_m=OPEN_WORKSPACE_M[0], workspace_max_m=OPEN_WORKSPACE_M[1])
-        self.gates = [SafetyGate(d, self.safety) for _ in range(n_envs)] if self.path.gate != "off" else []
+            gate_type = OpenWorkspaceGate
+        self.gates = [gate_type(d, self.safety) for _ in range(n_envs)] if self.path.gate != "off" else []
         self.tick_s = 1.0 / self.safety.rate_hz
         self.n_ticks = int(round(period_s / self.tick_s)) if self.gates else 1
         self.per_tick = self.nstep // self.n_ticks
