@@ -12,7 +12,7 @@ C backend after ``--mjwarp-steps`` physics steps of the same controls; null if m
 ``gpu_samples_per_s`` / ``gpu_device`` (null without a GPU), ``heldout_success_before`` / ``heldout_success_after``
 (in-process evaluation through the policy runtime on the held-out references, the physics behind the gate:
 ``--before`` vs ``--after`` bundles), ``baseline_samples_per_s`` (the old trainer's recorded figure, from the
-shipped bundle's train.json when it still describes the old run). ``--timestep-sweep`` adds ``timestep_sweep``: per
+``--before`` bundle's train.json when it describes an old-trainer run). ``--timestep-sweep`` adds ``timestep_sweep``: per
 physics timestep, the replayed reference's joint and object error vs 1 ms and whether it stayed finite.
 """
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     result["gpu_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     result["heldout_success_before"] = heldout(args.before, args.gate) if args.before else None
     result["heldout_success_after"] = heldout(args.after, args.gate) if args.after else None
-    old = REPO / "policies" / "track_cube" / "train.json"
+    old = Path(args.before or REPO / "policies" / "track_cube") / "train.json"
     if old.is_file():
         info = json.loads(old.read_text())
         if "samples" in info and "wall_s" in info:
