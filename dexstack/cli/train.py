@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=32, help="steps per environment per PPO iteration")
     parser.add_argument("--gate", default="limits", choices=("full", "limits", "off"),
                         help="cpu backend: safety gate in the loop (see cpu_backend.CommandPath)")
+    parser.add_argument("--train-references", type=int, default=24, help="sampled training references (+3 base)")
+    parser.add_argument("--validation-references", type=int, default=6)
     parser.add_argument("--timestep", type=float, default=0.005, help="physics timestep (s)")
     parser.add_argument("--validate-every", type=float, default=60.0, help="seconds between validation runs")
     parser.add_argument("--device", default="cpu", help="torch/warp device (mjwarp: cuda on a GPU)")
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             config = trainer.TrainConfig(backend=args.backend, minutes=args.minutes, iterations=args.iterations,
                                          seed=seed, envs=args.envs, workers=args.workers, steps=args.steps,
                                          gate=args.gate, timestep_s=args.timestep,
+                                         train_references=args.train_references,
+                                         validation_references=args.validation_references,
                                          validate_every_s=args.validate_every, device=args.device)
             summary = trainer.train(config, out / f"seed_{seed}", progress=not args.no_progress)
             print(json.dumps({"seed": seed, "samples": summary["samples"], "samples_per_s": summary["samples_per_s"],

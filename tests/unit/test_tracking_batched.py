@@ -270,6 +270,24 @@ def test_tiny_training_run_writes_a_bundle_the_runtime_loads(tmp_path):
     assert policy.manifest.observation_size == 166
 
 
+def test_train_cli_runs_several_seeds_and_keeps_the_best_on_validation(tmp_path, capsys):
+    import json
+
+    from dexstack.cli.train import main
+
+    out = tmp_path / "bundle"
+    assert main(["tracking", "--iterations", "1", "--envs", "2", "--workers", "1", "--steps", "2", "--seed", "0",
+                 "--seed", "1", "--train-references", "1", "--validation-references", "1", "--no-progress",
+                 "--no-heldout", "--out", str(out)]) == 0
+    info = json.loads((out / "train.json").read_text())
+    assert [s["seed"] for s in info["seeds"]] == [0, 1] and info["selected_seed"] in (0, 1)
+    assert (out / "model.pt").read_bytes() == (out / f"seed_{info['selected_seed']}" / "model.pt").read_bytes()
+    assert main(["grasp", "--out", str(tmp_path / "g")]) == 2
+    assert main(["tracking", "--backend", "isaacgym", "--iterations", "1", "--train-references", "1",
+                 "--validation-references", "1", "--no-progress", "--out", str(tmp_path / "i")]) == 2
+    assert "Isaac Gym" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(os.environ.get("DEXSTACK_TEST_MJWARP") != "1",
                     reason="MuJoCo Warp on Warp's CPU device compiles its kernels for ~3 min cold on 2 cores: "
                            "set DEXSTACK_TEST_MJWARP=1 (bench/train_throughput.py reports mjwarp_cpu_state_err)")
