@@ -43,8 +43,8 @@ def test_isaacgym_adapter_type_checks_against_the_stubs(tmp_path):
     bad.write_text("from isaacgym import gymapi\np = gymapi.SimParams()\np.dt = 'fast'\n"
                    "gymapi.acquire_gym().create_sim('zero', 0, gymapi.SIM_PHYSX, p)\n")
     ini = tmp_path / "mypy.ini"
-    ini.write_text("[mypy]\nfollow_imports = silent\nignore_missing_imports = True\n"
-                   "[mypy-isaacgym.*]\nignore_errors = True\n")
+    ini.write_text("[mypy]\nfollow_imports = skip\nignore_missing_imports = True\n"
+                   "[mypy-isaacgym.*]\nfollow_imports = normal\nignore_errors = True\n")
     out = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ini), "--cache-dir",
                           str(REPO / ".mypy_cache"), str(ADAPTER), str(bad)], capture_output=True, text=True,
                          env={"MYPYPATH": str(stubs), "PATH": "/usr/bin:/bin"}, cwd=REPO)
