@@ -126,11 +126,14 @@ def timestep_sweep(timesteps=(0.001, 0.002, 0.0025, 0.005, 0.01)) -> list[dict]:
 
 
 def mjwarp_state_error(steps: int) -> float | None:
+    import contextlib  # noqa: PLC0415
+
     try:
         from dexstack.policies.tracking.mjwarp_backend import state_error_vs_c  # noqa: PLC0415
     except ImportError:
         return None
-    return state_error_vs_c(steps)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the one JSON line only
+        return state_error_vs_c(steps)
 
 
 def heldout(bundle: str, gate: str) -> float:

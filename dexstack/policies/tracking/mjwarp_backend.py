@@ -34,11 +34,12 @@ class MjWarpBatch:
 
     def __init__(self, n_envs: int, period_s: float, timestep_s: float = 0.005, device: str = "cpu",
                  cell: str = "tabletop", position_margin_rad: float = 0.02):
-        import mujoco_warp as mjw  # noqa: PLC0415
         import warp as wp  # noqa: PLC0415
 
+        wp.config.quiet = True  # before mujoco_warp initialises Warp: no banner or kernel-load lines on stdout
+        import mujoco_warp as mjw  # noqa: PLC0415
+
         self._mjw, self._wp = mjw, wp
-        wp.config.quiet = True
         sim = SimCell(cell, with_camera=False)
         self.description = d = sim.description
         mjm = sim.model
