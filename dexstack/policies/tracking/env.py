@@ -57,7 +57,8 @@ class TrackingTask:
         self.max_pos_err = max(self.max_pos_err, pos_err)
         self.last_pos_err, self.last_rot_err = pos_err, rot_err
         q_err = float(np.mean(np.abs(q - self.reference.q_at(t_s))))
-        reward = (c.w_object_pos * np.exp(-c.k_object_pos * pos_err) + c.w_object_rot * np.exp(-c.k_object_rot * rot_err)
+        reward = (c.w_object_pos * np.exp(-c.k_object_pos * pos_err)
+                  + c.w_object_rot * np.exp(-c.k_object_rot * rot_err)
                   + c.w_joints * np.exp(-c.k_joints * q_err) - c.w_action * float(np.mean(raw_action ** 2)))
         return float(reward), pos_err > c.terminate_position_error_m
 
