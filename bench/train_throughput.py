@@ -13,7 +13,8 @@ C backend after ``--mjwarp-steps`` physics steps of the same controls; null if m
 (in-process evaluation through the policy runtime on the held-out references, the physics behind the gate:
 ``--before`` vs ``--after`` bundles), ``baseline_samples_per_s`` (the old trainer's recorded figure, from the
 ``--before`` bundle's train.json when it describes an old-trainer run). ``--timestep-sweep`` adds
-``timestep_sweep``: per physics timestep, the replayed reference's joint and object error vs 1 ms and whether it stayed finite.
+``timestep_sweep``: per physics timestep, the replayed reference's joint and object error vs 1 ms and whether it
+stayed finite.
 """
 
 from __future__ import annotations

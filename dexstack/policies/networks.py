@@ -14,7 +14,8 @@ ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "selu": nn.SELU,
                "identity": nn.Identity}
 
 
-def build_mlp(sizes: list[int] | tuple[int, ...], activation: str = "elu", last_activation: bool = False) -> nn.Sequential:
+def build_mlp(sizes: list[int] | tuple[int, ...], activation: str = "elu",
+              last_activation: bool = False) -> nn.Sequential:
     """``Linear, act, Linear, act, ..., Linear``: layer ``i`` of ``sizes`` feeds layer ``i + 1``.
 
     Its ``state_dict`` (keys ``0.weight``, ``0.bias``, ``2.weight``, ...) is the ``state_dict`` checkpoint format.
