@@ -171,7 +171,8 @@ def test_training_commands_pass_the_safety_gate_limits_and_rate():
     lim = D.limit_arrays()
     q0 = np.clip(D.home(), lim["lower"] + 0.05, lim["upper"] - 0.05)  # inside the margin: no re-seed jump
     batch.reset(np.array([0]), q0[None], np.array([[0.5, 0.0, 0.025, 0, 0, 0, 1.0]]), np.ones(1), np.ones(1))
-    target = lim["upper"] + 1.0
+    # beyond the limits and a large step, but not absurd (the gate refuses > max_outside_limits_rad or max step)
+    target = np.minimum(q0 + 1.0, lim["upper"] + 0.2)
     v_max = safety.velocity_scale * lim["velocity"]
     act = batch.act_ids
     prev = q0
@@ -186,6 +187,10 @@ def test_training_commands_pass_the_safety_gate_limits_and_rate():
         prev = ctrl[-1]
     moved = np.abs(prev - q0)
     assert moved[:N_ARM].max() > 0.01  # the arm did move toward the target
+    held = batch.setpoint[0].copy()
+    batch.step((lim["upper"] + 1.0)[None])  # absurd: refused whole, the gate holds
+    assert batch.refused_count == 1
+    assert np.abs(batch.setpoint[0] - held)[:N_ARM].max() < 0.05
     ungated = MujocoBatch(1, 0.05, CommandPath.ideal("off", 0.005))
     ungated.reset(np.array([0]), q0[None], np.array([[0.5, 0.0, 0.025, 0, 0, 0, 1.0]]), np.ones(1), np.ones(1))
     ungated.step(np.clip(target, lim["lower"], lim["upper"])[None])
@@ -207,7 +212,7 @@ def test_open_workspace_gate_is_the_gate_with_an_open_box():
         t = 0.0
         for k in range(20):
             g.arm_command(D.arm_joints, [q[:N_ARM] + 0.3 * np.sin(k / 3)], [0.05], t)
-            g.hand_command(q[N_ARM:] + 0.5 * np.cos(k / 3), t)
+            g.hand_command(q[N_ARM:] + 0.2 * np.cos(k / 3), t)
             for _ in range(5):
                 t += 0.01
                 g.update_state(q, t)

@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from mujoco import rollout  # noqa: E402
 
+from dexstack.control.commands import CommandError  # noqa: E402
 from dexstack.paths import data_path  # noqa: E402
 from dexstack.safety.gate import SafetyConfig, SafetyGate  # noqa: E402
 from dexstack.sim import SimCell  # noqa: E402
@@ -151,6 +152,7 @@ class MujocoBatch:
         self.now_s = np.zeros(n_envs)  # each env's monotonic gate clock (never reset: the gate's tick spacing)
         self.out = {k: np.zeros(_width(k, self.n, n_envs)) for k in OUTPUTS}
         self.unstable_count = 0
+        self.refused_count = 0
 
     # ------------------------------------------------------------------ reset
     def reset(self, ids: np.ndarray, q: np.ndarray, object_pose: np.ndarray, friction_scale: np.ndarray,
@@ -192,8 +194,11 @@ class MujocoBatch:
             if self.gates:
                 gate, now = self.gates[i], self.now_s[i]
                 gate.update_state(self.out["q"][i], now)
-                gate.arm_command(self.description.arm_joints, [targets[i, :n_arm]], [self.period_s], now)
-                gate.hand_command(targets[i, n_arm:], now)
+                try:  # a refused command (absurd target) leaves the gate holding, as on the deployed path
+                    gate.arm_command(self.description.arm_joints, [targets[i, :n_arm]], [self.period_s], now)
+                    gate.hand_command(targets[i, n_arm:], now)
+                except CommandError:
+                    self.refused_count += 1
                 for k in range(self.n_ticks):
                     out = gate.tick(now + k * self.tick_s)
                     new = prev.copy()
