@@ -28,6 +28,7 @@ TOOLS = {
     "dexstack-calibrate": "dexstack.cli.calibrate:main",
     "dexstack-vgps-collect": "dexstack.vgps.collect:main",
     "dexstack-train-vgps": "dexstack.vgps.train:main",
+    "dexstack-train": "dexstack.cli.train:main",
 }
 
 

@@ -37,6 +37,15 @@ class JointTargets:
         return q
 
 
+def clip_raw_action(raw, clip: float | None):
+    """The raw network output clipped to ``[-clip, clip]`` (``None``: unclipped), for numpy arrays and torch tensors
+    alike: the one clip used by training (the task layer), the runtime (:class:`~dexstack.policies.networks.
+    NetworkRunner`) and evaluation."""
+    if clip is None:
+        return raw
+    return raw.clip(-clip, clip)
+
+
 class ActionMapper:
     def __init__(self, spec: ActionSpec, description: RobotDescription):
         self.spec = spec

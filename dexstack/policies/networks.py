@@ -6,11 +6,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from dexstack.policies.action import clip_raw_action
+
+OBS_NORM_EPS, OBS_NORM_CLIP = 1e-5, 5.0
+
 ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "selu": nn.SELU, "gelu": nn.GELU, "silu": nn.SiLU,
                "identity": nn.Identity}
 
 
-def build_mlp(sizes: list[int] | tuple[int, ...], activation: str = "elu", last_activation: bool = False) -> nn.Sequential:
+def build_mlp(sizes: list[int] | tuple[int, ...], activation: str = "elu",
+              last_activation: bool = False) -> nn.Sequential:
     """``Linear, act, Linear, act, ..., Linear``: layer ``i`` of ``sizes`` feeds layer ``i + 1``.
 
     Its ``state_dict`` (keys ``0.weight``, ``0.bias``, ``2.weight``, ...) is the ``state_dict`` checkpoint format.
@@ -39,17 +44,24 @@ class RlGamesActor(nn.Module):
         return self.mu(self.actor_mlp(obs))
 
 
+def normalize_observation(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, eps: float = OBS_NORM_EPS,
+                          clip: float = OBS_NORM_CLIP) -> torch.Tensor:
+    """``clamp((x - mean) / sqrt(var + eps), -clip, clip)``: the one observation normaliser of training (running
+    statistics, :class:`dexstack.policies.tracking.ppo.RunningMeanStd`) and deployment (:class:`ObsNormalizer`)."""
+    return torch.clamp((x - mean) / torch.sqrt(var + eps), -clip, clip)
+
+
 class ObsNormalizer(nn.Module):
     """``clamp((x - mean) / sqrt(var + eps), -clip, clip)``, as rl_games' RunningMeanStd does at inference."""
 
-    def __init__(self, mean: torch.Tensor, var: torch.Tensor, eps: float = 1e-5, clip: float = 5.0):
+    def __init__(self, mean: torch.Tensor, var: torch.Tensor, eps: float = OBS_NORM_EPS, clip: float = OBS_NORM_CLIP):
         super().__init__()
         self.register_buffer("mean", mean.detach().float().clone())
         self.register_buffer("var", var.detach().float().clone())
         self.eps, self.clip = eps, clip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp((x - self.mean) / torch.sqrt(self.var + self.eps), -self.clip, self.clip)
+        return normalize_observation(x, self.mean, self.var, self.eps, self.clip)
 
 
 class NetworkRunner:
@@ -75,6 +87,5 @@ class NetworkRunner:
         y = self.module(x)
         if isinstance(y, (tuple, list)):  # some exported actors return (mu, sigma, ...): the mean comes first
             y = y[0]
-        if self.clip is not None:
-            y = torch.clamp(y, -self.clip, self.clip)
+        y = clip_raw_action(y, self.clip)
         return y.reshape(-1).to("cpu", torch.float64).numpy()

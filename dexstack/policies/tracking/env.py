@@ -1,6 +1,9 @@
 """The tracking environment: follow a hand-object reference in the sim cell (DexTrack-style), for training and for
 evaluating any policy of the runtime.
 
+This is the single-environment numpy path, kept as the readable reference of the batched task layer
+(:mod:`dexstack.policies.tracking.task`, which the trainer and every backend use; tests check both agree).
+
 Layers:
 
 - :class:`TrackingTask` (no simulator): reward, success and termination from measured vs reference states;
@@ -20,39 +23,18 @@ noise on joints and the object pose.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from dexstack.policies.action import ActionMapper
+from dexstack.policies.action import ActionMapper, clip_raw_action
 from dexstack.policies.manifest import PolicyManifest
 from dexstack.policies.observation import ObservationBuilder, RobotState, StepContext
 from dexstack.policies.reference import ReferenceTrajectory
 from dexstack.policies.registry import Policy
 from dexstack.policies.runtime import PolicyRuntime
+from dexstack.policies.tracking.task import Randomization, SuccessCriteria, TaskConfig  # noqa: F401 (one definition)
 from dexstack.transforms import quat_angle_rad as quat_angle
-
-
-@dataclass(frozen=True)
-class SuccessCriteria:
-    """A reference is tracked when the object stays near its reference all along and ends where it should."""
-
-    max_position_error_m: float = 0.04
-    final_position_error_m: float = 0.03
-    final_rotation_error_rad: float = 0.4
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    w_object_pos: float = 1.0
-    w_object_rot: float = 0.5
-    w_joints: float = 0.3
-    k_object_pos: float = 40.0  # 1/m
-    k_object_rot: float = 3.0  # 1/rad
-    k_joints: float = 2.0  # 1/rad (mean absolute error)
-    w_action: float = 0.01
-    terminate_position_error_m: float = 0.08
-    success: SuccessCriteria = field(default_factory=SuccessCriteria)
 
 
 class TrackingTask:
@@ -75,7 +57,8 @@ class TrackingTask:
         self.max_pos_err = max(self.max_pos_err, pos_err)
         self.last_pos_err, self.last_rot_err = pos_err, rot_err
         q_err = float(np.mean(np.abs(q - self.reference.q_at(t_s))))
-        reward = (c.w_object_pos * np.exp(-c.k_object_pos * pos_err) + c.w_object_rot * np.exp(-c.k_object_rot * rot_err)
+        reward = (c.w_object_pos * np.exp(-c.k_object_pos * pos_err)
+                  + c.w_object_rot * np.exp(-c.k_object_rot * rot_err)
                   + c.w_joints * np.exp(-c.k_joints * q_err) - c.w_action * float(np.mean(raw_action ** 2)))
         return float(reward), pos_err > c.terminate_position_error_m
 
@@ -83,20 +66,6 @@ class TrackingTask:
         s = self.config.success
         return (self.max_pos_err <= s.max_position_error_m and self.last_pos_err <= s.final_position_error_m
                 and self.last_rot_err <= s.final_rotation_error_rad)
-
-
-@dataclass(frozen=True)
-class Randomization:
-    friction_scale: tuple[float, float] = (0.7, 1.3)
-    mass_scale: tuple[float, float] = (0.7, 1.5)
-    joint_pos_noise_rad: float = 0.005
-    joint_vel_noise_rad_s: float = 0.05
-    object_pos_noise_m: float = 0.003
-    object_rot_noise_rad: float = 0.02
-
-    @staticmethod
-    def none() -> Randomization:
-        return Randomization((1.0, 1.0), (1.0, 1.0), 0.0, 0.0, 0.0, 0.0)
 
 
 def noisy_state(q, dq, obj, rng: np.random.Generator, r: Randomization) -> RobotState:
@@ -164,9 +133,7 @@ class TrackingEnv:
         return self._observe()
 
     def step(self, raw: np.ndarray) -> tuple[np.ndarray, float, bool, dict]:
-        raw = np.clip(np.asarray(raw, dtype=float), -1.0, 1.0) if self.manifest.action.clip else np.asarray(raw, float)
-        if self.manifest.action.clip:
-            raw = np.clip(raw, -self.manifest.action.clip, self.manifest.action.clip)
+        raw = clip_raw_action(np.asarray(raw, dtype=float), self.manifest.action.clip)
         targets = self.action.targets(raw, self._ctx(self.state))
         self.backend.command(targets.arm, targets.hand, self.period_s)
         self.backend.advance(self.period_s)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dexstack.policies.networks import RlGamesActor, build_mlp
+from dexstack.policies.networks import OBS_NORM_EPS, RlGamesActor, build_mlp, normalize_observation
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class PPOConfig:
 
 
 class RunningMeanStd(nn.Module):
-    def __init__(self, size: int, eps: float = 1e-5):
+    def __init__(self, size: int, eps: float = OBS_NORM_EPS):
         super().__init__()
         self.register_buffer("mean", torch.zeros(size, dtype=torch.float64))
         self.register_buffer("var", torch.ones(size, dtype=torch.float64))
@@ -53,7 +53,7 @@ class RunningMeanStd(nn.Module):
         self.count = total
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp((x - self.mean.float()) / torch.sqrt(self.var.float() + self.eps), -5.0, 5.0)
+        return normalize_observation(x, self.mean.float(), self.var.float(), self.eps)
 
 
 class ActorCritic(nn.Module):

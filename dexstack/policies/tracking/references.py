@@ -254,6 +254,35 @@ def training_specs(n: int, seed: int = 0) -> list[TaskSpec]:
     return specs
 
 
+def validation_specs(n: int = 6) -> list[TaskSpec]:
+    """Fixed references for checkpoint selection: drawn from the training distribution's ranges with their own
+    seed, so they are neither training references (``training_specs`` with any seed draws other values almost
+    surely; checked by a test) nor the held-out ones (which are only used to report)."""
+    specs = [replace(s, name=s.name.replace("train_", "val_")) for s in training_specs(n, seed=7919)]
+    held = {(s.kind, s.object_xy_m, s.lift_m, s.push_m, s.rotate_rad) for s in HELD_OUT}
+    return [s for s in specs if (s.kind, s.object_xy_m, s.lift_m, s.push_m, s.rotate_rad) not in held]
+
+
+def cached_reference(spec: TaskSpec, description: RobotDescription, cache_dir=None) -> ReferenceTrajectory:
+    """:func:`make_reference` (IK, ~1 s) memoised on disk by the spec and the robot profile."""
+    import hashlib  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from dexstack.policies.reference import load_reference, save_reference  # noqa: PLC0415
+
+    root = Path(cache_dir or Path.home() / ".cache" / "dexstack" / "references")
+    key = hashlib.sha1(f"{spec!r}|{description.profile.name}|{RATE_HZ}|{PHASES_S}".encode()).hexdigest()[:16]
+    path = root / f"{spec.name or spec.kind}-{key}.npz"
+    if path.is_file():
+        try:
+            return load_reference(path, description)
+        except Exception:  # noqa: BLE001 (a corrupt cache entry is rebuilt)
+            path.unlink(missing_ok=True)
+    ref = make_reference(spec, description)
+    save_reference(ref, description.joints, path)
+    return ref
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m dexstack.policies.tracking.references``: (re)write policies/references/*.npz."""
     import argparse  # noqa: PLC0415

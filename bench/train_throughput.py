@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Training throughput of the tracking trainer (one JSON line).
+
+    flock /tmp/dexstack-cpu.lock .venv/bin/python bench/train_throughput.py --seconds 60
+
+Keys: ``cpu_samples_per_s`` (PPO training samples per second on this machine, everything included: physics
+workers, the safety gate in the loop, task layer, policy, PPO update, no validation), ``cpu_cpu_ms_per_sample``
+(CPU time of all processes per sample: independent of other load on a shared machine), ``cpu_env_steps_per_s``
+(env only: the same vector env stepped with zero actions, no learning), ``cpu_samples_per_s_gate_off``,
+``mjwarp_cpu_state_err`` (max |qpos| difference, rad or m, between MuJoCo Warp on Warp's CPU device and the MuJoCo
+C backend after ``--mjwarp-steps`` physics steps of the same controls; null if mujoco_warp is missing),
+``gpu_samples_per_s`` / ``gpu_device`` (null without a GPU), ``heldout_success_before`` / ``heldout_success_after``
+(in-process evaluation through the policy runtime on the held-out references, the physics behind the gate:
+``--before`` vs ``--after`` bundles), ``baseline_samples_per_s`` (the old trainer's recorded figure, from the
+``--before`` bundle's train.json when it describes an old-trainer run). ``--timestep-sweep`` adds
+``timestep_sweep``: per physics timestep, the replayed reference's joint and object error vs 1 ms and whether it
+stayed finite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cpu_s() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def training_rate(seconds: float, gate: str, envs: int, workers: int) -> dict:
+    """PPO samples/s: a time-limited training run without validation (separate process: its CPU time is counted)."""
+    import subprocess  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    code = (
+        "import json, resource, sys\n"
+        "from pathlib import Path\n"
+        "from dexstack.policies.tracking import trainer\n"
+        f"c = trainer.TrainConfig(minutes={seconds / 60.0}, envs={envs}, workers={workers}, gate='{gate}',"
+        " validate_every_s=1e9, validation_references=1)\n"
+        "s = trainer.train(c, Path(sys.argv[1]), progress=False, log=lambda *a: None)\n"
+        "print(json.dumps({'samples': s['samples'], 'wall_s': s['wall_s']}))\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run([sys.executable, "-c", code, tmp], capture_output=True, text=True, check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {"samples_per_s": result["samples"] / result["wall_s"],
+            "cpu_ms_per_sample_upper": 1000.0 * cpu / max(result["samples"], 1)}
+
+
+def env_rate(seconds: float, gate: str, envs: int, workers: int) -> float:
+    from dexstack.policies.manifest import parse_manifest  # noqa: PLC0415
+    from dexstack.policies.tracking.cpu_backend import CommandPath, WorkerPool  # noqa: PLC0415
+    from dexstack.policies.tracking.references import BASE_SPECS, cached_reference  # noqa: PLC0415
+    from dexstack.policies.tracking.task import TrackingTask  # noqa: PLC0415
+    from dexstack.policies.tracking.trainer import tracking_manifest  # noqa: PLC0415
+    from dexstack.policies.tracking.vec_env import VecTrackingEnv  # noqa: PLC0415
+    from dexstack.robot import load_description  # noqa: PLC0415
+
+    d = load_description("panda_allegro")
+    m = parse_manifest(tracking_manifest(len(d.arm_joints), len(d.hand_joints)))
+    task = TrackingTask(m, d, [cached_reference(s, d) for s in BASE_SPECS.values()])
+    pool = WorkerPool(envs, m.period_s, workers, CommandPath(gate=gate))
+    try:
+        env = VecTrackingEnv(task, pool, envs)
+        env.reset()
+        zero = torch.zeros(envs, task.action_size)
+        steps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            env.step(zero)
+            steps += envs
+        return steps / (time.perf_counter() - t0)
+    finally:
+        pool.close()
+
+
+def timestep_sweep(timesteps=(0.001, 0.002, 0.0025, 0.005, 0.01)) -> list[dict]:
+    """Replay the lift reference (zero residual, no gate) at each physics timestep; error vs 1 ms."""
+    from dexstack.policies import load_reference, reference_path  # noqa: PLC0415
+    from dexstack.policies.tracking.cpu_backend import CommandPath, MujocoBatch  # noqa: PLC0415
+    from dexstack.robot import load_description  # noqa: PLC0415
+
+    d = load_description("panda_allegro")
+    results, runs = [], {}
+    for name in ("lift", "push", "rotate"):
+        ref = load_reference(reference_path(name), d)
+        for dt in timesteps:
+            batch = MujocoBatch(1, 0.05, CommandPath.ideal("off", dt))
+            t = np.arange(0.0, ref.duration_s, 0.05)
+            batch.reset(np.array([0]), ref.q_at(0.0)[None], ref.object_pose_at(0.0)[None], np.ones(1), np.ones(1))
+            qs, objs, t0 = [], [], time.perf_counter()
+            for ti in t:
+                out = batch.step(ref.q_at(ti + 0.05)[None])
+                qs.append(out["q"][0].copy())
+                objs.append(out["object_pose"][0].copy())
+            runs[(name, dt)] = (np.array(qs), np.array(objs), (time.perf_counter() - t0) / len(t))
+    for dt in timesteps:
+        q_err, obj_err, finite, cost = [], [], True, []
+        for name in ("lift", "push", "rotate"):
+            q, obj, c = runs[(name, dt)]
+            q1, obj1, _ = runs[(name, timesteps[0])]
+            finite &= bool(np.all(np.isfinite(q)) and np.all(np.isfinite(obj)))
+            q_err.append(float(np.max(np.abs(q - q1))))
+            obj_err.append(float(np.max(np.linalg.norm(obj[:, :3] - obj1[:, :3], axis=1))))
+            cost.append(c)
+        results.append({"timestep_s": dt, "finite": finite, "max_joint_err_rad": round(max(q_err), 5),
+                        "max_object_err_m": round(max(obj_err), 5),
+                        "ms_per_control_step": round(1e3 * np.mean(cost), 3)})
+    return results
+
+
+def mjwarp_state_error(steps: int) -> float | None:
+    import contextlib  # noqa: PLC0415
+
+    try:
+        from dexstack.policies.tracking.mjwarp_backend import state_error_vs_c  # noqa: PLC0415
+    except ImportError:
+        return None
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the one JSON line only
+        return state_error_vs_c(steps)
+
+
+def heldout(bundle: str, gate: str) -> float:
+    from dexstack.policies.tracking.trainer import evaluate_heldout  # noqa: PLC0415
+
+    return evaluate_heldout(bundle, gate=gate)["success_rate"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60.0, help="per throughput measurement")
+    parser.add_argument("--envs", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--gate", default="limits", choices=("full", "limits", "off"))
+    parser.add_argument("--before", default="", help="bundle evaluated as 'before' (e.g. the old track_cube)")
+    parser.add_argument("--after", default="", help="bundle evaluated as 'after'")
+    parser.add_argument("--mjwarp-steps", type=int, default=20)
+    parser.add_argument("--timestep-sweep", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    result: dict = {}
+    train = training_rate(args.seconds, args.gate, args.envs, args.workers)
+    result["cpu_samples_per_s"] = round(train["samples_per_s"], 1)
+    result["cpu_cpu_ms_per_sample"] = round(train["cpu_ms_per_sample_upper"], 3)
+    result["cpu_samples_per_s_gate_off"] = round(training_rate(args.seconds, "off", args.envs,
+                                                               args.workers)["samples_per_s"], 1)
+    result["cpu_env_steps_per_s"] = round(env_rate(args.seconds / 2, args.gate, args.envs, args.workers), 1)
+    result["gate"] = args.gate
+    result["mjwarp_cpu_state_err"] = mjwarp_state_error(args.mjwarp_steps)
+    result["gpu_samples_per_s"] = None
+    result["gpu_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    result["heldout_success_before"] = heldout(args.before, args.gate) if args.before else None
+    result["heldout_success_after"] = heldout(args.after, args.gate) if args.after else None
+    old = Path(args.before or REPO / "policies" / "track_cube") / "train.json"
+    if old.is_file():
+        info = json.loads(old.read_text())
+        if "samples" in info and "wall_s" in info:
+            result["baseline_samples_per_s"] = round(info["samples"] / info["wall_s"], 1)
+    result["load_avg_1min"] = round(os.getloadavg()[0], 2)
+    if args.timestep_sweep:
+        result["timestep_sweep"] = timestep_sweep()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,367 @@
+"""Fast CPU physics backend of the tracking task: N MuJoCo cells per process behind the deployed command path.
+
+Per control period and environment, what the deployed graph does to a policy command, at the same rates:
+
+1. the ``policy`` node's command (a one-point arm trajectory reaching the target after one period, hand positions)
+   goes through :class:`dexstack.safety.gate.SafetyGate` (the pure gate of ``safety_monitor``, configured from
+   ``config/safety.yaml``), ticked at its ``rate_hz`` (100 Hz: 5 ticks per 50 ms period): joint-limit margin,
+   jerk-limited filter (ruckig), workspace box;
+2. each gate output reaches ``sim_cell``'s driver as ``safety_monitor`` sends it: the arm ramps linearly from its
+   current setpoint to the output over the tick (joint_trajectory_controller), the hand steps;
+3. the physics of those setpoints runs in C: the whole period's per-physics-step controls are one array and one
+   ``mujoco.rollout`` call steps all N environments (no Python per physics step);
+4. observations are delayed (joint states and object pose, separately randomised latency) and the object pose
+   is sometimes not refreshed (perception drops frames), taken from the rollout's per-step states.
+
+The gate sees the measured state once per control period (``safety_monitor`` gets ``/joint_states`` at 250 Hz; it
+only uses it to seed its filter and re-seed it beyond ``max_tracking_error_rad``, so the difference is small).
+:class:`WorkerPool` runs slices of the N environments in worker processes on shared-memory arrays.
+
+Physics timestep: ``DEFAULT_TIMESTEP_S`` was chosen by measurement (``bench/train_throughput.py --timestep-sweep``
+and README "Training at scale": stability and tracking error of a replayed reference vs the cell's 1 ms).
+"""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing as mp
+import os
+from dataclasses import dataclass, fields, replace
+from multiprocessing import shared_memory
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from mujoco import rollout  # noqa: E402
+
+from dexstack.control.commands import CommandError  # noqa: E402
+from dexstack.paths import data_path  # noqa: E402
+from dexstack.safety.gate import SafetyConfig, SafetyGate  # noqa: E402
+from dexstack.sim import SimCell  # noqa: E402
+from dexstack.sim.scene import OBJECT_JOINT  # noqa: E402
+
+DEFAULT_TIMESTEP_S = 0.005
+GATE_MODES = ("full", "limits", "off")
+OPEN_WORKSPACE_M = ((-100.0, -100.0, -100.0), (100.0, 100.0, 100.0))
+
+
+def load_safety_config(path=None) -> SafetyConfig:
+    """The safety monitor's parameters from ``config/safety.yaml`` (the launch files' file) as a SafetyConfig."""
+    raw = yaml.safe_load(open(path or data_path("config", "safety.yaml")).read())
+    params = raw["safety_monitor"]["ros__parameters"]
+    names = {f.name for f in fields(SafetyConfig)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in names}
+    return SafetyConfig(**values)
+
+
+class OpenWorkspaceGate(SafetyGate):
+    """The gate with its workspace box opened (``OPEN_WORKSPACE_M``): the box can never fire there, so its forward
+    kinematics is skipped (~45% of a tick); every other rule (margins, filter, watchdogs, re-seeding) is the gate's."""
+
+    def workspace_violation_m(self, q: np.ndarray) -> float:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class CommandPath:
+    """How commands and observations travel between the policy and the physics."""
+
+    # "full": through SafetyGate at its rate, configured as config/safety.yaml (joint-limit margin, jerk-limited
+    # filter, workspace box); "limits": the same gate with the workspace box opened (its clipping bisection costs
+    # ~10x the filter per tick, and the box is being replaced by a table model); "off": targets straight to the driver.
+    gate: str = "limits"
+    timestep_s: float = DEFAULT_TIMESTEP_S
+    joint_latency_s: tuple[float, float] = (0.0, 0.008)  # uniform per step: /joint_states age at the policy tick
+    object_latency_s: tuple[float, float] = (0.0, 0.06)  # object pose age (camera frame interval + perception)
+    object_drop_prob: float = 0.2  # a period without a fresh object pose (object_pose publishes ~11 of 15 Hz)
+
+    def __post_init__(self) -> None:
+        if self.gate not in GATE_MODES:
+            raise ValueError(f"gate must be one of {GATE_MODES}, got {self.gate!r}")
+        if not 0 < self.timestep_s <= 0.01:
+            raise ValueError(f"timestep_s must be in (0, 0.01], got {self.timestep_s}")
+        for name in ("joint_latency_s", "object_latency_s"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{name} must be 0 <= low <= high, got {(lo, hi)}")
+        if not 0 <= self.object_drop_prob < 1:
+            raise ValueError("object_drop_prob must be in [0, 1)")
+
+    @staticmethod
+    def ideal(gate: str = "limits", timestep_s: float = DEFAULT_TIMESTEP_S) -> CommandPath:
+        """No latency, no drops (evaluation)."""
+        return CommandPath(gate, timestep_s, (0.0, 0.0), (0.0, 0.0), 0.0)
+
+
+OUTPUTS = ("q", "dq", "object_pose", "q_obs", "dq_obs", "object_pose_obs", "unstable")
+
+
+class MujocoBatch:
+    """N cells in this process. ``reset(ids, q, object_pose, friction_scale, mass_scale)``, ``step(targets)``."""
+
+    def __init__(self, n_envs: int, period_s: float, path: CommandPath | None = None, cell: str = "tabletop",
+                 seed: int = 0, safety: SafetyConfig | None = None):
+        self.path = path or CommandPath()
+        sim = SimCell(cell, with_camera=False)
+        self.description = d = sim.description
+        model = sim.model
+        model.opt.timestep = self.path.timestep_s
+        self.n_envs, self.period_s = n_envs, period_s
+        self.nstep = int(round(period_s / model.opt.timestep))
+        if abs(self.nstep * model.opt.timestep - period_s) > 1e-9:
+            raise ValueError(f"the control period {period_s} s is not a multiple of the timestep {model.opt.timestep}")
+        self.models = [copy.copy(model) for _ in range(n_envs)]  # per-env friction and mass
+        self.scratch = mujoco.MjData(model)
+        self.thread_data = [mujoco.MjData(model)]
+        self.n_arm, self.n = len(d.arm_joints), len(d.joints)
+        self.qpos_adr = qpos_adr = np.array([model.joint(j).qposadr[0] for j in d.joints])
+        dof_adr = np.array([model.joint(j).dofadr[0] for j in d.joints])
+        self.act_ids = np.array([model.actuator(j).id for j in d.joints])
+        obj_qpos = model.joint(OBJECT_JOINT).qposadr[0]
+        self.obj_qpos = obj_qpos
+        self.obj_body = model.body(sim.cell.object.name).id
+        self.obj_geom = model.geom(f"{sim.cell.object.name}_geom").id
+        self.nominal = (model.geom_friction[self.obj_geom].copy(), float(model.body_mass[self.obj_body]),
+                        model.body_inertia[self.obj_body].copy())
+        S = mujoco.mjtState
+        self.spec = S.mjSTATE_FULLPHYSICS
+        self.nstate = mujoco.mj_stateSize(model, self.spec)
+        off_qpos = mujoco.mj_stateSize(model, S.mjSTATE_TIME)
+        off_qvel = mujoco.mj_stateSize(model, S.mjSTATE_TIME | S.mjSTATE_QPOS)
+        self.i_q, self.i_dq = off_qpos + qpos_adr, off_qvel + dof_adr
+        self.i_obj = off_qpos + obj_qpos + np.arange(7)
+        self.state = np.zeros((n_envs, self.nstate))
+        self.setpoint = np.zeros((n_envs, self.n))  # driver setpoints, description order
+        self.ctrl = np.tile(self.scratch.ctrl, (n_envs, self.nstep, 1))
+        self.obj_hist = np.zeros((n_envs, 2 * self.nstep, 7))  # object poses over the last two periods (xyzw)
+        self.last_obj_obs = np.zeros((n_envs, 7))
+        self.rng = np.random.default_rng(seed)
+        self.safety = safety or load_safety_config()
+        gate_type = SafetyGate
+        if self.path.gate == "limits":
+            self.safety = replace(self.safety, workspace_min_m=OPEN_WORKSPACE_M[0], workspace_max_m=OPEN_WORKSPACE_M[1])
+            gate_type = OpenWorkspaceGate
+        self.gates = [gate_type(d, self.safety) for _ in range(n_envs)] if self.path.gate != "off" else []
+        self.tick_s = 1.0 / self.safety.rate_hz
+        self.n_ticks = int(round(period_s / self.tick_s)) if self.gates else 1
+        self.per_tick = self.nstep // self.n_ticks
+        if self.per_tick * self.n_ticks != self.nstep:
+            raise ValueError(f"the gate's {self.tick_s} s tick is not a multiple of the timestep {model.opt.timestep}")
+        self.now_s = np.zeros(n_envs)  # each env's monotonic gate clock (never reset: the gate's tick spacing)
+        self.out = {k: np.zeros(_width(k, self.n, n_envs)) for k in OUTPUTS}
+        self.unstable_count = 0
+        self.refused_count = 0
+
+    # ------------------------------------------------------------------ reset
+    def reset(self, ids: np.ndarray, q: np.ndarray, object_pose: np.ndarray, friction_scale: np.ndarray,
+              mass_scale: np.ndarray) -> None:
+        friction, mass, inertia = self.nominal
+        for k, i in enumerate(np.asarray(ids, dtype=int)):
+            m = self.models[i]
+            m.geom_friction[self.obj_geom] = friction * np.array([friction_scale[k], 1.0, 1.0])
+            m.body_mass[self.obj_body] = mass * mass_scale[k]
+            m.body_inertia[self.obj_body] = inertia * mass_scale[k]
+            data = self.scratch
+            mujoco.mj_resetData(m, data)
+            data.qpos[self.qpos_adr] = q[k]
+            x, y, z, qx, qy, qz, qw = object_pose[k]
+            data.qpos[self.obj_qpos: self.obj_qpos + 7] = (x, y, z, qw, qx, qy, qz)
+            mujoco.mj_getState(m, data, self.state[i], self.spec)
+            self.setpoint[i] = q[k]
+            self.obj_hist[i] = object_pose[k]
+            self.last_obj_obs[i] = object_pose[k]
+            if self.gates:  # a new episode: the gate forgets its inputs and re-seeds from the measured state
+                gate = self.gates[i]
+                self.now_s[i] += 1.0
+                gate.estop("episode reset")
+                gate.update_state(q[k], self.now_s[i])
+                gate.reset(self.now_s[i])
+            self.out["unstable"][i] = 0.0
+            for key, value in (("q", q[k]), ("q_obs", q[k]), ("dq", 0.0), ("dq_obs", 0.0),
+                               ("object_pose", object_pose[k]), ("object_pose_obs", object_pose[k])):
+                self.out[key][i] = value
+
+    # ------------------------------------------------------------------ step
+    def _controls(self, targets: np.ndarray) -> None:
+        """Fill ``self.ctrl`` (N, nstep, nu) with the driver setpoints of the period (arm ramps, hand steps)."""
+        n_arm, per = self.n_arm, self.per_tick
+        frac = (np.arange(per) / per)[:, None]  # setpoint sampled at each physics step's start
+        setpoints = np.empty((self.nstep, self.n))
+        for i in range(self.n_envs):
+            prev = self.setpoint[i].copy()
+            if self.gates:
+                gate, now = self.gates[i], self.now_s[i]
+                gate.update_state(self.out["q"][i], now)
+                try:  # a refused command (absurd target) leaves the gate holding, as on the deployed path
+                    gate.arm_command(self.description.arm_joints, [targets[i, :n_arm]], [self.period_s], now)
+                    gate.hand_command(targets[i, n_arm:], now)
+                except CommandError:
+                    self.refused_count += 1
+                for k in range(self.n_ticks):
+                    out = gate.tick(now + k * self.tick_s)
+                    new = prev.copy()
+                    if out.arm_rad is not None:
+                        new[:n_arm] = out.arm_rad
+                    if out.hand_rad is not None:
+                        new[n_arm:] = out.hand_rad
+                    rows = setpoints[k * per:(k + 1) * per]
+                    rows[:, :n_arm] = prev[:n_arm] + frac * (new[:n_arm] - prev[:n_arm])
+                    rows[:, n_arm:] = new[n_arm:]
+                    prev = new
+                self.now_s[i] = now + self.period_s
+            else:  # the policy's one-point trajectory straight to the driver: a ramp over the period
+                new = targets[i]
+                setpoints[:, :n_arm] = prev[:n_arm] + frac * (new[:n_arm] - prev[:n_arm])
+                setpoints[:, n_arm:] = new[n_arm:]
+                prev = np.asarray(new, dtype=float)
+            self.setpoint[i] = prev
+            self.ctrl[i][:, self.act_ids] = setpoints
+
+    def step(self, targets: np.ndarray) -> dict[str, np.ndarray]:
+        """One control period for every env with full joint targets (N, n); returns true and observed states."""
+        self._controls(np.asarray(targets, dtype=float))
+        t_expected = self.state[:, 0] + self.nstep * self.path.timestep_s
+        states, _ = rollout.rollout(self.models, self.thread_data, self.state, self.ctrl)
+        self.state[:] = states[:, -1]
+        # MuJoCo resets a diverged simulation (warning 'unstable', time back to 0): the episode must end there
+        unstable = np.abs(states[:, -1, 0] - t_expected) > 0.5 * self.path.timestep_s
+        self.unstable_count += int(unstable.sum())
+        self.out["unstable"][:] = unstable
+        last = states[:, -1]
+        out, p = self.out, self.path
+        out["q"][:] = last[:, self.i_q]
+        out["dq"][:] = last[:, self.i_dq]
+        obj = states[:, :, self.i_obj]  # (N, nstep, 7) wxyz
+        obj = np.concatenate([obj[..., :3], obj[..., 4:], obj[..., 3:4]], axis=-1)
+        self.obj_hist = np.concatenate([self.obj_hist[:, self.nstep:], obj], axis=1)
+        out["object_pose"][:] = obj[:, -1]
+        dt, N = self.path.timestep_s, self.n_envs
+        lag_j = np.minimum((self.rng.uniform(*p.joint_latency_s, N) / dt).astype(int), self.nstep - 1)
+        rows = np.arange(N)
+        lagged = states[rows, self.nstep - 1 - lag_j]
+        out["q_obs"][:] = lagged[:, self.i_q]
+        out["dq_obs"][:] = lagged[:, self.i_dq]
+        lag_o = np.minimum((self.rng.uniform(*p.object_latency_s, N) / dt).astype(int), 2 * self.nstep - 1)
+        fresh = self.obj_hist[rows, 2 * self.nstep - 1 - lag_o]
+        dropped = self.rng.random(N) < p.object_drop_prob
+        self.last_obj_obs = np.where(dropped[:, None], self.last_obj_obs, fresh)
+        out["object_pose_obs"][:] = self.last_obj_obs
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- worker processes
+def _width(key: str, n: int, n_envs: int) -> tuple[int, ...]:
+    return (n_envs,) if key == "unstable" else (n_envs, 7 if "object" in key else n)
+
+
+def _shapes(n_envs: int, n: int) -> dict[str, tuple[int, ...]]:
+    shapes = {k: _width(k, n, n_envs) for k in OUTPUTS}
+    shapes.update(targets=(n_envs, n), reset_q=(n_envs, n), reset_object=(n_envs, 7), reset_scale=(n_envs, 2),
+                  reset_mask=(n_envs,))
+    return shapes
+
+
+def _attach(name: str, shapes: dict) -> tuple[shared_memory.SharedMemory, dict[str, np.ndarray]]:
+    size = sum(int(np.prod(s)) for s in shapes.values()) * 8
+    shm = shared_memory.SharedMemory(name=name) if name else shared_memory.SharedMemory(create=True, size=size)
+    arrays, offset = {}, 0
+    for key, shape in shapes.items():
+        arrays[key] = np.ndarray(shape, dtype=np.float64, buffer=shm.buf, offset=offset)
+        offset += int(np.prod(shape)) * 8
+    return shm, arrays
+
+
+def _worker(conn, shm_name: str, shapes: dict, lo: int, hi: int, period_s: float, path: CommandPath, cell: str,
+            seed: int) -> None:
+    import torch  # noqa: PLC0415 (workers do no torch work: keep them single-threaded)
+
+    torch.set_num_threads(1)
+    shm, a = _attach(shm_name, shapes)
+    batch = MujocoBatch(hi - lo, period_s, path, cell, seed)
+    conn.send("ready")
+    try:
+        while True:
+            command = conn.recv()
+            if command == "reset":
+                ids = np.flatnonzero(a["reset_mask"][lo:hi] > 0)
+                if ids.size:
+                    batch.reset(ids, a["reset_q"][lo:hi][ids], a["reset_object"][lo:hi][ids],
+                                a["reset_scale"][lo:hi][ids, 0], a["reset_scale"][lo:hi][ids, 1])
+                    for key in OUTPUTS:
+                        a[key][lo:hi][ids] = batch.out[key][ids]
+            elif command == "step":
+                out = batch.step(a["targets"][lo:hi])
+                for key in OUTPUTS:
+                    a[key][lo:hi] = out[key]
+            elif command == "close":
+                return
+            conn.send("ok")
+    finally:
+        del a
+        shm.close()
+
+
+class WorkerPool:
+    """:class:`MujocoBatch` slices in ``n_workers`` processes; batches travel through shared memory, the pipes only
+    carry 'step'/'reset'. Same interface as MujocoBatch (``reset``, ``step``, ``out``, ``description``)."""
+
+    def __init__(self, n_envs: int, period_s: float, n_workers: int = 2, path: CommandPath | None = None,
+                 cell: str = "tabletop", seed: int = 0):
+        from dexstack.robot import load_description  # noqa: PLC0415
+        from dexstack.sim.config import load_cell_config  # noqa: PLC0415
+
+        self.description = load_description(load_cell_config(cell).robot_profile)
+        self.n_envs, n = n_envs, len(self.description.joints)
+        self.shapes = _shapes(n_envs, n)
+        self.shm, self.a = _attach("", self.shapes)
+        self.out = {k: self.a[k] for k in OUTPUTS}
+        ctx = mp.get_context("spawn")
+        bounds = np.linspace(0, n_envs, min(n_workers, n_envs) + 1).astype(int)
+        self.conns, self.procs = [], []
+        for w, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, self.shm.name, self.shapes, int(lo), int(hi), period_s,
+                                                     path or CommandPath(), cell, seed * 1000 + w), daemon=True)
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        for conn in self.conns:
+            if conn.recv() != "ready":
+                raise RuntimeError("a physics worker failed to start")
+
+    def _all(self, command: str) -> None:
+        for conn in self.conns:
+            conn.send(command)
+        for conn in self.conns:
+            conn.recv()
+
+    def reset(self, ids, q, object_pose, friction_scale, mass_scale) -> None:
+        a = self.a
+        a["reset_mask"][:] = 0.0
+        ids = np.asarray(ids, dtype=int)
+        a["reset_mask"][ids] = 1.0
+        a["reset_q"][ids], a["reset_object"][ids] = q, object_pose
+        a["reset_scale"][ids, 0], a["reset_scale"][ids, 1] = friction_scale, mass_scale
+        self._all("reset")
+
+    def step(self, targets: np.ndarray) -> dict[str, np.ndarray]:
+        self.a["targets"][:] = targets
+        self._all("step")
+        return self.out
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.send("close")
+            except (BrokenPipeError, OSError):
+                pass
+        for proc in self.procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+        self.out = {}
+        self.a = {}
+        self.shm.close()
+        self.shm.unlink()
