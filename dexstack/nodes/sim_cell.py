@@ -30,6 +30,7 @@ from dexstack.nodes import common  # noqa: E402
 from dexstack.nodes.camera_info import camera_info_msg  # noqa: E402
 from dexstack.nodes.tf import TfPublisher  # noqa: E402
 from dexstack.sim.cell import SimCell  # noqa: E402
+from dexstack.sim.placement import object_start_pose  # noqa: E402
 from dexstack.transforms import transform_to_pose  # noqa: E402
 
 CAMERA_NS = "camera/camera"
@@ -46,6 +47,9 @@ class Params:
     publish_joint_states: bool = common.param(
         True, "Publish /joint_states; false simulates a driver dropout (fault injection).")
     diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", min=0.1, max=10.0)
+    object_start: str = common.param(
+        "", "Object's start pose: '' or 'cell' (the cell config's), 'reference:<name>' (that reference's start), "
+            "or 'x y z [yaw]' (m, rad).", read_only=True)
 
 
 class SimCellNode(Node):
@@ -54,6 +58,9 @@ class SimCellNode(Node):
         self.params = common.declare_params(self, Params)
         self.cell = SimCell(self.params.cell, with_camera=self.params.camera_enabled)
         d = self.cell.description
+        object_start = object_start_pose(self.params.object_start, d)  # ValueError: the node exits with the reason
+        if object_start is not None:
+            self.cell.place_object(object_start)
         self.rejections = ReasonCounter()
         self.physics_rate = common.RateMeter(window_s=2.0)
         self.camera_rate = common.RateMeter(window_s=3.0)

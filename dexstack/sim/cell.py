@@ -60,6 +60,7 @@ class SimCell:
         self._object_qpos = self.model.joint(OBJECT_JOINT).qposadr[0]
         self._arm = TrajectoryFollower(np.zeros(self._n_arm))
         self._hand_target = np.zeros(len(d.hand_joints))
+        self._object_start: np.ndarray | None = None  # (7,) xyz + quat xyzw; None: the cell config's pose
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -84,6 +85,23 @@ class SimCell:
             self._arm.hold(q[: self._n_arm])
             self._hand_target = q[self._n_arm:].copy()
             self.data.ctrl[self._act_ids] = q
+            if self._object_start is not None:
+                x, y, z, qx, qy, qz, qw = self._object_start
+                self.data.qpos[self._object_qpos: self._object_qpos + 7] = (x, y, z, qw, qx, qy, qz)
+            mujoco.mj_forward(self.model, self.data)
+
+    def place_object(self, pose_xyz_quat_xyzw) -> None:
+        """Put the object at rest at ``pose`` (xyz m + quat xyzw, base frame), now and at every reset."""
+        pose = np.asarray(pose_xyz_quat_xyzw, dtype=float)
+        if pose.shape != (7,) or not np.all(np.isfinite(pose)) or np.linalg.norm(pose[3:]) < 1e-6:
+            raise ValueError(f"object pose must be 7 finite numbers (xyz + quaternion xyzw), got {pose.tolist()}")
+        pose[3:] /= np.linalg.norm(pose[3:])
+        self._object_start = pose
+        with self.lock:
+            x, y, z, qx, qy, qz, qw = pose
+            self.data.qpos[self._object_qpos: self._object_qpos + 7] = (x, y, z, qw, qx, qy, qz)
+            dof = self.model.jnt_dofadr[self.model.joint(OBJECT_JOINT).id]
+            self.data.qvel[dof: dof + 6] = 0.0
             mujoco.mj_forward(self.model, self.data)
 
     def joint_state(self) -> JointStateSample:
