@@ -345,6 +345,7 @@ class PolicyNode(Node):
                   "rejected_bundles": str(self.rejected.total), "last_rejection": self.rejected.last_reason,
                   "skipped_steps": str(self.errors.total), "last_skip_reason": self.errors.last_reason,
                   **(policy.diagnostics() if policy else {})}
+        values.update({f"policy_{k}": v for k, v in getattr(policy, "status", {}).items()})  # e.g. anchoring, hold
         self.diag_pub.publish(common.diagnostic_array(self, [StatusReport("policy", level, message, values)]))
         self._max_gap_s = 0.0  # per diagnostics period
 
