@@ -17,12 +17,12 @@ from trajectory_msgs.msg import JointTrajectory
 
 from dexstack.evaluation.scoring import EpisodeRecord
 from dexstack.nodes import common
+from dexstack.perception.pose_keeper import STALE_POSITION_STD_M
 
 OBJECT_GT = "/dexstack/sim/object_pose_gt"
 ARM_COMMAND = "/dexstack/arm/command"
 OBJECT_POSE = "/dexstack/object_pose"
 OBJECT_POSE_COV = "/dexstack/object_pose_with_covariance"
-STALE_VARIANCE_M2 = 1.0  # a position variance at or above this marks a pose as stale (see the object_pose node)
 
 
 class EpisodeProbe(Node):
@@ -57,7 +57,8 @@ class EpisodeProbe(Node):
             self.record.command_wall_s.append(time.monotonic())
 
     def _on_pose(self, msg: PoseWithCovarianceStamped) -> None:
-        fresh = float(msg.pose.covariance[0]) < STALE_VARIANCE_M2
+        c = msg.pose.covariance  # a kept (predicted) pose is at least STALE_POSITION_STD_M uncertain
+        fresh = max(float(c[0]), float(c[7]), float(c[14])) < STALE_POSITION_STD_M ** 2
         with self._lock:
             self.record.pose_t_s.append(self.now_s())
             self.record.pose_fresh.append(fresh)
