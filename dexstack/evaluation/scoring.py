@@ -121,8 +121,8 @@ def score_episode(record: EpisodeRecord, reference: ReferenceTrajectory, config:
     # Control timing and object-pose coverage during the reference.
     cmd_t = np.asarray(record.command_t_s) - t0
     in_ref = cmd_t <= duration
-    wall = np.asarray(record.command_wall_s)[in_ref]
-    period_p99 = float(np.percentile(np.diff(wall), 99) * 1000.0) if wall.size > 2 else nan
+    steps = cmd_t[in_ref]  # on the probe's clock: the simulation's with use_sim_time
+    period_p99 = float(np.percentile(np.diff(steps), 99) * 1000.0) if steps.size > 2 else nan
     coverage = object_pose_coverage(cmd_t[in_ref] + t0, record.pose_t_s, record.pose_fresh, c.fresh_pose_max_age_s)
     rtf = realtime_factor(record.physics_time_s, record.physics_wall_s)
     return DeployedResult(reference.name, bool(success), task.max_pos_err, task.last_pos_err, task.last_rot_err, held,
