@@ -123,7 +123,7 @@ def run_deployed(bundle: str, references: list[ReferenceTrajectory], options: De
     options = options or DeployedOptions()
     own_context = not rclpy.ok()
     if own_context:
-        rclpy.init()
+        rclpy.init(args=[])  # not the caller's argv: name:=value launch arguments would read as remap rules
     use_sim_time = options.launch_args.get("use_sim_time", "false").lower() == "true"
     probe = EpisodeProbe("deployed_eval_probe")
     if use_sim_time:
