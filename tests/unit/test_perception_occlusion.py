@@ -7,7 +7,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from dexstack.perception.geometry import PinholeCamera, pose_error
+from dexstack.perception.geometry import pose_error
 from dexstack.perception.object_pose import ObjectPoseConfig, ObjectPoseEstimator
 from dexstack.perception.objects import load_object_model
 from dexstack.perception.pose_keeper import STALE_POSITION_STD_M, PoseKeeper, PoseKeeperConfig
@@ -72,7 +72,7 @@ def grasp_frames():
 def test_the_grasped_cube_is_kept_through_the_hand_not_found_on_it(grasp_frames):
     cell, frames = grasp_frames
     cal = cell.calibration
-    pinhole = PinholeCamera.from_intrinsics(cal.intrinsics)
+    pinhole = cal.intrinsics  # the one camera model
     model = load_object_model("cube")
     estimator = ObjectPoseEstimator(model, cal.T_parent_camera, ObjectPoseConfig())
     keeper = PoseKeeper()
