@@ -212,6 +212,16 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None) ->
             rclpy.shutdown()
 
 
+def control_time_s(node: Node) -> float:
+    """Time for control loops, timeouts and the safety gate (seconds): ``time.monotonic()``, or the node's ROS clock
+    (the simulation's /clock) when the node runs with ``use_sim_time`` (rclpy's built-in parameter), so a slow
+    simulation slows the whole graph instead of desynchronising it."""
+    clock = node.get_clock()
+    if clock.ros_time_is_active:
+        return clock.now().nanoseconds * 1e-9
+    return time.monotonic()
+
+
 def call_service(node: Node, srv_type, name: str, request, timeout_s: float = 10.0, attempts: int = 3):
     """Call a service from a node spun by another thread; None if it never answered. Retries: with Fast DDS a
     response can be lost while a new client's reply reader is still matching (use for idempotent calls only)."""

@@ -6,8 +6,16 @@ stamp and runs :class:`dexstack.perception.object_pose.ObjectPoseEstimator` with
 depth cloud, seeded by the previous pose, the tags or a coarse search). The object (shape, tags) comes from
 ``config/objects/<object>.yaml``; ``T_base_camera`` from the calibration file (``calibration``), not /tf.
 
-Publishes, stamped with the image's stamp, in the calibration's parent (base) frame, only for frames where the
-object is found (a lost object is never reported with an old pose):
+Through occlusion (the hand grasping or covering the object) the pose is *kept*: a
+:class:`~dexstack.perception.pose_keeper.PoseKeeper` predicts it (moving with the palm, from ``/joint_states`` and
+the robot profile's kinematics, when it was last seen near the palm; else constant velocity, damped), the
+prediction seeds the fit and gates re-acquisition (a shape fit far from it is the hand), and while no fit is
+accepted the prediction is published as a *stale* pose: its covariance grows with its age from at least
+(1 cm)^2 in position (a measurement's is ~(1 mm)^2), and ``/diagnostics`` says ``stale``, the prediction mode, the
+pose's age and a confidence. Beyond the prediction's horizon nothing is published (lost).
+
+Publishes, stamped with the image's stamp, in the calibration's parent (base) frame, for frames where the
+object is found or kept:
 
 - ``/dexstack/object_pose`` (geometry_msgs/PoseStamped);
 - ``/dexstack/object_pose_with_covariance`` (geometry_msgs/PoseWithCovarianceStamped): the same pose with its
@@ -34,6 +42,7 @@ from dexstack.nodes.rgbd_input import RgbdInput
 from dexstack.perception.icp import IcpConfig
 from dexstack.perception.object_pose import METHODS, ObjectPoseConfig, ObjectPoseEstimator, ObjectPoseResult
 from dexstack.perception.objects import load_object_model
+from dexstack.perception.pose_keeper import PoseKeeper, PoseKeeperConfig, Prediction
 from dexstack.perception.tags import TagDetectorConfig
 from dexstack.transforms import transform_to_pose
 
@@ -61,6 +70,13 @@ class Params:
     sync_tolerance_s: float = common.param(0.015, "Color and depth pair if their stamps differ by at most this (s).",
                                            min=0.0, max=0.5)
     diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", read_only=True, min=0.1, max=10.0)
+    keep_pose: bool = common.param(True, "Through occlusion, publish a predicted (stale) pose instead of none.")
+    robot_profile: str = common.param("panda_allegro", "Robot profile whose palm a grasped object moves with "
+                                      "(needs /joint_states); empty: constant-velocity prediction only.",
+                                      read_only=True)
+    max_prediction_s: float = common.param(2.0, "Longest constant-velocity prediction (s).", min=0.0, max=10.0)
+    max_attached_s: float = common.param(10.0, "Longest prediction of an object moving with the palm (s).",
+                                         min=0.0, max=60.0)
 
 
 def estimator_config(p: Params) -> ObjectPoseConfig:
@@ -85,6 +101,10 @@ class ObjectPoseNode(Node):
         self.published = common.RateMeter(window_s=3.0)
         self.process_ms = 0.0
         self.last: ObjectPoseResult | None = None
+        self.keeper = PoseKeeper(self._keeper_config())
+        self.prediction: Prediction | None = None  # the last published stale pose (None: measured or lost)
+        self.stale_published = common.RateMeter(window_s=3.0)
+        self.palm = _PalmTracker(self, p.robot_profile) if p.robot_profile else None
 
         self.pose_pub = self.create_publisher(PoseStamped, POSE_TOPIC, common.STATE_QOS)
         self.pose_cov_pub = self.create_publisher(PoseWithCovarianceStamped, POSE_COV_TOPIC, common.STATE_QOS)
@@ -99,23 +119,39 @@ class ObjectPoseNode(Node):
         return ObjectPoseEstimator(self.model, self.calibration.T_parent_camera, estimator_config(self.params),
                                    self.calibration.depth_scale_m)
 
+    def _keeper_config(self) -> PoseKeeperConfig:
+        return PoseKeeperConfig(max_prediction_s=self.params.max_prediction_s,
+                                max_attached_s=self.params.max_attached_s)
+
     def _on_param(self, name: str, value) -> None:
         if name == "sync_tolerance_s":
             self.input.set_tolerance(value)
-        else:  # a new estimator with the new settings: it starts untracked
+        elif name in ("max_prediction_s", "max_attached_s"):
+            self.keeper.config = self._keeper_config()
+        elif name != "keep_pose":  # a new estimator with the new settings: it starts untracked
             self.estimator = self._make_estimator()
 
     def _on_frame(self, stamp_ns: int, header, rgb: np.ndarray, depth: np.ndarray, camera: CameraModel) -> None:
         t0 = time.perf_counter()
-        result = self.estimator.estimate(rgb, depth, camera, stamp_ns * 1e-9)
+        t_s = stamp_ns * 1e-9
+        T_palm = self.palm.palm_at(stamp_ns) if self.palm is not None else None
+        prediction = self.keeper.predict(t_s, T_palm) if self.params.keep_pose else None
+        result = self.estimator.estimate(rgb, depth, camera, t_s,
+                                         None if prediction is None else prediction.T_base_object)
         self.process_ms = 1000.0 * (time.perf_counter() - t0)
         self.processed.tick()
         changed = self.last is None or self.last.tracking != result.tracking
         self.last = result
+        self.prediction = None
         if result.tracking:
-            self._publish_pose(result, header.stamp)
+            self.keeper.measured(t_s, result.T_base_object, result.covariance_base, T_palm)
+            self._publish_pose(result.T_base_object, result.covariance_base, header.stamp)
         else:
             self.lost_reasons.add(result.lost_kind)
+            if prediction is not None:  # kept through the occlusion: published as stale
+                self.prediction = prediction
+                self._publish_pose(prediction.T_base_object, prediction.covariance_base, header.stamp)
+                self.stale_published.tick()
         if changed:
             if not result.tracking:
                 self.get_logger().warning(f"object '{self.model.name}' lost: {result.reason}")
@@ -123,18 +159,18 @@ class ObjectPoseNode(Node):
                 self.get_logger().info(f"object '{self.model.name}' found (init: {result.init})")
             self._publish_diagnostics()
 
-    def _publish_pose(self, result: ObjectPoseResult, stamp) -> None:
+    def _publish_pose(self, T_base_object: np.ndarray, covariance_base: np.ndarray, stamp) -> None:
         msg = PoseStamped()
         msg.header.stamp = stamp
         msg.header.frame_id = self.base_frame
-        xyz, quat = transform_to_pose(result.T_base_object)
+        xyz, quat = transform_to_pose(T_base_object)
         msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = map(float, xyz)
         o = msg.pose.orientation
         o.x, o.y, o.z, o.w = map(float, quat)
         with_cov = PoseWithCovarianceStamped()
         with_cov.header = msg.header
         with_cov.pose.pose = msg.pose
-        cov = np.nan_to_num(result.covariance_base, nan=1e6, posinf=1e6, neginf=1e6)
+        cov = np.nan_to_num(covariance_base, nan=1e6, posinf=1e6, neginf=1e6)
         with_cov.pose.covariance = [float(v) for v in cov.ravel()]
         self.pose_pub.publish(msg)
         self.pose_cov_pub.publish(with_cov)
@@ -147,12 +183,22 @@ class ObjectPoseNode(Node):
             level, message = Level.WARN, "no RGB-D frames"
         elif r is not None and r.tracking:
             level, message = Level.OK, f"tracking (init: {r.init})"
+        elif self.prediction is not None:
+            pr = self.prediction
+            level, message = Level.WARN, (f"stale: kept by prediction ({pr.mode}, {pr.age_s:.2f} s old) while "
+                                          f"not measured: {r.reason if r else ''}")
         else:
             level, message = Level.WARN, f"lost: {r.reason if r else 'no frame yet'}"
         values = {
             "object": self.model.name,
             "method": r.method if r else self.params.method,  # of the last result
             "tracking": str(bool(r and r.tracking)).lower(),
+            "stale": str(self.prediction is not None).lower(),
+            "prediction": self.prediction.mode if self.prediction is not None else "",
+            "pose_age_s": f"{self.prediction.age_s:.3f}" if self.prediction is not None else "0.000",
+            "confidence": f"{self.prediction.confidence:.3f}" if self.prediction is not None else (
+                "1.000" if r is not None and r.tracking else "0.000"),
+            "stale_published_hz": f"{self.stale_published.rate_hz():.2f}",
             "fitness": f"{r.fitness:.3f}" if r else "nan",
             "coverage": f"{r.coverage:.3f}" if r else "nan",
             "icp_rmse_mm": f"{1000 * r.rmse_m:.2f}" if r else "nan",
@@ -167,6 +213,46 @@ class ObjectPoseNode(Node):
             **{f"lost[{reason}]": str(n) for reason, n in self.lost_reasons.counts().items()},
         }
         self.diag_pub.publish(common.diagnostic_array(self, [StatusReport("object_pose", level, message, values)]))
+
+
+class _PalmTracker:
+    """The palm's pose (base frame) at an image's stamp, from /joint_states and the robot's kinematics."""
+
+    def __init__(self, node: Node, robot_profile: str, history: int = 200) -> None:
+        from collections import deque
+
+        from sensor_msgs.msg import JointState
+
+        from dexstack.robot.description import load_description
+        from dexstack.robot.kinematics import Kinematics
+
+        self.description = load_description(robot_profile)
+        self.kinematics = Kinematics(self.description)
+        self.palm_link = self.description.profile.hand.palm_link
+        self._index = {name: i for i, name in enumerate(self.description.joints)}
+        self._q = self.description.home()
+        self._seen = np.zeros(len(self._q), dtype=bool)
+        self._history: deque[tuple[int, np.ndarray]] = deque(maxlen=history)
+        node.create_subscription(JointState, "/joint_states", self._on_joint_state, common.STATE_QOS)
+
+    def _on_joint_state(self, msg) -> None:
+        for name, value in zip(msg.name, msg.position):
+            i = self._index.get(name)
+            if i is not None:
+                self._q[i] = value
+                self._seen[i] = True
+        if self._seen.all():
+            self._history.append((common.stamp_to_ns(msg.header.stamp), self._q.copy()))
+
+    def palm_at(self, stamp_ns: int) -> np.ndarray | None:
+        """T_base_palm from the joint state nearest ``stamp_ns`` (None before every joint was heard, or if the
+        nearest is more than 0.1 s away)."""
+        if not self._history:
+            return None
+        t, q = min(self._history, key=lambda item: abs(item[0] - stamp_ns))
+        if abs(t - stamp_ns) > 100_000_000:
+            return None
+        return self.kinematics.frame_pose(q, self.palm_link)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -212,18 +212,18 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ inputs (executor thread)
     def _on_joint_state(self, msg: JointState) -> None:
-        self.inputs.update_joints(msg.name, msg.position, msg.velocity, time.monotonic())
+        self.inputs.update_joints(msg.name, msg.position, msg.velocity, common.control_time_s(self))
 
     def _on_object(self, msg: PoseStamped) -> None:
         p, o = msg.pose.position, msg.pose.orientation
-        self.inputs.update_object(np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w]), time.monotonic())
+        self.inputs.update_object(np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w]), common.control_time_s(self))
 
     def _on_keypoints(self, msg: PoseArray) -> None:
         points = None if not msg.poses else np.array([[p.position.x, p.position.y, p.position.z] for p in msg.poses])
         if points is not None and points.shape != (21, 3):
             self.errors.add(f"hand keypoints: {len(msg.poses)} points, expected 21")
             points = None
-        self.inputs.update_keypoints(points, time.monotonic())
+        self.inputs.update_keypoints(points, common.control_time_s(self))
 
     # ------------------------------------------------------------------ control thread
     def _control_loop(self) -> None:
@@ -234,12 +234,12 @@ class PolicyNode(Node):
                 raise
 
     def _run_control(self) -> None:
-        next_t = time.monotonic()
+        next_t = common.control_time_s(self)
         last_send = None
         while not self._stop.is_set():
-            now = time.monotonic()
+            now = common.control_time_s(self)
             if now < next_t:
-                self._stop.wait(next_t - now)
+                self._stop.wait(max(next_t - now, 0.0005))  # with sim time: re-checked against /clock
                 continue
             sent = self._step(now)
             if sent:
@@ -248,8 +248,9 @@ class PolicyNode(Node):
                 last_send = now
             period = self.runtime.period_s  # after the step: a swap may have changed the rate
             next_t += period
-            if next_t < time.monotonic() - period:  # fell behind by more than a period: do not burst to catch up
-                next_t = time.monotonic()
+            late_now = common.control_time_s(self)
+            if next_t < late_now - period:  # fell behind by more than a period: do not burst to catch up
+                next_t = late_now
 
     def _step(self, now: float) -> bool:
         if not self.params.enabled:
@@ -311,7 +312,7 @@ class PolicyNode(Node):
                 "reference": None if policy is None or policy.reference is None else {
                     "name": policy.reference.name, "kind": policy.reference.kind,
                     "duration_s": policy.reference.duration_s},
-                "episode_time_s": self.runtime.episode_time_s(time.monotonic()),
+                "episode_time_s": self.runtime.episode_time_s(common.control_time_s(self)),
                 "enabled": self.params.enabled, "rate_hz": 1.0 / self.runtime.period_s, "swaps": self.runtime.swaps,
                 "rejected": self.rejected.total, "last_rejection": self.rejected.last_reason}
         response.message = json.dumps(info)
@@ -345,6 +346,7 @@ class PolicyNode(Node):
                   "rejected_bundles": str(self.rejected.total), "last_rejection": self.rejected.last_reason,
                   "skipped_steps": str(self.errors.total), "last_skip_reason": self.errors.last_reason,
                   **(policy.diagnostics() if policy else {})}
+        values.update({f"policy_{k}": v for k, v in getattr(policy, "status", {}).items()})  # e.g. anchoring, hold
         self.diag_pub.publish(common.diagnostic_array(self, [StatusReport("policy", level, message, values)]))
         self._max_gap_s = 0.0  # per diagnostics period
 

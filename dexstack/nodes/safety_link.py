@@ -9,7 +9,6 @@ recognises its own plan). A source that sends one-shot plans waits for ``ready``
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -29,6 +28,7 @@ class SafetyLink:
 
     def __init__(self, node: Node, on_rejected: Callable[[DiagnosticStatus], None] | None = None,
                  stale_s: float = READY_STALE_S):
+        self._node = node  # its clock: the simulation's with use_sim_time, like the monitor's heartbeat
         self._ready = False
         self._last_s = -float("inf")
         self.stale_s = stale_s
@@ -37,7 +37,7 @@ class SafetyLink:
         node.create_subscription(DiagnosticStatus, REJECTED_TOPIC, self._on_rejected, common.COMMAND_QOS)
 
     def _on_ready(self, msg: Bool) -> None:
-        self._ready, self._last_s = bool(msg.data), time.monotonic()
+        self._ready, self._last_s = bool(msg.data), common.control_time_s(self._node)
 
     def _on_rejected(self, msg: DiagnosticStatus) -> None:
         if self.on_rejected is not None:
@@ -45,7 +45,7 @@ class SafetyLink:
 
     @property
     def ready(self) -> bool:
-        return self._ready and time.monotonic() - self._last_s <= self.stale_s
+        return self._ready and common.control_time_s(self._node) - self._last_s <= self.stale_s
 
 
 def rejection_values(msg: DiagnosticStatus) -> dict[str, str]:

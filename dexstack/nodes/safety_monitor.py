@@ -135,7 +135,7 @@ class SafetyMonitorNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def _on_state(self, msg: JointState) -> None:
-        now = time.monotonic()
+        now = common.control_time_s(self)
         self.state.update(msg.name, msg.position, now)
         q = self.state.positions(now, self.params.state_timeout_s)
         if q is not None:
@@ -144,7 +144,8 @@ class SafetyMonitorNode(Node):
     def _on_arm(self, msg: JointTrajectory) -> None:
         times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
         try:
-            self.gate.arm_command(msg.joint_names, [p.positions for p in msg.points], times, time.monotonic())
+            self.gate.arm_command(msg.joint_names, [p.positions for p in msg.points], times,
+                                  common.control_time_s(self))
             self._arm_source_stamp = msg.header.stamp
         except CommandError as exc:
             self.get_logger().warning(f"arm command rejected, holding: {exc}", throttle_duration_sec=1.0)
@@ -153,7 +154,7 @@ class SafetyMonitorNode(Node):
 
     def _on_hand(self, msg: Float64MultiArray) -> None:
         try:
-            self.gate.hand_command(msg.data, time.monotonic())
+            self.gate.hand_command(msg.data, common.control_time_s(self))
         except CommandError as exc:
             self.get_logger().warning(f"hand command rejected, holding: {exc}", throttle_duration_sec=1.0)
             self._report_rejected("hand", str(exc), 1, 0, "")
@@ -172,7 +173,7 @@ class SafetyMonitorNode(Node):
             self.ready_pub.publish(Bool(data=ready))
 
     def _on_ready_service(self, _request, response: Trigger.Response) -> Trigger.Response:
-        response.success, response.message = self.gate.readiness(time.monotonic())
+        response.success, response.message = self.gate.readiness(common.control_time_s(self))
         return response
 
     # ------------------------------------------------------------------ e-stop
@@ -185,7 +186,7 @@ class SafetyMonitorNode(Node):
 
     def _publish_hold(self) -> None:
         """Last command before the gate closes: hold the measured position."""
-        q = self.state.positions(time.monotonic(), float("inf"))
+        q = self.state.positions(common.control_time_s(self), float("inf"))
         if q is None:
             return
         n_arm = len(self.description.arm_joints)
@@ -201,7 +202,7 @@ class SafetyMonitorNode(Node):
         return response
 
     def _on_reset_service(self, _request, response: Trigger.Response) -> Trigger.Response:
-        response.success, response.message = self.gate.reset(time.monotonic())
+        response.success, response.message = self.gate.reset(common.control_time_s(self))
         log = self.get_logger().info if response.success else self.get_logger().warn
         log(response.message)
         return response
@@ -220,7 +221,7 @@ class SafetyMonitorNode(Node):
 
     def _tick(self) -> None:
         t0 = time.perf_counter()
-        now = time.monotonic()
+        now = common.control_time_s(self)
         out = self.gate.tick(now)
         # The driver interpolates to the setpoint over the time the filter advanced (one period, more after a late
         # tick), so the robot's velocity stays what the filter allowed.
@@ -231,7 +232,7 @@ class SafetyMonitorNode(Node):
         self._publish_ready(now)
 
     def _publish_diagnostics(self) -> None:
-        now = time.monotonic()
+        now = common.control_time_s(self)
         counts = self.gate.interventions.counts()
         fresh = self.gate.state_fresh(now)
         if self.gate.estopped:

@@ -1,7 +1,8 @@
 """sim_cell: the MuJoCo simulation of the cell, behaving like the real drivers.
 
 Publishes ``/joint_states`` (every arm and hand joint), the RGB-D camera under realsense-ros names, the robot
-description, the object's ground-truth pose (evaluation only) and ``/diagnostics``; accepts arm
+description, the object's ground-truth pose (evaluation only), ``/clock`` (the physics time, for nodes run with
+``use_sim_time``) and ``/diagnostics``; accepts arm
 ``JointTrajectory`` and hand ``Float64MultiArray`` commands on the topics the robot profile names (the
 ros2_control controller inputs). Malformed commands are rejected with a logged reason and the robot holds.
 """
@@ -17,7 +18,10 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 import rclpy  # noqa: E402
+from builtin_interfaces.msg import Time  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
@@ -31,6 +35,7 @@ from dexstack.nodes.camera_info import camera_info_msg  # noqa: E402
 from dexstack.nodes.sim_operator import OperatorSide  # noqa: E402  (the rendered human hand, operator camera)
 from dexstack.nodes.tf import TfPublisher  # noqa: E402
 from dexstack.sim.cell import SimCell  # noqa: E402
+from dexstack.sim.placement import object_start_pose  # noqa: E402
 from dexstack.transforms import transform_to_pose  # noqa: E402
 
 CAMERA_NS = "camera/camera"
@@ -50,6 +55,14 @@ class Params:
     operator_camera_rate_hz: float = common.param(
         15.0, "Operator camera frame rate, if the cell has one (0: off; see nodes/sim_operator.py).", read_only=True,
         min=0.0, max=60.0)
+    publish_clock: bool = common.param(True, "Publish /clock (the physics time) with every joint state.",
+                                       read_only=True)
+    real_time_factor: float = common.param(
+        1.0, "Physics pace: simulated seconds per wall second (1: real time; lower: slower, for graphs run with "
+             "use_sim_time on a loaded machine).", min=0.01, max=1.0)
+    object_start: str = common.param(
+        "", "Object's start pose: '' or 'cell' (the cell config's), 'reference:<name>' (that reference's start), "
+            "or 'x y z [yaw]' (m, rad).", read_only=True)
 
 
 class SimCellNode(Node):
@@ -58,6 +71,9 @@ class SimCellNode(Node):
         self.params = common.declare_params(self, Params)
         self.cell = SimCell(self.params.cell, with_camera=self.params.camera_enabled)
         d = self.cell.description
+        object_start = object_start_pose(self.params.object_start, d)  # ValueError: the node exits with the reason
+        if object_start is not None:
+            self.cell.place_object(object_start)
         self.rejections = ReasonCounter()
         self.physics_rate = common.RateMeter(window_s=2.0)
         self.camera_rate = common.RateMeter(window_s=3.0)
@@ -66,6 +82,9 @@ class SimCellNode(Node):
 
         self.joint_state_pub = self.create_publisher(JointState, "joint_states", common.STATE_QOS)
         self.object_gt_pub = self.create_publisher(PoseStamped, OBJECT_GT_TOPIC, common.STATE_QOS)
+        # /clock as rclpy's time source subscribes to it (best effort, latest only)
+        self.clock_pub = (self.create_publisher(Clock, "/clock", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)) if self.params.publish_clock else None)
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
         description_pub = self.create_publisher(String, "robot_description", common.LATCHED_QOS)
         description_pub.publish(String(data=d.urdf_xml))
@@ -132,14 +151,17 @@ class SimCellNode(Node):
         start = time.monotonic()
         sim_start = self.cell.time_s
         next_publish = start
+        rtf = self.params.real_time_factor
         while not self._stop.is_set():
+            if self.params.real_time_factor != rtf:  # re-anchor the pace where it changes
+                rtf, start, sim_start = self.params.real_time_factor, time.monotonic(), self.cell.time_s
             now = time.monotonic()
-            behind_steps = int(((now - start) - (self.cell.time_s - sim_start)) / dt)
+            behind_steps = int((rtf * (now - start) - (self.cell.time_s - sim_start)) / dt)
             if behind_steps > 0:
                 steps = min(behind_steps, int(0.05 / dt))  # never catch up more than 50 ms at once
                 if steps < behind_steps:
                     self.overruns += 1
-                    start += (behind_steps - steps) * dt  # drop the backlog: run slower than real time
+                    start += (behind_steps - steps) * dt / rtf  # drop the backlog: run slower than real time
                 self.cell.step(steps)
                 for _ in range(steps):
                     self.physics_rate.tick(now)
@@ -148,13 +170,21 @@ class SimCellNode(Node):
                 next_publish += 1.0 / self.params.joint_states_rate_hz
                 if next_publish < now:
                     next_publish = now + 1.0 / self.params.joint_states_rate_hz
-            sleep_s = min(next_publish, now + dt) - time.monotonic()
+            sleep_s = min(next_publish, now + dt / rtf) - time.monotonic()
             if sleep_s > 0:
                 time.sleep(sleep_s)
 
+    def _sim_stamp(self, sim_time_s: float) -> Time:
+        """Stamp of a physics state: its simulated time under use_sim_time (the /clock time), else now."""
+        if self.get_clock().ros_time_is_active:
+            return common.stamp_from_ns(int(round(sim_time_s * 1e9)))
+        return self.get_clock().now().to_msg()
+
     def _publish_state(self) -> None:
         state = self.cell.joint_state()
-        stamp = self.get_clock().now().to_msg()
+        if self.clock_pub is not None:
+            self.clock_pub.publish(Clock(clock=common.stamp_from_ns(int(round(state.time_s * 1e9)))))
+        stamp = self._sim_stamp(state.time_s)
         if not self.params.publish_joint_states:
             return
         msg = JointState()
@@ -188,11 +218,16 @@ class SimCellNode(Node):
 
         camera = SimCamera(self.cell)
         frame_id = self.cell.camera.frame_id
-        next_frame = time.monotonic()
+        sim_time = self.get_clock().ros_time_is_active  # frames paced by simulated time, else by the wall clock
+
+        def now_s() -> float:
+            return self.cell.time_s if sim_time else time.monotonic()
+
+        next_frame = now_s()
         try:
             while not self._stop.is_set():
                 t0 = time.monotonic()
-                stamp = self.get_clock().now().to_msg()  # time of the rendered physics state
+                stamp = self._sim_stamp(self.cell.time_s)  # time of the rendered physics state
                 image = camera.render()
                 self.render_ms = 1000.0 * (time.monotonic() - t0)
                 color = Image(**image_codec.encode(image.color_rgb8, "rgb8"))
@@ -206,15 +241,16 @@ class SimCellNode(Node):
                 self.depth_pub.publish(depth)
                 self.depth_info_pub.publish(info)
                 self.camera_rate.tick()
-                next_frame = max(next_frame + 1.0 / self.params.camera_rate_hz, time.monotonic())
-                self._stop.wait(max(0.0, next_frame - time.monotonic()))
+                next_frame = max(next_frame + 1.0 / self.params.camera_rate_hz, now_s())
+                while not self._stop.is_set() and now_s() < next_frame:  # sim time: re-checked as physics advances
+                    self._stop.wait(max(0.001, next_frame - now_s()))
         finally:
             camera.close()
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         physics_hz = self.physics_rate.rate_hz()
-        nominal_hz = 1.0 / self.cell.timestep_s
+        nominal_hz = self.params.real_time_factor / self.cell.timestep_s  # the pace asked for
         rejected = self.rejections.counts()
         level = Level.OK if physics_hz >= 0.9 * nominal_hz else Level.WARN
         message = "running" if level == Level.OK else f"physics at {physics_hz:.0f} Hz, below {nominal_hz:.0f} Hz"

@@ -61,6 +61,8 @@ class ObjectPoseConfig:
     max_track_gap_s: float = 0.5  # the previous pose seeds ICP if it is younger than this
     use_tags_for_init: bool = True  # model method: seed from the tags when not tracking
     coarse_search: bool = True  # model method: search the depth image when neither tracking nor tags give a seed
+    prior_gate_m: float = 0.02  # with a predicted pose (occlusion), fits farther than this from it are refused ...
+    prior_gate_rad: float = 0.35  # ... or turned more than this (modulo the object's symmetries)
     min_fitness: float = 0.6  # depth agreement over the visible surface, see depth_fitness
     min_coverage: float = 0.2  # fraction of the predicted visible surface the depth confirms
     max_rmse_m: float = 0.004  # ICP point-to-plane RMS
@@ -149,15 +151,23 @@ class ObjectPoseEstimator:
         self._check_points, self._check_normals = model.surface_points(max(self.config.model_spacing_m, 0.004))
         self.icp = PointToPlaneIcp(self.points, self.normals, self.config.icp)
         self._previous: tuple[float, np.ndarray] | None = None  # (t_s, T_camera_object)
+        self._prior: np.ndarray | None = None  # T_camera_object predicted for the current frame
+        self._symmetries = model.symmetries()
 
     def reset(self) -> None:
         self._previous = None
 
     # ------------------------------------------------------------------ entry point
     def estimate(self, color_rgb8: np.ndarray | None, depth: np.ndarray | None, camera: CameraModel,
-                 t_s: float) -> ObjectPoseResult:
-        """Pose in one RGB-D frame (depth: (H, W) in ``depth_scale_m`` units, aligned to color)."""
+                 t_s: float, prior_base_object: np.ndarray | None = None) -> ObjectPoseResult:
+        """Pose in one RGB-D frame (depth: (H, W) in ``depth_scale_m`` units, aligned to color).
+
+        ``prior_base_object``: where the object is predicted to be (e.g. :class:`~dexstack.perception.pose_keeper.
+        PoseKeeper` while the hand occludes it): it seeds the model fit, and fits farther than ``prior_gate_m`` /
+        ``prior_gate_rad`` from it are refused (under a hand, ICP seeded by anything, and the coarse search, land
+        on the fingers); the coarse search is skipped."""
         c = self.config
+        self._prior = None if prior_base_object is None else invert_transform(self.T_base_camera) @ prior_base_object
         depth_m = None
         if depth is not None:
             depth_m = depth_to_meters(depth, self.depth_scale_m)
@@ -185,6 +195,19 @@ class ObjectPoseEstimator:
             T_base_object=self.T_base_camera @ T_co, covariance_base=rotate_covariance(cov_camera, R_bc),
             fitness=fit.fitness if fit else float("nan"), coverage=fit.coverage if fit else float("nan"),
             rmse_m=rmse_m, reprojection_px=reprojection_px, tags_seen=tags_seen)
+
+    def _far_from_prior(self, T_co: np.ndarray) -> str:
+        """Why ``T_co`` is not the object predicted for this frame ('' if there is no prediction or it is near)."""
+        if self._prior is None:
+            return ""
+        d = float(np.linalg.norm(T_co[:3, 3] - self._prior[:3, 3]))
+        if d > self.config.prior_gate_m:
+            return f"{100 * d:.1f} cm from the predicted pose (gate {100 * self.config.prior_gate_m:.1f} cm)"
+        R = self._prior[:3, :3].T @ T_co[:3, :3]
+        angle = min(rotation_angle_rad(R @ S) for S in self._symmetries)
+        if angle > self.config.prior_gate_rad:
+            return f"turned {np.degrees(angle):.0f} deg from the predicted pose"
+        return ""
 
     def _check(self, T_co: np.ndarray, depth_m: np.ndarray, camera: CameraModel, tolerance_m: float | None = None
                ) -> tuple[DepthFit, str]:
@@ -292,6 +315,10 @@ class ObjectPoseEstimator:
             result = self._fit_from(self._previous[1], "previous", depth_m, camera, t_s, tags_seen, tried)
             if result is not None:
                 return result
+        if self._prior is not None:
+            result = self._fit_from(self._prior, "prediction", depth_m, camera, t_s, tags_seen, tried)
+            if result is not None:
+                return result
         if c.use_tags_for_init and self.tag_detector is not None:
             tags = self._detect_tags(color_rgb8)
             tags_seen = tuple(sorted(d.id for d in tags))
@@ -302,7 +329,7 @@ class ObjectPoseEstimator:
                     return result
             else:
                 tried.append("tags: none visible")
-        if c.coarse_search:
+        if c.coarse_search and self._prior is None:  # with a prediction, the coarse search finds nothing it accepts
             for T_seed in self._coarse_seeds(depth_m, camera):
                 result = self._fit_from(T_seed, "coarse", depth_m, camera, t_s, tags_seen, tried)
                 if result is not None:
@@ -344,6 +371,10 @@ class ObjectPoseEstimator:
             tried.append(f"{init}: ICP found too few correspondences")
             return None
         T_co = fit_result.T_camera_object
+        far = self._far_from_prior(T_co)  # under the hand, fits (even tag-seeded ones) can land on the fingers
+        if far:
+            tried.append(f"{init}: {far}")
+            return None
         if fit_result.rmse_m > self.config.max_rmse_m:
             tried.append(f"{init}: ICP residual {1000 * fit_result.rmse_m:.1f} mm > "
                          f"{1000 * self.config.max_rmse_m:.1f} mm")

@@ -69,6 +69,7 @@ class SimCell:
         # The operator's rendered hand (kinematic): its pose is set, and restored after every physics step.
         self.human_hand = HumanHandState(self.model) if self.cell.human_hand.enabled else None
         self._human_q = np.zeros(0)
+        self._object_start: np.ndarray | None = None  # (7,) xyz + quat xyzw; None: the cell config's pose
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -95,6 +96,23 @@ class SimCell:
             self.data.ctrl[self._act_ids] = q
             if self.human_hand is not None:
                 self._human_q = self.data.qpos[self.human_hand.qpos_adr].copy()
+            if self._object_start is not None:
+                x, y, z, qx, qy, qz, qw = self._object_start
+                self.data.qpos[self._object_qpos: self._object_qpos + 7] = (x, y, z, qw, qx, qy, qz)
+            mujoco.mj_forward(self.model, self.data)
+
+    def place_object(self, pose_xyz_quat_xyzw) -> None:
+        """Put the object at rest at ``pose`` (xyz m + quat xyzw, base frame), now and at every reset."""
+        pose = np.asarray(pose_xyz_quat_xyzw, dtype=float)
+        if pose.shape != (7,) or not np.all(np.isfinite(pose)) or np.linalg.norm(pose[3:]) < 1e-6:
+            raise ValueError(f"object pose must be 7 finite numbers (xyz + quaternion xyzw), got {pose.tolist()}")
+        pose[3:] /= np.linalg.norm(pose[3:])
+        self._object_start = pose
+        with self.lock:
+            x, y, z, qx, qy, qz, qw = pose
+            self.data.qpos[self._object_qpos: self._object_qpos + 7] = (x, y, z, qw, qx, qy, qz)
+            dof = self.model.jnt_dofadr[self.model.joint(OBJECT_JOINT).id]
+            self.data.qvel[dof: dof + 6] = 0.0
             mujoco.mj_forward(self.model, self.data)
 
     def joint_state(self) -> JointStateSample:

@@ -14,6 +14,9 @@ from dexstack.paths import data_path
 LAUNCH_FILES = sorted(Path(data_path("launch")).glob("*.launch.xml"))
 
 
+BUILTIN_PARAMS = {"use_sim_time"}  # declared by rclpy in every node
+
+
 def test_there_are_launch_files():
     assert {p.name for p in LAUNCH_FILES} >= {"sim_cell.launch.xml", "sim_demo.launch.xml"}
 
@@ -26,7 +29,7 @@ def test_launch_file_names_only_existing_executables_files_and_parameters(path):
         assert launch.env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST", "sim launch files force localhost DDS"
     for node in launch.nodes:
         module = importlib.import_module(node_module(node.executable))
-        declared = {f.name for f in dataclasses.fields(module.Params)}
+        declared = {f.name for f in dataclasses.fields(module.Params)} | BUILTIN_PARAMS
         node_command(node)  # raises if a parameter file is missing
         for param_file in node.param_files:
             doc = yaml.safe_load(param_file.read_text())
