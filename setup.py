@@ -20,12 +20,14 @@ NODES = {
     "teleop": "dexstack.nodes.teleop:main",
     "sim_hand": "dexstack.nodes.sim_hand:main",
     "recorder": "dexstack.nodes.recorder:main",
+    "viz": "dexstack.nodes.viz:main",
 }
 TOOLS = {
     "dexstack-sim-demo": "dexstack.cli.demo:main",
     "dexstack-launch": "dexstack.launch.runner:main",
     "dexstack-record": "dexstack.cli.record:main",
     "dexstack-calibrate": "dexstack.cli.calibrate:main",
+    "dexstack-viz": "dexstack.cli.viz:main",
 }
 
 
