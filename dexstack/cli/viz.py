@@ -49,7 +49,7 @@ def run_episode(args: argparse.Namespace) -> int:
     from dexstack.robot.description import load_description
     from dexstack.viz.episode import episode_mcap, episode_profile, log_episode
     from dexstack.viz.scene import SceneLogger
-    from dexstack.viz.server import WebViewer, open_recording
+    from dexstack.viz.server import VizServerError, WebViewer, open_recording
 
     episode = Path(args.episode)
     try:
@@ -77,7 +77,11 @@ def run_episode(args: argparse.Namespace) -> int:
     except CalibrationError as exc:
         print(f"dexstack-viz: {exc}; drawing without the camera pose", file=sys.stderr)
     object_model = load_object_model(_none(args.object)) if _none(args.object) else None
-    web = WebViewer(web_port=args.web_port, grpc_port=args.grpc_port).start() if args.web else None
+    try:
+        web = WebViewer(web_port=args.web_port, grpc_port=args.grpc_port).start() if args.web else None
+    except VizServerError as exc:
+        print(f"dexstack-viz: {exc}", file=sys.stderr)
+        return 2
     save = args.save or (None if web else f"runs/viz_{episode.resolve().name}.rrd")
     try:
         rec = open_recording(episode.resolve().name, save, web)

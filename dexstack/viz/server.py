@@ -25,8 +25,9 @@ from dexstack.viz.scene import default_blueprint
 LOOPBACK = "127.0.0.1"
 
 
-class VizServerError(RuntimeError):
-    """The web viewer could not be started (port taken, rerun CLI missing)."""
+class VizServerError(ValueError):
+    """The web viewer could not be started (port taken, rerun CLI missing): a setup error, reported without a
+    traceback by the node's entry point like a bad parameter."""
 
 
 def _die_with_parent() -> None:

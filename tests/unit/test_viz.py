@@ -157,3 +157,17 @@ def test_web_viewer_binds_loopback_only():
     finally:
         viewer.close()
     assert viewer.process is None
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path, capsys):
+    import socket
+
+    from tests.unit.test_record_export import make_episode
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        episode = make_episode(tmp_path / "rec", 0.2, "x", None)
+        assert viz_main([str(episode), "--web", "--web-port", str(port), "--grpc-port", "0"]) == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
