@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -20,9 +21,11 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def screenshot(url: str, wait_s: float, size: tuple[int, int] = (1280, 800), timeout_s: float = 30.0) -> bytes:
-    """PNG bytes of ``url`` after ``wait_s`` seconds of real time (the viewer is WebAssembly + WebGL: it needs
-    real time to load and draw, which --virtual-time-budget does not give it)."""
+def screenshot(url: str, ready: Callable[[bytes], bool], wait_s: float = 40.0, size: tuple[int, int] = (1280, 800),
+               period_s: float = 2.0, timeout_s: float = 30.0) -> bytes:
+    """PNG bytes of ``url`` once ``ready(png)`` holds, or the last one after ``wait_s`` seconds of real time (the
+    viewer is WebAssembly + WebGL: it needs real time to load and draw, which --virtual-time-budget does not
+    give it)."""
     from websockets.sync.client import connect
 
     exe = chromium_path()
@@ -57,9 +60,15 @@ def screenshot(url: str, wait_s: float, size: tuple[int, int] = (1280, 800), tim
                             return reply.get("result", {})
 
                 call("Page.enable")
+                call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1,
+                     mobile=False)
                 call("Page.navigate", url=url)
-                time.sleep(wait_s)
-                return base64.b64decode(call("Page.captureScreenshot", format="png")["data"])
+                end = time.monotonic() + wait_s
+                while True:
+                    time.sleep(period_s)
+                    png = base64.b64decode(call("Page.captureScreenshot", format="png")["data"])
+                    if ready(png) or time.monotonic() > end:
+                        return png
         finally:
             browser.terminate()
             try:

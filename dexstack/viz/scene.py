@@ -168,7 +168,8 @@ class SceneLogger:
         self.topics = topics or VizTopics.for_profile(description)
         self.rates = rates or VizRates()
         self.robot = RobotModel(description)
-        self.K: np.ndarray | None = calibration.intrinsics.K if calibration is not None else None
+        self.K: np.ndarray | None = None
+        self._pinhole_size = (0, 0)
         self._latest_rgb: np.ndarray | None = None
         self._interventions_total: int | None = None
         self._intervention_counts: dict[str, int] = {}
@@ -255,7 +256,7 @@ class SceneLogger:
         return None
 
     def _pinhole(self, K: np.ndarray, width: int, height: int) -> None:
-        self.K = K
+        self.K, self._pinhole_size = K, (width, height)
         self.rec.log("world/camera/image", rr.Pinhole(image_from_camera=K, width=width, height=height,
                                                       camera_xyz=rr.ViewCoordinates.RDF, image_plane_distance=0.15),
                      static=True)
@@ -278,11 +279,19 @@ class SceneLogger:
     def _color(self, msg) -> None:
         rgb = to_rgb8(image_array(msg), str(msg.encoding))
         self._latest_rgb = rgb
+        self._match_pinhole(rgb.shape[1], rgb.shape[0])
         import cv2  # JPEG keeps the .rrd and the browser stream small (~30 KB instead of 900 KB per frame)
 
         ok, jpeg = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
         if ok:
             self.rec.log("world/camera/image/rgb", rr.EncodedImage(contents=jpeg.tobytes(), media_type="image/jpeg"))
+
+    def _match_pinhole(self, width: int, height: int) -> None:
+        """Images at another resolution than the intrinsics (no camera_info, a decimated stream): scale K, or the
+        viewer cannot place the image in its frustum."""
+        if self.K is not None and self._pinhole_size != (width, height):
+            sx, sy = width / self._pinhole_size[0], height / self._pinhole_size[1]
+            self._pinhole(np.diag([sx, sy, 1.0]) @ self.K, width, height)
 
     def _camera_info(self, msg) -> None:
         K = np.asarray(msg.k, dtype=float).reshape(3, 3)
@@ -291,6 +300,7 @@ class SceneLogger:
 
     def _depth(self, msg) -> None:
         depth = depth_mm(image_array(msg), str(msg.encoding))
+        self._match_pinhole(depth.shape[1], depth.shape[0])
         self.rec.log("world/camera/image/depth", rr.DepthImage(depth, meter=1000.0))
         if self.K is None or self.calibration is None:
             return

@@ -138,6 +138,10 @@ def test_episode_to_rrd_from_the_cli(tmp_path):
         assert any(r.get("ros_time") for r in entities.get(entity, [])), entity
     images = [r for r in entities["/world/camera/image/rgb"] if r.get("ros_time")]
     assert 4 <= len(images) <= 6  # 10 Hz recorded, drawn at 5 Hz
+    # 128x96 images without camera_info: the calibration's 640x480 intrinsics are scaled to them
+    pinhole = [r for r in entities["/world/camera/image"] if r.get("resolution")][-1]
+    assert pinhole["resolution"][0] == [128, 96]
+    np.testing.assert_allclose(np.array(pinhole["image_from_camera"][0])[0], CAL.intrinsics.fx * 128 / 640)
 
 
 def test_cli_reports_a_missing_episode(tmp_path, capsys):
