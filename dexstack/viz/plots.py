@@ -182,8 +182,10 @@ def rates_plot(series: EpisodeSeries, path: str | Path, window_s: float = 0.5) -
         if len(stamps) < 3 or len(bins) < 2:
             continue
         counts, edges = np.histogram(series.seconds(stamps), bins=bins)
-        ax.plot(edges[:-1] + window_s / 2, counts / window_s, label=topic, linewidth=1.0)
-    ax.set_yscale("symlog", linthresh=10)
+        rate = np.where(counts > 0, counts / window_s, np.nan)  # gaps show as gaps on the log axis
+        ax.plot(edges[:-1] + window_s / 2, rate, label=f"{topic} ({len(stamps)})", linewidth=1.0)
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
     ax.set_xlabel("s")
     ax.set_ylabel("messages / s")
     ax.set_title("Loop and stream rates (as recorded)")
