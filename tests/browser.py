@@ -22,10 +22,11 @@ def chromium_path() -> str | None:
 
 
 def screenshot(url: str, ready: Callable[[bytes], bool], wait_s: float = 40.0, size: tuple[int, int] = (1280, 800),
-               period_s: float = 2.0, timeout_s: float = 30.0) -> bytes:
+               period_s: float = 2.0, timeout_s: float = 90.0) -> bytes:
     """PNG bytes of ``url`` once ``ready(png)`` holds, or the last one after ``wait_s`` seconds of real time (the
     viewer is WebAssembly + WebGL: it needs real time to load and draw, which --virtual-time-budget does not
-    give it)."""
+    give it). ``timeout_s`` bounds one DevTools call: a software-rendered frame of a busy page on a loaded
+    2-core machine can take tens of seconds."""
     from websockets.sync.client import connect
 
     exe = chromium_path()
