@@ -124,7 +124,9 @@ def default_blueprint() -> rrb.Blueprint:
     """3-D scene | camera image, depth | joint series, safety events."""
     return rrb.Blueprint(
         rrb.Horizontal(
+            # the depth image is drawn in 3-D as world/points (RGB-coloured, base frame), not a second time
             rrb.Spatial3DView(name="Scene (base frame)", origin="/world",
+                              contents=["+ $origin/**", "- /world/camera/image/depth"],
                               eye_controls=rrb.EyeControls3D(position=(1.6, -1.3, 1.1), look_target=(0.45, 0.0, 0.2),
                                                              eye_up=(0.0, 0.0, 1.0))),
             rrb.Vertical(

@@ -32,6 +32,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _crop(img: np.ndarray, box) -> np.ndarray:
     h, w = img.shape[:2]
     x0, y0, x1, y1 = box
@@ -58,11 +63,13 @@ def viz_run(rclpy_context, tmp_path_factory):
               "/dexstack/hand_keypoints", "/dexstack/arm/command", "/arm_controller/joint_trajectory",
               "/hand_controller/commands", "/dexstack/sim/object_pose_gt"]
     try:
+        url = f"http://127.0.0.1:{web_port}/?url=rerun%2Bhttp%3A%2F%2F127.0.0.1%3A{grpc_port}%2Fproxy"
+        png = None
+        if chromium_path():  # the browser loads the viewer while the graph comes up; polled until it is drawn
+            assert wait_for(lambda: _port_open(web_port), 60.0, period_s=0.2), dump_logs(graph)
+            png = screenshot(url, lambda p: not _blank_reasons(_decode(p)), wait_s=60.0, size=SHOT_SIZE)
         ok = wait_for(lambda: all(drawn.get(f"drawn[{t}]", 0) > 0 for t in wanted), 60.0, period_s=0.2)
         assert ok, f"viz drew {drawn}\n{dump_logs(graph)}"
-        url = f"http://127.0.0.1:{web_port}/?url=rerun%2Bhttp%3A%2F%2F127.0.0.1%3A{grpc_port}%2Fproxy"
-        png = screenshot(url, lambda p: not _blank_reasons(_decode(p)), wait_s=45.0, size=SHOT_SIZE) \
-            if chromium_path() else None
     finally:
         listener.close()
         codes = graph.stop(timeout_s=10.0)
