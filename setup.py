@@ -20,6 +20,7 @@ NODES = {
     "teleop": "dexstack.nodes.teleop:main",
     "sim_hand": "dexstack.nodes.sim_hand:main",
     "recorder": "dexstack.nodes.recorder:main",
+    "viz": "dexstack.nodes.viz:main",
 }
 TOOLS = {
     "dexstack-sim-demo": "dexstack.cli.demo:main",
@@ -29,6 +30,7 @@ TOOLS = {
     "dexstack-vgps-collect": "dexstack.vgps.collect:main",
     "dexstack-train-vgps": "dexstack.vgps.train:main",
     "dexstack-train": "dexstack.cli.train:main",
+    "dexstack-viz": "dexstack.cli.viz:main",
 }
 
 

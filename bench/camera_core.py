@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dexstack.camera import CameraConfig, SoftwareCamera  # noqa: E402
 from dexstack.camera_model import CameraModel  # noqa: E402
+from dexstack.viz.plots import add_plot_argument, bench_plot  # noqa: E402
 
 
 def run(width: int, height: int, seconds: float) -> tuple[float, list[float]]:
@@ -52,19 +53,20 @@ def run(width: int, height: int, seconds: float) -> tuple[float, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each resolution's run")
+    add_plot_argument(parser)
     args = parser.parse_args()
     hz_640, read_ms = run(640, 480, args.seconds)
-    hz_848, _ = run(848, 480, args.seconds)
-    print(
-        json.dumps(
-            {
-                "aligned_640x480_hz": round(hz_640, 1),
-                "aligned_848x480_hz": round(hz_848, 1),
-                "process_ms_p50": round(float(np.percentile(read_ms, 50)), 3),
-                "process_ms_p99": round(float(np.percentile(read_ms, 99)), 3),
-            }
-        )
-    )
+    hz_848, read_ms_848 = run(848, 480, args.seconds)
+    line = {
+        "aligned_640x480_hz": round(hz_640, 1),
+        "aligned_848x480_hz": round(hz_848, 1),
+        "process_ms_p50": round(float(np.percentile(read_ms, 50)), 3),
+        "process_ms_p99": round(float(np.percentile(read_ms, 99)), 3),
+    }
+    print(json.dumps(line))
+    if args.plot:
+        bench_plot(args.plot, "bench/camera_core.py: software device -> align -> numpy", line,
+                   {"read 640x480": read_ms, "read 848x480": read_ms_848}, unit="ms per frame")
 
 
 if __name__ == "__main__":

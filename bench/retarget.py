@@ -38,6 +38,7 @@ from dexstack.retarget.hand import HandRetargeter  # noqa: E402
 from dexstack.retarget.hand_model import hand_urdf_xml  # noqa: E402
 from dexstack.retarget.synthetic import synthetic_sequence  # noqa: E402
 from dexstack.robot import load_description  # noqa: E402
+from dexstack.viz.plots import add_plot_argument, bench_plot  # noqa: E402
 
 METHODS = ("vector", "position", "dexpilot")
 
@@ -146,6 +147,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2, help="number of random sequences")
     parser.add_argument("--noise-mm", type=float, default=0.0, help="Gaussian keypoint noise (std per axis, mm)")
     parser.add_argument("--no-peer", action="store_true", help="skip dex-retargeting")
+    add_plot_argument(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -162,6 +164,7 @@ def main() -> None:
     peer_error: str | None = "skipped (--no-peer)" if args.no_peer else None
     peers: dict[str, Peer] = {}
     totals: dict[str, list] = {"ours": [0.0, 0, []], "peer": [0.0, 0, []]}
+    samples: dict[str, np.ndarray] = {}  # per-call times (us), for --plot
     tmp = tempfile.mkdtemp(prefix="dexstack-bench-retarget-")
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "dex_retargeting-*")))
     # the peer prints (warnings, optimiser failures): stdout is kept for the one JSON line
@@ -191,6 +194,7 @@ def main() -> None:
                     if not times or len(times) < len(sequences):
                         continue
                     t = np.concatenate(times)
+                    samples[f"{m} {side}"] = 1e6 * t
                     result[f"{m}_{side}_hz"] = round(1.0 / t.mean(), 1)
                     result[f"{m}_{side}_us_p50"] = round(1e6 * float(np.median(t)), 1)
                     result[f"{m}_{side}_us_p99"] = round(1e6 * float(np.percentile(t, 99)), 1)
@@ -217,7 +221,10 @@ def main() -> None:
         result.update(peer_hz=None, speedup=None, peer_err_mm=None, peer_error=peer_error)
         result = {k: v for k, v in result.items() if "_peer_" not in k and not k.endswith("_speedup")}
     head = ["ours_hz", "peer_hz", "speedup", "ours_err_mm", "peer_err_mm"]
-    print(json.dumps({**{k: result.pop(k) for k in head}, **result}))
+    line = {**{k: result.pop(k) for k in head}, **result}
+    print(json.dumps(line))
+    if args.plot:
+        bench_plot(args.plot, "bench/retarget.py: ours vs dex-retargeting", line, samples, unit="us per call")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 
 
-def gate_timing(ticks: int, into_table: bool = False) -> tuple[float, float, int]:
+def gate_timing(ticks: int, into_table: bool = False, samples: list | None = None) -> tuple[float, float, int]:
     """(p50, p99) of one gate tick in ms, and how many ticks clipped a step at a collision."""
     from dexstack.robot import load_description
     from dexstack.safety import SafetyConfig, SafetyGate
@@ -56,6 +56,8 @@ def gate_timing(ticks: int, into_table: bool = False) -> tuple[float, float, int
         times[k] = 1000 * (time.perf_counter() - t0)
         q[:n_arm], q[n_arm:] = out.arm_rad, out.hand_rad
     clipped = gate.interventions.counts().get("collision: step clipped before contact", 0)
+    if samples is not None:
+        samples.extend(times.tolist())
     return float(np.percentile(times, 50)), float(np.percentile(times, 99)), clipped
 
 
@@ -147,14 +149,22 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=5000)
     parser.add_argument("--estops", type=int, default=5)
     parser.add_argument("--absurd", type=int, default=200, help="absurd commands to send")
+    from dexstack.viz.plots import add_plot_argument, bench_plot
+
+    add_plot_argument(parser)
     args = parser.parse_args()
-    p50, p99, _ = gate_timing(args.ticks)
-    _, p99_collision, clipped = gate_timing(args.ticks, into_table=True)
-    print(json.dumps({"gate_ms_p50": round(p50, 4), "gate_ms_p99": round(p99, 4),
-                      "gate_ms_p99_collision": round(p99_collision, 4), "collision_clipped_ticks": clipped,
-                      "refused_absurd": absurd_refusals(args.absurd), "absurd_targets": args.absurd,
-                      "estop_latency_ms": round(estop_latency(args.estops), 3), "ticks": args.ticks,
-                      "estops": args.estops}))
+    free: list[float] = []
+    colliding: list[float] = []
+    p50, p99, _ = gate_timing(args.ticks, samples=free)
+    _, p99_collision, clipped = gate_timing(args.ticks, into_table=True, samples=colliding)
+    line = {"gate_ms_p50": round(p50, 4), "gate_ms_p99": round(p99, 4),
+            "gate_ms_p99_collision": round(p99_collision, 4), "collision_clipped_ticks": clipped,
+            "refused_absurd": absurd_refusals(args.absurd), "absurd_targets": args.absurd,
+            "estop_latency_ms": round(estop_latency(args.estops), 3), "ticks": args.ticks, "estops": args.estops}
+    print(json.dumps(line))
+    if args.plot:
+        bench_plot(args.plot, "bench/safety_gate.py", line, {"gate step": free, "gate step into the table": colliding},
+                   unit="ms per step")
 
 
 if __name__ == "__main__":

@@ -120,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
             outputs["lerobot_dataset"] = str(dataset)
         else:
             notes.append("LeRobot export failed (see above)")
+        from dexstack.viz.plots import demo_plots
+
+        outputs.update(demo_plots(episode_dir, run_dir, description, monitor.safety_history, notes))
     report.update({
         "run_dir": str(run_dir),
         "cell": cell.name,

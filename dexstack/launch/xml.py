@@ -63,6 +63,23 @@ def launch_file(name_or_path: str) -> Path:
     return path
 
 
+def _truthy(value: str, path: Path) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in ("true", "false", "1", "0"):
+        raise LaunchError(f"{path}: condition '{value}' is not true/false")
+    return lowered in ("true", "1")
+
+
+def _condition(attr: dict[str, str], path: Path) -> bool:
+    """``if``/``unless`` attributes as ros2 launch evaluates them (after substitution)."""
+    keep = True
+    if "if" in attr:
+        keep = _truthy(attr.pop("if"), path)
+    if "unless" in attr:
+        keep = keep and not _truthy(attr.pop("unless"), path)
+    return keep
+
+
 def parse_launch_file(name_or_path: str, arguments: dict[str, str] | None = None) -> LaunchDescription:
     path = launch_file(name_or_path)
     root = ET.parse(path).getroot()
@@ -77,6 +94,8 @@ def parse_launch_file(name_or_path: str, arguments: dict[str, str] | None = None
             raise LaunchError(f"{path}: <{element.tag}> is not supported by this runner")
     for element in root:
         attr = {k: _substitute(v, variables) for k, v in element.attrib.items()}
+        if not _condition(attr, path):
+            continue
         if element.tag == "arg":
             name = attr["name"]
             if name in given:

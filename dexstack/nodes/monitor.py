@@ -56,6 +56,7 @@ class GraphMonitor(Node):
         self.create_subscription(JointTrajectory, ARM_INPUT, self._on_arm_input, common.COMMAND_QOS)
         self.last_color: np.ndarray | None = None
         self.diagnostics: dict[str, dict[str, str]] = {}
+        self.safety_history: list[tuple[float, dict[str, int]]] = []  # (monotonic s, interventions by reason)
         self.create_subscription(JointState, "joint_states", self._on_joint_state, common.STATE_QOS)
         self.create_subscription(Image, CAMERA_COLOR, self._on_color, common.SENSOR_QOS)
         self.create_subscription(Image, CAMERA_DEPTH, lambda _m: self.depth.tick(), common.SENSOR_QOS)
@@ -104,12 +105,16 @@ class GraphMonitor(Node):
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
             self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+            if status.name == "safety_monitor":
+                self.safety_history.append((time.monotonic(), {kv.key[6:-1]: int(kv.value) for kv in status.values
+                                                               if kv.key.startswith("count[")}))
 
     def reset_counts(self) -> None:
         for stats in (self.joint_states, self.color, self.depth, self.object_gt, self.object_estimate):
             stats.reset()
         self.object_errors_mm.clear()
         self.joint_history.clear()
+        self.safety_history.clear()
 
     def report(self) -> dict:
         report: dict = {"rates_hz": {

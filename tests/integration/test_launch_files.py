@@ -21,9 +21,23 @@ def test_there_are_launch_files():
     assert {p.name for p in LAUNCH_FILES} >= {"sim_cell.launch.xml", "sim_demo.launch.xml"}
 
 
+def _variants(path: Path):
+    """The launch file as parsed with its defaults, and with every false-by-default switch turned on, so nodes
+    behind ``if="$(var ...)"`` are checked too."""
+    launch = parse_launch_file(str(path))
+    yield launch
+    switches = {name: "true" for name, value in launch.args.items() if value == "false"}
+    if switches:
+        yield parse_launch_file(str(path), switches)
+
+
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
 def test_launch_file_names_only_existing_executables_files_and_parameters(path):
-    launch = parse_launch_file(str(path))
+    for launch in _variants(path):
+        _check_launch(path, launch)
+
+
+def _check_launch(path: Path, launch) -> None:
     assert launch.nodes, "a launch file with no nodes"
     if path.name.startswith("sim"):
         assert launch.env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST", "sim launch files force localhost DDS"
@@ -38,6 +52,41 @@ def test_launch_file_names_only_existing_executables_files_and_parameters(path):
             assert not unknown, f"{param_file.name} sets undeclared parameters of {node.name}: {sorted(unknown)}"
         unknown = set(node.params) - declared
         assert not unknown, f"{path.name} sets undeclared parameters of {node.name}: {sorted(unknown)}"
+
+
+ROBOT_SIDE = ("teleop", "record", "policy")
+COMMAND_SOURCES = {"teleop", "policy", "scripted_motion"}
+SENSORS = {"camera", "sim_cell"}  # the robot's camera is published by sim_cell in the simulated twin
+
+
+@pytest.mark.parametrize("name", ROBOT_SIDE)
+def test_robot_side_launch_files_mirror_their_sim_twins_without_sim_nodes(name):
+    robot = parse_launch_file(name, {"record": "true"} if name == "teleop" else None)
+    twin = parse_launch_file(f"sim_{name}")
+    executables = {n.executable for n in robot.nodes}
+    assert not {e for e in executables if e.startswith("sim_")}, f"{name}: simulated nodes on the robot"
+    assert "ROS_AUTOMATIC_DISCOVERY_RANGE" not in robot.env  # the workstation's DDS setup is the user's choice
+    assert "camera" in executables and "safety_monitor" in executables
+    twin_executables = {n.executable for n in twin.nodes}
+    # the same command source(s) through the same safety monitor; the robot's drivers replace sim_cell
+    assert executables & COMMAND_SOURCES == twin_executables & COMMAND_SOURCES
+    assert "sim_cell" in twin_executables
+    robot_only = executables - twin_executables - SENSORS
+    assert robot_only <= {"hand_pose", "object_pose", "viz", "recorder"}, robot_only  # perception for sim_hand/truth
+    # The drivers' command topics are never named in a robot-side file: they come from the robot profile.
+    text = robot.path.read_text()
+    assert "/arm_controller" not in text and "/hand_controller" not in text
+
+
+def test_launch_conditions_if_and_unless(tmp_path):
+    path = tmp_path / "cond.launch.xml"
+    path.write_text('<launch><arg name="on" default="false"/>'
+                    '<node pkg="dexstack" exec="camera" name="a" if="$(var on)"/>'
+                    '<node pkg="dexstack" exec="camera" name="b" unless="$(var on)"/></launch>')
+    assert [n.name for n in parse_launch_file(str(path)).nodes] == ["b"]
+    assert [n.name for n in parse_launch_file(str(path), {"on": "true"}).nodes] == ["a"]
+    with pytest.raises(LaunchError, match="not true/false"):
+        parse_launch_file(str(path), {"on": "maybe"})
 
 
 def test_every_node_in_a_parameter_file_is_launched_somewhere():
