@@ -69,6 +69,23 @@ def rerun_executable() -> str:
     return found
 
 
+_analytics_disabled = False
+
+
+def disable_analytics() -> None:
+    """Turn Rerun's usage analytics off (its config file) before any Rerun code runs: the network rule says no
+    traffic leaves loopback, and the SDK and the viewer would otherwise try to send usage events."""
+    global _analytics_disabled
+    if _analytics_disabled:
+        return
+    try:
+        subprocess.run([rerun_executable(), "analytics", "disable"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired, VizServerError):
+        pass  # no CLI: nothing of Rerun's will run to send anything either
+    _analytics_disabled = True
+
+
 @dataclass
 class WebViewer:
     """``rerun --serve-web`` bound to 127.0.0.1: gRPC proxy on ``grpc_port``, the web page on ``web_port``."""
@@ -87,6 +104,7 @@ class WebViewer:
         return f"http://{LOOPBACK}:{self.web_port}/?url={quote(self.grpc_url, safe='')}"
 
     def start(self, timeout_s: float = 20.0) -> WebViewer:
+        disable_analytics()
         self.web_port = self.web_port or _free_port()
         self.grpc_port = self.grpc_port or _free_port()
         for port in (self.web_port, self.grpc_port):
@@ -122,6 +140,7 @@ class WebViewer:
 def open_recording(name: str, save_path: str | Path | None = None, web: WebViewer | None = None
                    ) -> rr.RecordingStream:
     """A recording stream writing to ``save_path`` (.rrd) and/or streaming to a started :class:`WebViewer`."""
+    disable_analytics()
     rec = rr.RecordingStream("dexstack", recording_id=name)
     rec.set_log_time_enabled(False)  # one timeline, the messages' own (ros_time): no wall-clock log_time/log_tick
     rec.set_log_tick_enabled(False)
