@@ -87,6 +87,13 @@ def estimator_config(p: Params) -> ObjectPoseConfig:
         min_coverage=p.min_coverage, max_rmse_m=p.max_rmse_m)
 
 
+
+def live_config(p: Params) -> tuple[ObjectPoseConfig, PoseKeeperConfig, bool]:
+    """Everything a parameter change applies live: the estimator's config, the pose keeper's, and keep_pose."""
+    return (estimator_config(p), PoseKeeperConfig(max_prediction_s=p.max_prediction_s,
+                                                  max_attached_s=p.max_attached_s), p.keep_pose)
+
+
 class ObjectPoseNode(Node):
     def __init__(self) -> None:
         super().__init__("object_pose")
@@ -120,8 +127,7 @@ class ObjectPoseNode(Node):
                                    self.calibration.depth_scale_m)
 
     def _keeper_config(self) -> PoseKeeperConfig:
-        return PoseKeeperConfig(max_prediction_s=self.params.max_prediction_s,
-                                max_attached_s=self.params.max_attached_s)
+        return live_config(self.params)[1]
 
     def _on_param(self, name: str, value) -> None:
         if name == "sync_tolerance_s":

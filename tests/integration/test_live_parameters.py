@@ -100,7 +100,8 @@ def _node_params(executable: str) -> set[str]:
     import dataclasses
     import importlib
 
-    return {f.name for f in dataclasses.fields(importlib.import_module(f"dexstack.nodes.{executable}").Params)}
+    params = importlib.import_module(f"dexstack.nodes.{executable}").Params
+    return {f.name for f in dataclasses.fields(params)} | {"use_sim_time"}  # rclpy's own, on every node
 
 
 def test_shipped_params_files_and_launch_files_name_only_known_parameters():

@@ -11,7 +11,7 @@ import importlib
 import pytest
 
 APPLIED_ELSEWHERE = {"diagnostics_rate_hz", "sync_tolerance_s"}
-NODES = {"safety_monitor": "safety_config", "hand_pose": "pipeline_config", "object_pose": "estimator_config"}
+NODES = {"safety_monitor": "safety_config", "hand_pose": "pipeline_config", "object_pose": "live_config"}
 
 
 def _changed(f: dataclasses.Field, value):
@@ -25,7 +25,8 @@ def _changed(f: dataclasses.Field, value):
     if isinstance(value, (int, float)):
         hi = m["max"] if m["max"] is not None else float("inf")
         lo = m["min"] if m["min"] is not None else -float("inf")
-        for candidate in (value * 1.1 if value else 0.5, value + 1, value * 0.9, value - 1):
+        middle = (lo + hi) / 2 if lo > -float("inf") and hi < float("inf") else value + 1
+        for candidate in (value * 1.1 if value else 0.5, value + 1, value * 0.9, value - 1, middle):
             candidate = type(value)(candidate)
             if candidate != value and lo <= candidate <= hi:
                 return candidate
