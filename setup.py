@@ -1,6 +1,5 @@
 """ament_python package ``dexstack``: ``colcon build`` in a ROS 2 workspace, or ``pip install -e .`` in a venv."""
 
-from glob import glob
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -36,7 +35,7 @@ TOOLS = {
 
 def data_files() -> list[tuple[str, list[str]]]:
     files = [
-        (f"share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
     ]
     for folder in ("launch", "config", "policies", "calibration"):

@@ -141,7 +141,6 @@ def run(seconds: float) -> dict:
     rclpy.init()
     node = rclpy.create_node("bench_record")
     diag: dict[str, str] = {}
-    cpu: list[float] = []
 
     def on_diag(msg):
         for status in msg.status:

@@ -129,8 +129,9 @@ class Peer:
 
 def build_peers(configs: dict[str, HandRetargetConfig], ours: dict[str, HandRetargeter], tmp: str,
                 result: dict[str, object]) -> dict[str, Peer]:
-    import dex_retargeting  # noqa: F401  (ImportError: reported as peer_error)
     from importlib.metadata import version
+
+    import dex_retargeting  # noqa: F401  (ImportError: reported as peer_error)
 
     result["peer"] = f"dex-retargeting {version('dex-retargeting')}"
     first = next(iter(ours.values()))
@@ -173,7 +174,7 @@ def main() -> None:
             if peer_error is None:
                 try:
                     peers = build_peers(configs, ours, tmp, result)
-                except Exception as exc:  # not installed, or an API it lacks: report it, do not crash
+                except Exception as exc:  # noqa: BLE001  (not installed, or an API it lacks: report it, do not crash)
                     peer_error = f"{type(exc).__name__}: {exc}"
             for m in methods:
                 for side in ("ours", "peer"):

@@ -118,7 +118,7 @@ def estop_latency(estops: int) -> float:
         assert wait_for(lambda: pub.get_subscription_count() > 0, 60.0), "safety_monitor did not come up"
         estop = node.create_client(Trigger, "/safety_monitor/estop")
         assert estop.wait_for_service(timeout_sec=30.0)
-        for k in range(estops):
+        for _ in range(estops):
             call_service(node, Trigger, "/safety_monitor/reset", Trigger.Request())
             target = d.home(d.arm_joints)
             end = time.monotonic() + 1.0

@@ -52,16 +52,15 @@ def main() -> None:
     monitor = GraphMonitor("bench_sim_rates")
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
-    with tempfile.TemporaryDirectory() as logs:
-        with LaunchedGraph(parse_launch_file("sim_cell"), log_dir=Path(logs)):
-            deadline = time.monotonic() + 60
-            while monitor.joint_states.count == 0 and time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.1)
-            monitor.reset_counts()
-            end = time.monotonic() + args.seconds
-            while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.05)
-            report = monitor.report()
+    with tempfile.TemporaryDirectory() as logs, LaunchedGraph(parse_launch_file("sim_cell"), log_dir=Path(logs)):
+        deadline = time.monotonic() + 60
+        while monitor.joint_states.count == 0 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        monitor.reset_counts()
+        end = time.monotonic() + args.seconds
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+        report = monitor.report()
     rclpy.shutdown()
     print(json.dumps({
         "physics_hz": round(report.get("physics_hz", 0.0), 1),

@@ -87,7 +87,8 @@ def in_view(gt: np.ndarray, calibration) -> np.ndarray:
     i = calibration.intrinsics
     u = i.fx * p[..., 0] / p[..., 2] + i.cx
     v = i.fy * p[..., 1] / p[..., 2] + i.cy
-    ok = (p[..., 2] > 0.1) & (u >= MARGIN_PX) & (u < i.width - MARGIN_PX) & (v >= MARGIN_PX) & (v < i.height - MARGIN_PX)
+    ok = ((p[..., 2] > 0.1) & (u >= MARGIN_PX) & (u < i.width - MARGIN_PX)
+          & (v >= MARGIN_PX) & (v < i.height - MARGIN_PX))
     return ok.all(axis=1)
 
 
@@ -216,9 +217,9 @@ def start_graph(work: Path, live: bool, model_complexity: int = 1):
 def metrics(obs: Observer, frames: dict[int, int], gt: dict[int, np.ndarray], view: dict[int, bool], description,
             n_published: int) -> dict:
     """Figures of one run. ``frames``: camera stamp -> frame index; ``gt`` / ``view`` by frame index."""
+    from dexstack.perception.hand import FINGERTIPS
     from dexstack.retarget import HandRetargeter
     from dexstack.retarget.keypoints import hand_frame_from_keypoints
-    from dexstack.perception.hand import FINGERTIPS
 
     answered = [s for s in obs.keypoints if s in frames]
     in_view_answered = [s for s in answered if view[frames[s]]]

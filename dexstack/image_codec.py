@@ -97,7 +97,7 @@ def encode(pixels: np.ndarray, encoding: str) -> dict:
     else:
         raise ImageError(f"image encoding '{encoding}' is not supported")
     if pixels.ndim != expected or (channels > 1 and pixels.shape[2] != channels) or pixels.dtype != dtype:
-        raise ImageError(f"{encoding} needs a {'(H, W, %d)' % channels if channels > 1 else '(H, W)'} {dtype} "
+        raise ImageError(f"{encoding} needs a {f'(H, W, {channels})' if channels > 1 else '(H, W)'} {dtype} "
                          f"array, got {pixels.shape} {pixels.dtype}")
     h, w = pixels.shape[:2]
     little = np.ascontiguousarray(pixels, dtype=dtype.newbyteorder("<"))

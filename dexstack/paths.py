@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE_NAME = "dexstack"
@@ -20,7 +20,7 @@ class ResourceNotFoundError(FileNotFoundError):
     """A data file or ``package://`` resource could not be located; the message says where we looked."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def share_dir() -> Path:
     """The folder holding ``config/``, ``launch/``, ... for this install of dexstack."""
     source_root = Path(__file__).resolve().parent.parent

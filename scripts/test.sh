@@ -9,5 +9,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST  # tests: DDS never leaves this m
 # beside ROS make it in a subprocess (tests/camera/make_recording.py).
 pytest=(.venv/bin/python -m pytest -q --timeout 600 -p no:cacheprovider)
 if [ $# -gt 0 ]; then exec "${pytest[@]}" "$@"; fi
+echo "[test] ruff check ."
+.venv/bin/ruff check .  # lint first (ruff.toml); also a pre-commit hook (.pre-commit-config.yaml)
 "${pytest[@]}" tests/camera
 exec "${pytest[@]}" tests --ignore=tests/camera

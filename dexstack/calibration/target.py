@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from dexstack.camera_model import CameraModel
 from dexstack.config_loader import ConfigError, build, internal, read_yaml, resolve_data_file
 from dexstack.transforms import make_transform, rpy_to_matrix

@@ -95,7 +95,7 @@ class RosIO:
     def _spin(self) -> None:
         try:
             self._executor.spin()
-        except Exception:  # shutdown races
+        except Exception:  # noqa: BLE001  (shutdown races)
             pass
 
     def _on_rejected(self, msg) -> None:
@@ -122,16 +122,16 @@ class RosIO:
                 pass
 
     def _on_depth(self, msg) -> None:
-        from dexstack.nodes.common import stamp_to_ns
         from dexstack.image_codec import depth_to_array
+        from dexstack.nodes.common import stamp_to_ns
 
         depth = depth_to_array(msg.height, msg.width, msg.encoding, msg.step, msg.data, bool(msg.is_bigendian))
         with self._lock:
             self._depth = (stamp_to_ns(msg.header.stamp), depth)
 
     def _on_color(self, msg) -> None:
-        from dexstack.nodes.common import stamp_to_ns
         from dexstack.image_codec import color_to_rgb8
+        from dexstack.nodes.common import stamp_to_ns
 
         stamp = stamp_to_ns(msg.header.stamp)
         rgb = color_to_rgb8(msg.height, msg.width, msg.encoding, msg.step, msg.data)

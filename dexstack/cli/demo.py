@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from dexstack.robot.description import load_description
     from dexstack.sim.config import load_cell_config
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = Path(args.output).resolve() / stamp
     run_dir.mkdir(parents=True, exist_ok=True)
     cell = load_cell_config(args.cell)
@@ -193,10 +193,11 @@ def _markdown(report: dict) -> str:
     lines = [f"# dexstack sim demo: {'OK' if report['ok'] else 'FAILED'}", "",
              f"- cell `{report['cell']}`, robot `{report['robot_profile']}`, motion `{report['motion']}` "
              f"({report['motion_duration_s']:.1f} s)",
-             f"- nodes: " + ", ".join(f"{k} (exit {v['exit_code']})" for k, v in report["nodes"].items()),
+             "- nodes: " + ", ".join(f"{k} (exit {v['exit_code']})" for k, v in report["nodes"].items()),
              "- rates (Hz): " + ", ".join(f"{k} {v:.1f}" for k, v in report["rates_hz"].items())]
     if "physics_hz" in report:
-        lines.append(f"- physics {report['physics_hz']:.0f} Hz (sim_cell diagnostics), render {report['render_ms']:.1f} ms")
+        lines.append(f"- physics {report['physics_hz']:.0f} Hz (sim_cell diagnostics), "
+                     f"render {report['render_ms']:.1f} ms")
     if "final_tracking_error_rad_max" in report:
         lines.append(f"- final joint error vs last keyframe: {report['final_tracking_error_rad_max']:.4f} rad (max; "
                      "the safety monitor keeps targets 0.02 rad inside the limits)")

@@ -256,10 +256,9 @@ def replay_episode(node, episode_dir: Path, speed: float = 1.0, goto_start: bool
     from dexstack.nodes import common
     from dexstack.nodes.recorder import message_class
     from dexstack.nodes.safety_link import SafetyLink
-    from dexstack.record.replay import play
-    from dexstack.record.replay import load_replay
-    from dexstack.robot import load_description
     from dexstack.record.episode import load_episode_info
+    from dexstack.record.replay import load_replay, play
+    from dexstack.robot import load_description
 
     plan = load_replay(episode_dir)
     safety = SafetyLink(node)

@@ -2,10 +2,10 @@
 
 A deployed episode is recorded as time series: the simulator's ground-truth object pose
 (``/dexstack/sim/object_pose_gt``, stamped with the sim cell's clock), the arrival times of the policy's commands,
-of the perceived object poses and of the sim cell's physics time. The reference's timeline starts at the policy's first command (t = 0 is when the
-policy began playing the reference), and success is :class:`~dexstack.policies.tracking.env.TrackingTask`'s, sampled
-at the same control-period grid as :func:`~dexstack.policies.tracking.env.evaluate`: in-process and deployed numbers
-are the same metric.
+of the perceived object poses and of the sim cell's physics time. The reference's timeline starts at the policy's
+first command (t = 0 is when the policy began playing the reference), and success is
+:class:`~dexstack.policies.tracking.env.TrackingTask`'s, sampled at the same control-period grid as
+:func:`~dexstack.policies.tracking.env.evaluate`: in-process and deployed numbers are the same metric.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Start the nodes of a launch file as separate processes over real DDS, and stop them cleanly.
 
 Sim/test entry point: localhost-only DDS is forced for every process it starts (the network rule).
-``dexstack-launch sim_cell cell:=tabletop`` is the pip-install equivalent of ``ros2 launch dexstack sim_cell.launch.xml``.
+``dexstack-launch sim_cell cell:=tabletop`` is the pip-install equivalent of
+``ros2 launch dexstack sim_cell.launch.xml``.
 
 Stopping: Ctrl-C, SIGTERM (systemd, docker, process managers) and SIGHUP (terminal closed) all stop the graph the
 same way: SIGINT to each node, SIGKILL after a timeout. Nodes also die with the launcher when it is killed hard

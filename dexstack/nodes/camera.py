@@ -265,7 +265,7 @@ class CameraNode(Node):
                         continue
                     last_frame_s = time.monotonic()
                     self._publish_frame(frame)
-                except Exception as exc:  # unplugged device, USB or file read error; a bug is logged with its trace
+                except Exception as exc:  # noqa: BLE001  unplugged device, USB or file read error; a bug is logged with its trace
                     if self._stop.is_set():
                         break
                     if not isinstance(exc, (CameraError, RuntimeError)):

@@ -44,7 +44,8 @@ class TopicStats:
 class GraphMonitor(Node):
     def __init__(self, name: str = "dexstack_monitor") -> None:
         super().__init__(name)
-        self.joint_states, self.color, self.depth, self.object_gt = TopicStats(), TopicStats(), TopicStats(), TopicStats()
+        self.joint_states, self.color = TopicStats(), TopicStats()
+        self.depth, self.object_gt = TopicStats(), TopicStats()
         self.object_estimate = TopicStats()
         self._gt: dict[int, np.ndarray] = {}  # stamp_ns -> xyz of recent ground-truth poses
         self.object_errors_mm: list[float] = []

@@ -43,7 +43,14 @@ from dexstack.diagnostics import Level, ReasonCounter, StatusReport
 from dexstack.nodes import common
 from dexstack.nodes.safety_link import SafetyLink
 from dexstack.policies import (
-    InputCache, Policy, PolicyError, PolicyRuntime, list_bundles, list_references, load_manifest, policy_types,
+    InputCache,
+    Policy,
+    PolicyError,
+    PolicyRuntime,
+    list_bundles,
+    list_references,
+    load_manifest,
+    policy_types,
 )
 from dexstack.policies.bundles import load_bundle_manifest
 from dexstack.policies.registry import check_device
@@ -271,7 +278,7 @@ class PolicyNode(Node):
             self.errors.add(str(exc))
             self.get_logger().warning(f"no command this step: {exc}", throttle_duration_sec=2.0)
             return False
-        except Exception as exc:  # a bug in a policy must not kill the control thread; the robot holds
+        except Exception as exc:  # noqa: BLE001  a bug in a policy must not kill the control thread; the robot holds
             self.errors.add(f"{type(exc).__name__}: {exc}")
             self.get_logger().error(f"policy step failed: {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
             return False

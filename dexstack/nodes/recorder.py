@@ -179,7 +179,8 @@ class RecorderNode(Node):
         p = self.params
         calibration_path, calibration = "", ""
         if p.calibration:
-            from dexstack.calibration.camera import CalibrationError, calibration_path as find_calibration
+            from dexstack.calibration.camera import CalibrationError
+            from dexstack.calibration.camera import calibration_path as find_calibration
 
             try:
                 path = find_calibration(p.calibration)

@@ -43,7 +43,8 @@ _DEFAULTS = SafetyConfig()
 @dataclass
 class Params:
     robot_profile: str = common.param("panda_allegro", "Robot profile (limits and frames).", read_only=True)
-    rate_hz: float = common.param(_DEFAULTS.rate_hz, "Output rate to the drivers.", read_only=True, min=10.0, max=1000.0)
+    rate_hz: float = common.param(_DEFAULTS.rate_hz, "Output rate to the drivers.", read_only=True,
+                                  min=10.0, max=1000.0)
     command_timeout_s: float = common.param(_DEFAULTS.command_timeout_s, "Input stream stale after this (s).",
                                             min=0.005, max=5.0)
     state_timeout_s: float = common.param(_DEFAULTS.state_timeout_s, "/joint_states stale after this (s).",
@@ -60,9 +61,12 @@ class Params:
     hand_max_jerk_rad_s3: float = common.param(_DEFAULTS.hand_max_jerk_rad_s3, "Hand jerk limit.", min=0.1,
                                                max=100000.0)
     max_tracking_error_rad: float = common.param(_DEFAULTS.max_tracking_error_rad,
-                                                 "Restart from the measured state beyond this error.", min=0.01, max=3.0)
-    workspace_min_m: list = common.param(list(_DEFAULTS.workspace_min_m), "Workspace box minimum (x, y, z), base frame.")
-    workspace_max_m: list = common.param(list(_DEFAULTS.workspace_max_m), "Workspace box maximum (x, y, z), base frame.")
+                                                 "Restart from the measured state beyond this error.",
+                                                 min=0.01, max=3.0)
+    workspace_min_m: list = common.param(list(_DEFAULTS.workspace_min_m),
+                                         "Workspace box minimum (x, y, z), base frame.")
+    workspace_max_m: list = common.param(list(_DEFAULTS.workspace_max_m),
+                                         "Workspace box maximum (x, y, z), base frame.")
     workspace_mode: str = common.param(_DEFAULTS.workspace_mode, "What happens at the workspace boundary.",
                                        choices=WORKSPACE_MODES)
     max_outside_limits_rad: float = common.param(_DEFAULTS.max_outside_limits_rad,

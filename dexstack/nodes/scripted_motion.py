@@ -59,7 +59,8 @@ class ScriptedMotionNode(Node):
         self.plan_stamp_ns: int | None = None
         self.restarts = 0
         common.live_rate_timer(self, "hand_rate_hz", self.params.hand_rate_hz, self._tick)
-        self.get_logger().info(f"motion '{self.params.motion}' ({self.motion.duration_s:.1f} s) waits for /joint_states")
+        self.get_logger().info(
+            f"motion '{self.params.motion}' ({self.motion.duration_s:.1f} s) waits for /joint_states")
 
     def _on_state(self, _msg: JointState) -> None:
         if self.start_time is not None or self.arm_pub.get_subscription_count() == 0:

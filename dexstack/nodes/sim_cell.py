@@ -20,9 +20,9 @@ from dataclasses import dataclass  # noqa: E402
 import rclpy  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
-from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
@@ -113,7 +113,8 @@ class SimCellNode(Node):
         common.live_rate_timer(self, "diagnostics_rate_hz", self.params.diagnostics_rate_hz,
                                self._publish_diagnostics)
         self.get_logger().info(
-            f"sim cell '{self.cell.cell.name}' up: {len(d.joints)} joints, physics {1.0 / self.cell.timestep_s:.0f} Hz, "
+            f"sim cell '{self.cell.cell.name}' up: {len(d.joints)} joints, "
+            f"physics {1.0 / self.cell.timestep_s:.0f} Hz, "
             f"arm <- {d.profile.arm.command.topic}, hand <- {d.profile.hand.command.topic}")
 
     # ------------------------------------------------------------------ commands

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray, PoseStamped
@@ -32,7 +32,7 @@ VIEWER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=Re
 
 
 def _default_save_path() -> str:
-    return f"runs/viz_{datetime.now(timezone.utc).strftime('%Y%m%d_%H%M%S')}.rrd"
+    return f"runs/viz_{datetime.now(UTC).strftime('%Y%m%d_%H%M%S')}.rrd"
 
 
 @dataclass

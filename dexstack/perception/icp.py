@@ -88,7 +88,7 @@ class PointToPlaneIcp:
             # Nearest measured depth in each 3x3 neighbourhood (holes count as near: unknown is not free), so a
             # point on the true silhouette that rounds onto a background pixel does not count as overhanging.
             near_depth = cv2.erode(np.nan_to_num(depth_m, nan=0.0).astype(np.float32), np.ones((3, 3), np.uint8))
-        for it in range(1, iters + 1):
+        for it in range(1, iters + 1):  # noqa: B007  (the count is reported after the loop)
             sel = self._correspondences(scene, s_normals, R, t, threshold, cos_max)
             if sel is None:
                 return None

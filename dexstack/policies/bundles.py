@@ -13,7 +13,8 @@ REFERENCES_DIR = "references"  # policies/references/<name>.npz: reference traje
 
 
 def search_dirs() -> list[Path]:
-    """Folders holding bundles, first match wins: ``$DEXSTACK_POLICY_PATH`` (os.pathsep-separated), then the package's."""
+    """Folders holding bundles, first match wins: ``$DEXSTACK_POLICY_PATH`` (os.pathsep-separated), then the
+    package's."""
     dirs = [Path(p) for p in os.environ.get("DEXSTACK_POLICY_PATH", "").split(os.pathsep) if p]
     dirs.append(data_path("policies"))
     return dirs

@@ -31,7 +31,7 @@ from torch import nn
 
 from dexstack.policies.errors import PolicyError
 from dexstack.policies.manifest import CheckpointSpec
-from dexstack.policies.networks import ObsNormalizer, NetworkRunner, RlGamesActor, build_mlp
+from dexstack.policies.networks import NetworkRunner, ObsNormalizer, RlGamesActor, build_mlp
 
 NUMPY_SAFE_GLOBALS: list[Any] = [
     np._core.multiarray.scalar, np._core.multiarray._reconstruct, np.ndarray, np.dtype,
@@ -75,7 +75,8 @@ def _runner(module: nn.Module, obs_size: int, action_size: int, normalizer: nn.M
     return runner
 
 
-def _linear_layers(state: Mapping[str, torch.Tensor], prefix: str, path: Path) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+def _linear_layers(state: Mapping[str, torch.Tensor], prefix: str,
+                   path: Path) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
     """(index, weight, bias) of ``<prefix><index>.weight`` entries, in index order."""
     pattern = re.compile(rf"^{re.escape(prefix)}(\d+)\.weight$")
     layers = []
@@ -182,7 +183,8 @@ def load_rl_games(path: Path, spec: CheckpointSpec, obs_size: int, action_size: 
     try:
         actor.load_state_dict(actor_state)
     except RuntimeError as exc:
-        raise PolicyError(f"checkpoint {path}: actor does not fit an MLP {sizes}: {str(exc).splitlines()[0][:200]}") from None
+        reason = str(exc).splitlines()[0][:200]
+        raise PolicyError(f"checkpoint {path}: actor does not fit an MLP {sizes}: {reason}") from None
     normalizer = None
     if "running_mean_std.running_mean" in state:
         normalizer = _normalizer(state["running_mean_std.running_mean"], state.get("running_mean_std.running_var"),

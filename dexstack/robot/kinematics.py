@@ -22,7 +22,8 @@ class Kinematics:
         self._q_index = np.array([self.model.idx_qs[self.model.getJointId(n)] for n in description.joints])
         self._v_index = np.array([self.model.idx_vs[self.model.getJointId(n)] for n in description.joints])
         if self.model.nq != len(description.joints):
-            raise ValueError(f"pinocchio model has nq={self.model.nq}, description has {len(description.joints)} joints")
+            raise ValueError(f"pinocchio model has nq={self.model.nq}, "
+                             f"description has {len(description.joints)} joints")
 
     def frame_id(self, frame: str) -> int:
         if not self.model.existFrame(frame):
@@ -54,7 +55,8 @@ class Kinematics:
         return {f: self.pose(f) for f in frames}
 
     def frame_jacobian(self, q_rad: np.ndarray, frame: str) -> np.ndarray:
-        """6 x n Jacobian of ``frame`` (linear; angular), base-aligned axes at the frame origin, columns in joint order."""
+        """6 x n Jacobian of ``frame`` (linear; angular), base-aligned axes at the frame origin, columns in joint
+        order."""
         q = self._q(q_rad)
         J = pin.computeFrameJacobian(self.model, self.data, q, self.frame_id(frame), pin.LOCAL_WORLD_ALIGNED)
         return J[:, self._v_index]

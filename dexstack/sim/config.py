@@ -62,8 +62,9 @@ class CameraTruthConfig:
     """The sim camera's TRUE pose and intrinsics (what renders). The calibration file is only perception's estimate.
 
     ``xyz_m``/``quat_xyzw``: T_parent_camera of the optical frame (parent = the file's parent_frame); unset = the
-    calibration file's pose (a perfectly calibrated cell). ``intrinsics``: a calibration-style intrinsics mapping; unset = the file's. ``perturb_*``:
-    a rigid offset applied in the camera frame on top (T_true = T_nominal @ T_perturb), so a stale file is wrong.
+    calibration file's pose (a perfectly calibrated cell). ``intrinsics``: a calibration-style intrinsics mapping;
+    unset = the file's. ``perturb_*``: a rigid offset applied in the camera frame on top
+    (T_true = T_nominal @ T_perturb), so a stale file is wrong.
     """
 
     xyz_m: tuple[float, float, float] | None = None

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_sim_demo_runs_the_scripted_motion_and_reports(tmp_path):
@@ -36,7 +37,7 @@ def test_sim_demo_runs_the_scripted_motion_and_reports(tmp_path):
     assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 1 and info["total_frames"] > 100
     # Figures of the report (dexstack/viz/plots.py) and a short clip of the sim camera.
     for name in ("plot_joints", "plot_rates", "plot_object_error", "plot_interventions"):
-        assert open(report["outputs"][name], "rb").read(8) == b"\x89PNG\r\n\x1a\n", name
+        assert Path(report["outputs"][name]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     import av
 
     with av.open(report["outputs"]["camera_video"]) as clip:

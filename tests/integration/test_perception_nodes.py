@@ -17,11 +17,11 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Float32MultiArray, String
 
 from dexstack.calibration import load_camera_calibration
+from dexstack.launch.runner import LaunchedGraph
+from dexstack.launch.xml import parse_launch_file
 from dexstack.nodes import common
 from dexstack.perception.geometry import pose_error
 from dexstack.transforms import pose_to_transform
-from dexstack.launch.runner import LaunchedGraph
-from dexstack.launch.xml import parse_launch_file
 from tests.ros_harness import call_service, dump_logs, wait_for
 
 BASE_FRAME = load_camera_calibration("sim_tabletop").parent_frame

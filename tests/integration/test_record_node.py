@@ -118,8 +118,8 @@ def read_back(episode: Path) -> dict[str, list]:
         stamps = [(m.publish_time, deserialize_message(m.data, JointState).header.stamp)
                   for _, c, m in mr.iter_messages(topics=["/joint_states"])]
     assert all(p == s.sec * 1_000_000_000 + s.nanosec for p, s in stamps)  # publish_time = header stamp
-    assert sum(len(v) for v in out.values()) == sum(1 for _ in make_reader(open(next(episode.glob("*.mcap")), "rb"))
-                                                    .iter_messages())
+    with open(next(episode.glob("*.mcap")), "rb") as f:
+        assert sum(len(v) for v in out.values()) == sum(1 for _ in make_reader(f).iter_messages())
     return out
 
 

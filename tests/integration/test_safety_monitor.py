@@ -237,4 +237,4 @@ def test_the_safety_monitor_is_the_only_publisher_of_driver_commands(cell):
 
     for topic in (D.profile.arm.command.topic, D.profile.hand.command.topic):
         # Wait out discovery: a participant's node names arrive after its endpoints.
-        assert wait_for(lambda: publishers(topic) == {"safety_monitor"}, 5.0), f"{topic}: {publishers(topic)}"
+        assert wait_for(lambda t=topic: publishers(t) == {"safety_monitor"}, 5.0), f"{topic}: {publishers(topic)}"

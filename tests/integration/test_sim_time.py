@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 from rclpy.parameter import Parameter
-from rosgraph_msgs.msg import Clock
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 from trajectory_msgs.msg import JointTrajectory
 
 from dexstack.launch.runner import LaunchedGraph

@@ -16,8 +16,8 @@ from dexstack.robot import load_description
 from dexstack.robot.kinematics import Kinematics
 from dexstack.sim.config import load_cell_config
 from tests.browser import chromium_path, screenshot
-from tests.rrd import read_rrd
 from tests.ros_harness import SpinningNode, dump_logs, start_graph, wait_for
+from tests.rrd import read_rrd
 
 D = load_description("panda_allegro")
 SHOT_SIZE = (1280, 800)

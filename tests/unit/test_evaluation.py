@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from dexstack.evaluation.scoring import (
-    EpisodeRecord, ScoringConfig, object_pose_coverage, realtime_factor, score_episode, summarize,
+    EpisodeRecord,
+    ScoringConfig,
+    object_pose_coverage,
+    realtime_factor,
+    score_episode,
+    summarize,
 )
 from dexstack.policies import load_reference, reference_path
 from dexstack.robot import load_description

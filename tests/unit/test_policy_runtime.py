@@ -9,8 +9,19 @@ import pytest
 import torch
 
 from dexstack.policies import (
-    InputCache, JointTargets, Policy, PolicyError, PolicyRuntime, ReferenceTrajectory, RobotState, StepContext,
-    load_policy, load_reference, parse_manifest, register_policy, save_reference,
+    InputCache,
+    JointTargets,
+    Policy,
+    PolicyError,
+    PolicyRuntime,
+    ReferenceTrajectory,
+    RobotState,
+    StepContext,
+    load_policy,
+    load_reference,
+    parse_manifest,
+    register_policy,
+    save_reference,
 )
 from dexstack.policies.action import ActionMapper
 from dexstack.policies.manifest import ActionSpec, write_manifest

@@ -33,7 +33,8 @@ def test_joints_and_limits_come_from_the_urdfs(description):
     profile = description.profile
     arm = _urdf_limits(profile.arm.description)
     hand = _urdf_limits(profile.hand.description)
-    assert description.arm_joints == tuple(n for n in arm if n.startswith("panda_joint"))  # the finger joints are not on the chain
+    # the finger joints are not on the chain
+    assert description.arm_joints == tuple(n for n in arm if n.startswith("panda_joint"))
     assert description.hand_joints == tuple(hand)
     for name, (lo, hi, vel, eff) in {**arm, **hand}.items():
         if name in description.limits:

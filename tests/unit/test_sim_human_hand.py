@@ -60,7 +60,8 @@ def test_pinch_closes_thumb_and_index_and_power_curls_every_finger():
 def test_hand_is_kinematic_never_touches_and_its_sites_are_exact(cell):
     cell.reset()
     hh_geoms = [g for g in range(cell.model.ngeom)
-                if mujoco.mj_id2name(cell.model, mujoco.mjtObj.mjOBJ_BODY, cell.model.geom_bodyid[g]).startswith(PREFIX)]
+                if mujoco.mj_id2name(cell.model, mujoco.mjtObj.mjOBJ_BODY,
+                                     cell.model.geom_bodyid[g]).startswith(PREFIX)]
     assert len(hh_geoms) > 15
     assert all(cell.model.geom_contype[g] == 0 and cell.model.geom_conaffinity[g] == 0 for g in hh_geoms)
     # Put the hand right through the cube: no contact, the cube does not move; the hand holds its pose.

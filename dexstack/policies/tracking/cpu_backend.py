@@ -28,6 +28,7 @@ import multiprocessing as mp
 import os
 from dataclasses import dataclass, fields, replace
 from multiprocessing import shared_memory
+from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -49,7 +50,7 @@ OPEN_WORKSPACE_M = ((-100.0, -100.0, -100.0), (100.0, 100.0, 100.0))
 
 def load_safety_config(path=None) -> SafetyConfig:
     """The safety monitor's parameters from ``config/safety.yaml`` (the launch files' file) as a SafetyConfig."""
-    raw = yaml.safe_load(open(path or data_path("config", "safety.yaml")).read())
+    raw = yaml.safe_load(Path(path or data_path("config", "safety.yaml")).read_text())
     params = raw["safety_monitor"]["ros__parameters"]
     names = {f.name for f in fields(SafetyConfig)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in names}

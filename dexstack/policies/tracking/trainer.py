@@ -126,7 +126,8 @@ def plot_curves(csv_path: Path, png_path: Path) -> bool:
         import matplotlib.pyplot as plt  # noqa: PLC0415
     except ImportError:
         return False
-    rows = list(csv.DictReader(open(csv_path)))
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
     if not rows:
         return False
     x = np.array([float(r["samples"]) for r in rows])
