@@ -184,7 +184,7 @@ def test_writable_parameters_change_the_running_node(ros_node, joint_states):
     is_sim = lambda m: any(s.name == "sim_cell" for s in m.status)  # noqa: E731
     try:
         assert set_param("diagnostics_rate_hz", _double(5.0)).successful
-        assert _count_over(diagnostics.msgs, 2.0, is_sim) >= 3.5  # was 1 Hz
+        assert _count_over(diagnostics.msgs, 3.0, is_sim) >= 2.5  # 5 Hz asked, was 1 Hz (slack for a loaded machine)
         assert set_param("joint_states_rate_hz", _double(50.0)).successful
         time.sleep(0.2)
         assert _count_over(joint_states.msgs, 1.5) == pytest.approx(50.0, rel=0.3)  # was 250 Hz
