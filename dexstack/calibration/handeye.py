@@ -22,6 +22,7 @@ from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
 from dexstack.camera_model import CameraModel
+from dexstack.transforms import invert_transform, make_transform, rotation_angle_rad
 
 MODES = ("eye_to_hand", "eye_in_hand")
 HAND_EYE_METHODS = {"tsai": cv2.CALIB_HAND_EYE_TSAI, "park": cv2.CALIB_HAND_EYE_PARK,
@@ -62,17 +63,8 @@ class HandEyeResult:
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
-def _inv(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = T[:3, :3].T
-    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return out
-
-
 def _T(R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3], out[:3, 3] = R, np.asarray(t).reshape(3)
-    return out
+    return make_transform(np.asarray(t).reshape(3), R)
 
 
 def _to_vec(T: np.ndarray) -> np.ndarray:
@@ -83,14 +75,10 @@ def _from_vec(v: np.ndarray) -> np.ndarray:
     return _T(Rotation.from_rotvec(v[:3]).as_matrix(), v[3:6])
 
 
-def rotation_angle_deg(R: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
-
-
 def pose_difference(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
     """(translation difference in mm, rotation difference in deg) between two poses."""
     return (1000.0 * float(np.linalg.norm(T_a[:3, 3] - T_b[:3, 3])),
-            rotation_angle_deg(T_a[:3, :3].T @ T_b[:3, :3]))
+            float(np.degrees(rotation_angle_rad(T_a[:3, :3].T @ T_b[:3, :3]))))
 
 
 def rotation_coverage(rotations: list[np.ndarray], min_angle_deg: float = 3.0) -> np.ndarray:
@@ -114,8 +102,8 @@ def rotation_coverage(rotations: list[np.ndarray], min_angle_deg: float = 3.0) -
 def _camera_from_board(mode: str, X: np.ndarray, Y: np.ndarray, T_base_link: np.ndarray) -> np.ndarray:
     """T_camera_board predicted for one sample."""
     if mode == "eye_to_hand":
-        return _inv(X) @ T_base_link @ Y
-    return _inv(X) @ _inv(T_base_link) @ Y
+        return invert_transform(X) @ T_base_link @ Y
+    return invert_transform(X) @ invert_transform(T_base_link) @ Y
 
 
 def _residuals(mode: str, X: np.ndarray, Y: np.ndarray, camera: CameraModel, samples: list[Sample]) -> np.ndarray:
@@ -144,7 +132,7 @@ def closed_forms(mode: str, samples: list[Sample]) -> dict[str, tuple[np.ndarray
     T_cb = [s.T_camera_board for s in samples]
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     # calibrateHandEye solves AX = XB for the camera-to-"gripper" pose; eye-to-hand passes the inverse motions.
-    g2b = T_bl if mode == "eye_in_hand" else [_inv(T) for T in T_bl]
+    g2b = T_bl if mode == "eye_in_hand" else [invert_transform(T) for T in T_bl]
     for name, flag in HAND_EYE_METHODS.items():
         try:
             R, t = cv2.calibrateHandEye([T[:3, :3] for T in g2b], [T[:3, 3] for T in g2b],
@@ -155,7 +143,7 @@ def closed_forms(mode: str, samples: list[Sample]) -> dict[str, tuple[np.ndarray
         if not np.all(np.isfinite(X)):
             continue
         # Y from every sample, averaged (rotation by SVD projection of the mean matrix).
-        Ys = [T @ X @ c if mode == "eye_in_hand" else _inv(T) @ X @ c for T, c in zip(T_bl, T_cb)]
+        Ys = [T @ X @ c if mode == "eye_in_hand" else invert_transform(T) @ X @ c for T, c in zip(T_bl, T_cb)]
         out[name] = (X, _mean_pose(Ys))
     # calibrateRobotWorldHandEye: cTw wTb = cTg gTb. Eye-in-hand: world = board, cam = camera, gripper = link.
     # Eye-to-hand: swap roles, "cam" = board (moves with the link), "world" = camera.
@@ -163,8 +151,8 @@ def closed_forms(mode: str, samples: list[Sample]) -> dict[str, tuple[np.ndarray
         if mode == "eye_in_hand":
             A = T_cb
         else:
-            A = [_inv(c) for c in T_cb]
-        B = [_inv(T) for T in T_bl]
+            A = [invert_transform(c) for c in T_cb]
+        B = [invert_transform(T) for T in T_bl]
         try:
             R_bw, t_bw, R_gc, t_gc = cv2.calibrateRobotWorldHandEye(
                 [T[:3, :3] for T in A], [T[:3, 3:4].copy() for T in A], [T[:3, :3] for T in B],
@@ -173,9 +161,9 @@ def closed_forms(mode: str, samples: list[Sample]) -> dict[str, tuple[np.ndarray
             continue
         wTb, cTg = _T(R_bw, t_bw), _T(R_gc, t_gc)
         if mode == "eye_in_hand":  # X = T_link_camera = inv(cTg), Y = T_base_board = inv(wTb)
-            X, Y = _inv(cTg), _inv(wTb)
+            X, Y = invert_transform(cTg), invert_transform(wTb)
         else:  # wTb = T_camera_base -> X = T_base_camera; cTg = T_board_link -> Y = T_link_board
-            X, Y = _inv(wTb), _inv(cTg)
+            X, Y = invert_transform(wTb), invert_transform(cTg)
         if np.all(np.isfinite(X)) and np.all(np.isfinite(Y)):
             out[name] = (X, Y)
     return out
