@@ -6,7 +6,9 @@
 Keys: ``cpu_samples_per_s`` (PPO training samples per second on this machine, everything included: physics
 workers, the safety gate in the loop, task layer, policy, PPO update, no validation), ``cpu_cpu_ms_per_sample``
 (CPU time of all processes per sample: independent of other load on a shared machine), ``cpu_env_steps_per_s``
-(env only: the same vector env stepped with zero actions, no learning), ``cpu_samples_per_s_gate_off``,
+(env only: the same vector env stepped with zero actions, no learning), ``env_cpu_ms_per_step`` (CPU ms per env
+step of the command path - the safety gate - and of the physics, with the gate and without),
+``cpu_samples_per_s_gate_off``,
 ``mjwarp_cpu_state_err`` (max |qpos| difference, rad or m, between MuJoCo Warp on Warp's CPU device and the MuJoCo
 C backend after ``--mjwarp-steps`` physics steps of the same controls; null if mujoco_warp is missing),
 ``gpu_samples_per_s`` / ``gpu_device`` (null without a GPU), ``heldout_success_before`` / ``heldout_success_after``
@@ -91,6 +93,31 @@ def env_rate(seconds: float, gate: str, envs: int, workers: int) -> float:
         pool.close()
 
 
+def env_cost_breakdown(gate: str, envs: int = 16, periods: int = 40) -> dict:
+    """CPU ms per environment step (one 50 ms control period) of the two halves of the CPU backend, in this process
+    (``process_time``: the figure does not move with other load): the command path (the safety gate's 5 ticks and
+    its ruckig filters, in Python per env) and the physics (one ``mujoco.rollout`` call for all envs)."""
+    from dexstack.policies.tracking.cpu_backend import CommandPath, MujocoBatch  # noqa: PLC0415
+
+    batch = MujocoBatch(envs, 0.05, CommandPath.ideal(gate))
+    lim = batch.description.limit_arrays()
+    q0 = np.tile((lim["lower"] + lim["upper"]) / 2, (envs, 1))
+    batch.reset(np.arange(envs), q0, np.tile([0.5, 0.0, 0.05, 0.0, 0.0, 0.0, 1.0], (envs, 1)), np.ones(envs),
+                np.ones(envs))
+    rng = np.random.default_rng(0)
+    command_s = physics_s = 0.0
+    for _ in range(periods):
+        targets = q0 + rng.normal(0.0, 0.02, q0.shape)
+        t0 = time.process_time()
+        batch._controls(targets)
+        t1 = time.process_time()
+        batch.step_physics()
+        physics_s += time.process_time() - t1
+        command_s += t1 - t0
+    return {"command_path_ms": round(1e3 * command_s / (periods * envs), 3),
+            "physics_ms": round(1e3 * physics_s / (periods * envs), 3)}
+
+
 def timestep_sweep(timesteps=(0.001, 0.002, 0.0025, 0.005, 0.01)) -> list[dict]:
     """Replay the lift reference (zero residual, no gate) at each physics timestep; error vs 1 ms."""
     from dexstack.policies import load_reference, reference_path  # noqa: PLC0415
@@ -163,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                args.workers)["samples_per_s"], 1)
     result["cpu_env_steps_per_s"] = round(env_rate(args.seconds / 2, args.gate, args.envs, args.workers), 1)
     result["gate"] = args.gate
+    result["env_cpu_ms_per_step"] = {g: env_cost_breakdown(g) for g in (args.gate, "off")}
     result["mjwarp_cpu_state_err"] = mjwarp_state_error(args.mjwarp_steps)
     result["gpu_samples_per_s"] = None
     result["gpu_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None

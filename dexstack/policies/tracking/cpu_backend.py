@@ -223,6 +223,10 @@ class MujocoBatch:
     def step(self, targets: np.ndarray) -> dict[str, np.ndarray]:
         """One control period for every env with full joint targets (N, n); returns true and observed states."""
         self._controls(np.asarray(targets, dtype=float))
+        return self.step_physics()
+
+    def step_physics(self) -> dict[str, np.ndarray]:
+        """Run the period's controls already in ``self.ctrl`` (see :meth:`_controls`) and fill the outputs."""
         t_expected = self.state[:, 0] + self.nstep * self.path.timestep_s
         states, _ = rollout.rollout(self.models, self.thread_data, self.state, self.ctrl)
         self.state[:] = states[:, -1]
