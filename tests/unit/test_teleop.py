@@ -10,7 +10,6 @@ from dexstack.teleop import ScriptedHumanHand, TeleopConfig, TeleopController
 from tests.profiles import PROFILES
 
 
-
 @pytest.fixture(scope="module", params=PROFILES)
 def D(request):
     return load_description(request.param)
@@ -40,7 +39,7 @@ def test_nothing_is_commanded_until_engaged_and_engaging_does_not_jump(D, human)
     ok, _ = c.engage(q)
     assert ok
     first = c.step(human.keypoints_base(1.5), q, 1.5)  # the hand where it was when engaged
-    np.testing.assert_allclose(first.arm_rad, q[:len(D.arm_joints)], atol=1e-3)  # the palm target starts where the palm is
+    np.testing.assert_allclose(first.arm_rad, q[:len(D.arm_joints)], atol=1e-3)  # the palm target starts at the palm
 
 
 def test_palm_follows_the_wrist_motion_scaled(D):
