@@ -314,15 +314,23 @@ def config_path(name_or_path: str | Path) -> Path:
 
 
 def retarget_config_for(robot_profile: str) -> str:
-    """The shipped retargeting config made for ``robot_profile`` (the ``config/retarget/*.yaml`` whose
-    ``robot_profile`` names it): what teleop uses when no config is given. Exactly one must match."""
+    """The shipped retargeting config for ``robot_profile``: what teleop uses when none is given. The
+    ``config/retarget/*.yaml`` whose ``robot_profile`` names it, else the one made for a profile with the same hand
+    description (the same hand on another arm). Exactly one must match."""
+    from dexstack.robot.profile import load_profile
+
     root = data_path("config", "retarget")
-    matches = sorted(p.stem for p in root.glob("*.yaml")
-                     if isinstance(raw := read_yaml(p), Mapping) and raw.get("robot_profile") == robot_profile)
+    made_for = {p.stem: raw.get("robot_profile") for p in sorted(root.glob("*.yaml"))
+                if isinstance(raw := read_yaml(p), Mapping)}
+    matches = [name for name, profile in made_for.items() if profile == robot_profile]
+    if not matches:
+        hand = load_profile(robot_profile).hand_description_path()
+        matches = [name for name, profile in made_for.items()
+                   if profile and load_profile(profile).hand_description_path() == hand]
     if len(matches) != 1:
         found = "none" if not matches else f"several ({matches})"
         raise RetargetConfigNotFound(f"no single retargeting config for robot profile '{robot_profile}' in {root}: "
-                                     f"{found} names it; give one (retarget_config) or add "
+                                     f"{found} is made for it or its hand; give one (retarget_config) or add "
                                      f"config/retarget/<hand>.yaml with 'robot_profile: {robot_profile}'")
     return matches[0]
 

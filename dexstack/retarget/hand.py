@@ -23,12 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import lapack
 
-from dexstack.paths import resolve_uri
 from dexstack.retarget.config import HandRetargetConfig, load_retarget_config, retarget_config_for
 from dexstack.retarget.hand_model import HandModel
 from dexstack.retarget.keypoints import check_keypoints
 from dexstack.robot.description import RobotDescription, load_description
-from dexstack.robot.profile import ProfileError, RobotProfile, load_profile
+from dexstack.robot.profile import ProfileError, load_profile
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +87,11 @@ def _check_same_hand(config: HandRetargetConfig, description: RobotDescription) 
         made_for = load_profile(config.robot_profile)
     except ProfileError as exc:
         raise ValueError(f"{config.source or config.name}: robot_profile '{config.robot_profile}': {exc}") from None
-    if _hand_file(made_for) != _hand_file(description.profile):
+    if made_for.hand_description_path() != description.profile.hand_description_path():
         raise ValueError(f"{config.source or config.name} is made for the hand of robot profile "
                          f"'{config.robot_profile}' ({made_for.hand.description}), but robot "
                          f"'{description.profile.name}' has {description.profile.hand.description}: use that "
                          "hand's retargeting config")
-
-
-def _hand_file(profile: RobotProfile):
-    return resolve_uri(profile.hand.description, profile.source.parent if profile.source else None)
 
 
 class HandRetargeter:

@@ -112,8 +112,11 @@ def test_a_term_whose_task_link_cannot_move_is_rejected(raw, description):
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_shipped_profile_has_exactly_one_retargeting_config(profile):
-    name = retarget_config_for(profile)  # what teleop uses by default
-    assert load_retarget_config(name).robot_profile == profile
+    name = retarget_config_for(profile)  # what teleop uses by default: made for the profile, or for its hand
+    made_for = load_description(load_retarget_config(name).robot_profile).profile
+    assert made_for.name == profile or (made_for.hand_description_path()
+                                        == load_description(profile).profile.hand_description_path())
+    HandRetargeter.from_file("", None, load_description(profile))
 
 
 def test_hand_side_is_checked(raw):

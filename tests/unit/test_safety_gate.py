@@ -75,30 +75,30 @@ def test_nan_and_malformed_commands_are_rejected_and_nothing_is_forwarded(D, gat
     assert any("non-finite" in r for r in gate.interventions.counts())
 
 
-def _free_joint_to_limit(D, gate) -> tuple[int, int]:
-    """(joint, +1 upper / -1 lower): the arm joint nearest a limit at home that can move there through free space
-    (Panda: joint7 up; UR5: its elbow folds onto itself first, the wrist turns freely)."""
+def _free_joint_to_limit(D, gate) -> tuple[int, int, np.ndarray]:
+    """(joint, +1 upper / -1 lower, start state): an arm joint that can move the last 0.3 rad to a limit through free
+    space from home with only that joint changed (Panda: joint7 up; UR5: the wrist; its elbow folds onto itself)."""
     home, lim = D.home(), D.limit_arrays(D.arm_joints)
     options = sorted((abs(lim[side][j] - home[j]), j, sign) for j in range(len(D.arm_joints))
                      for side, sign in (("upper", 1), ("lower", -1)))
-    for distance, j, sign in options:
-        if distance > gate.config.arm_max_step_rad - 0.2:
-            continue
-        path = [home.copy() for _ in range(30)]
+    for _, j, sign in options:
+        limit = lim["upper" if sign > 0 else "lower"][j]
+        path = [home.copy() for _ in range(16)]
         for k, q in enumerate(path):
-            q[j] += sign * distance * k / 29
+            q[j] = limit - sign * 0.3 * (1 - k / 15)
         if all(gate.collision_violation_m(q) == 0 and gate.workspace_violation_m(q) == 0 for q in path):
-            return j, sign
+            return j, sign, path[0]
     raise AssertionError(f"no arm joint of {D.profile.name} reaches a limit from home through free space")
 
 
 def test_out_of_limit_targets_are_clamped_inside_the_margin(D, gate):
-    target = D.home(D.arm_joints)
     lim = D.limit_arrays(D.arm_joints)
-    j, sign = _free_joint_to_limit(D, gate)
+    j, sign, q_start = _free_joint_to_limit(D, gate)
+    gate.update_state(q_start, 0.0)
+    target = q_start[:len(D.arm_joints)].copy()
     limit = lim["upper" if sign > 0 else "lower"][j]
     target[j] = limit + sign * 0.1  # slightly beyond its limit
-    outputs, q = run(gate, 0.0, 4.0, arm=(target, 0.5))
+    outputs, q = run(gate, 0.0, 4.0, q_meas=q_start, arm=(target, 0.5))
     clamped = limit - sign * gate.config.position_margin_rad
     assert (sign * arm_outputs(outputs)[:, j]).max() <= sign * clamped + 1e-9
     assert q[j] == pytest.approx(clamped, abs=1e-3)
