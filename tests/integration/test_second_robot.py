@@ -1,8 +1,9 @@
 """Every shipped robot besides the launch files' default (e.g. UR5 + Allegro LEFT, ``ur5_allegro_left``) through the
 real graph: ``dexstack-launch sim_teleop cell:=<its cell> robot_profile:=<it>`` (sim_cell, safety monitor, scripted
 human hand, teleop in separate processes) moves the arm and the fingers through the safety monitor on the drivers'
-topics of that profile; the recorder records it and the LeRobot export has its joints with a moving action. A cell
-of another robot than the graph's is refused by sim_cell with the reason.
+topics of that profile; the recorder records it and the LeRobot export has its joints with a moving action; the
+policy node runs a bundle made for that profile through the same gate. A cell of another robot than the graph's is
+refused by sim_cell with the reason.
 """
 
 from __future__ import annotations
@@ -113,6 +114,42 @@ def test_teleop_moves_the_robot_through_the_safety_monitor_and_is_recorded(ros_n
     assert info["features"]["observation.state"]["names"] == list(D.joints)
     action = np.array(pq.read_table(dataset / "data/chunk-000/file-000.parquet").column("action").to_pylist())
     assert action.shape[1] == len(D.joints) and np.ptp(action[:, :N_ARM], axis=0).max() > 0.02  # not state-held
+
+
+def test_a_policy_bundle_made_for_the_robot_drives_it_through_the_safety_monitor(ros_node, graph, tmp_path):
+    """The policy node on this profile: a replay bundle made for it (a 3 s ramp of the first arm joint) moves the
+    arm there, teleop paused; the shipped bundles (made for the default robot) are refused (unit-tested)."""
+    from std_srvs.srv import SetBool
+
+    from dexstack.policies import ReferenceTrajectory, save_reference
+    from dexstack.policies.manifest import write_manifest
+
+    D = load_description(graph.profile)
+    N_ARM = len(D.arm_joints)
+    assert call_service(ros_node, SetBool, "/teleop/pause", SetBool.Request(data=True)).success
+    t = np.linspace(0.0, 3.0, 31)
+    q_ref = np.tile(D.home(), (t.size, 1))
+    q_ref[:, 0] += 0.3 * t / t[-1]
+    bundle = tmp_path / "ramp"
+    save_reference(ReferenceTrajectory(times_s=t, q_rad=q_ref, name="ramp", kind="test", robot_profile=D.profile.name),
+                   D.joints, bundle / "ref.npz")
+    write_manifest({"name": "ramp", "type": "replay", "robot_profile": D.profile.name, "control_rate_hz": 20.0,
+                    "reference": "ref.npz"}, bundle)
+    states = Stream()
+    ros_node.create_subscription(JointState, "/joint_states", states, common.STATE_QOS)
+    policy = spawn("dexstack.nodes.policy", tmp_path / "policy.log", "-p", f"robot_profile:={D.profile.name}",
+                   "-p", f"policy:={bundle}")
+    try:
+        def at_ramp_end() -> bool:
+            return bool(states.items) and abs(_q(states.items[-1][1], D)[0] - q_ref[-1, 0]) < 0.01
+
+        assert wait_for(at_ramp_end, 40.0), (tmp_path / "policy.log").read_text()[-3000:]
+        time.sleep(0.5)
+        q = _q(states.items[-1][1], D)
+        np.testing.assert_allclose(q[:N_ARM], q_ref[-1, :N_ARM], atol=0.02)  # the whole arm where the bundle says
+    finally:
+        assert stop(policy) == 0, (tmp_path / "policy.log").read_text()[-3000:]
+        call_service(ros_node, SetBool, "/teleop/pause", SetBool.Request(data=False))
 
 
 @pytest.mark.parametrize("profile", OTHERS)
