@@ -32,12 +32,13 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 
 
-def gate_timing(ticks: int, into_table: bool = False, samples: list | None = None) -> tuple[float, float, int]:
+def gate_timing(ticks: int, into_table: bool = False, samples: list | None = None,
+                profile: str = "panda_allegro") -> tuple[float, float, int]:
     """(p50, p99) of one gate tick in ms, and how many ticks clipped a step at a collision."""
     from dexstack.robot import load_description
     from dexstack.safety import SafetyConfig, SafetyGate
 
-    d = load_description("panda_allegro")
+    d = load_description(profile)
     gate = SafetyGate(d, SafetyConfig(rate_hz=1000.0))
     q = d.home()
     n_arm = len(d.arm_joints)
@@ -46,8 +47,9 @@ def gate_timing(ticks: int, into_table: bool = False, samples: list | None = Non
         t = k * 1e-3
         target = d.home(d.arm_joints) + 0.3 * np.sin(2 * np.pi * 0.5 * t)
         if into_table:  # shoulder forward: the fingers press on the table and the gate holds them at its surface
-            target = d.home(d.arm_joints) + np.array([0.0, 1.6, 0.0, 0.0, 0.0, 0.0, 0.0])
-            target[0] = 0.3 * np.sin(2 * np.pi * 0.5 * t)
+            target = d.home(d.arm_joints)
+            target[1] += 1.6
+            target[0] += 0.3 * np.sin(2 * np.pi * 0.5 * t)
         t0 = time.perf_counter()
         gate.update_state(q, t)
         gate.arm_command(d.arm_joints, [target], [0.001], t)
@@ -149,18 +151,20 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=5000)
     parser.add_argument("--estops", type=int, default=5)
     parser.add_argument("--absurd", type=int, default=200, help="absurd commands to send")
+    parser.add_argument("--profile", default="panda_allegro", help="robot profile of the gate timings")
     from dexstack.viz.plots import add_plot_argument, bench_plot
 
     add_plot_argument(parser)
     args = parser.parse_args()
     free: list[float] = []
     colliding: list[float] = []
-    p50, p99, _ = gate_timing(args.ticks, samples=free)
-    _, p99_collision, clipped = gate_timing(args.ticks, into_table=True, samples=colliding)
+    p50, p99, _ = gate_timing(args.ticks, samples=free, profile=args.profile)
+    _, p99_collision, clipped = gate_timing(args.ticks, into_table=True, samples=colliding, profile=args.profile)
     line = {"gate_ms_p50": round(p50, 4), "gate_ms_p99": round(p99, 4),
             "gate_ms_p99_collision": round(p99_collision, 4), "collision_clipped_ticks": clipped,
             "refused_absurd": absurd_refusals(args.absurd), "absurd_targets": args.absurd,
-            "estop_latency_ms": round(estop_latency(args.estops), 3), "ticks": args.ticks, "estops": args.estops}
+            "estop_latency_ms": round(estop_latency(args.estops), 3), "ticks": args.ticks, "estops": args.estops,
+            "profile": args.profile}
     print(json.dumps(line))
     if args.plot:
         bench_plot(args.plot, "bench/safety_gate.py", line, {"gate step": free, "gate step into the table": colliding},

@@ -52,7 +52,9 @@ def load_motion(name_or_path: str, description: RobotDescription) -> ScriptedMot
         for key, index, target in (("arm_rad", arm_index, arm), ("hand_rad", hand_index, hand)):
             for joint, value in (frame.get(key) or {}).items():
                 if joint not in index:
-                    raise MotionError(f"{path}: keyframe {k} names '{joint}', not a joint of {key[:4]}")
+                    part = key.removesuffix("_rad")  # motions name joints: a motion is made for one robot
+                    raise MotionError(f"{path}: keyframe {k} names '{joint}', which is not among the {part} joints "
+                                      f"of robot '{description.profile.name}' ({', '.join(index)})")
                 target[index[joint]] = description.limits[joint].clip(float(value))
         times.append(float(frame.get("t", 0.0)))
         arms.append(arm.copy())

@@ -35,6 +35,7 @@ from dexstack.nodes.camera_info import camera_info_msg  # noqa: E402
 from dexstack.nodes.sim_operator import OperatorSide  # noqa: E402  (the rendered human hand, operator camera)
 from dexstack.nodes.tf import TfPublisher  # noqa: E402
 from dexstack.sim.cell import SimCell  # noqa: E402
+from dexstack.sim.config import load_cell_config  # noqa: E402
 from dexstack.sim.placement import object_start_pose  # noqa: E402
 from dexstack.transforms import transform_to_pose  # noqa: E402
 
@@ -45,6 +46,9 @@ OBJECT_GT_TOPIC = "dexstack/sim/object_pose_gt"
 @dataclass
 class Params:
     cell: str = common.param("tabletop", "Cell configuration (config/cells/<name>.yaml or a path).", read_only=True)
+    robot_profile: str = common.param(
+        "", "The graph's robot profile: the cell must carry this robot ('': whichever the cell names).",
+        read_only=True)
     joint_states_rate_hz: float = common.param(250.0, "Rate of /joint_states and ground truth.", min=10.0, max=1000.0)
     camera_enabled: bool = common.param(True, "Render and publish the RGB-D camera.", read_only=True)
     camera_rate_hz: float = common.param(15.0, "Camera frame rate (rendering is CPU-bound here).", min=1.0, max=60.0)
@@ -69,7 +73,13 @@ class SimCellNode(Node):
     def __init__(self) -> None:
         super().__init__("sim_cell")
         self.params = common.declare_params(self, Params)
-        self.cell = SimCell(self.params.cell, with_camera=self.params.camera_enabled)
+        cell_config = load_cell_config(self.params.cell)
+        if self.params.robot_profile and cell_config.robot_profile != self.params.robot_profile:
+            # the other nodes of the graph (safety monitor, teleop, ...) would check and command another robot
+            raise ValueError(f"cell '{self.params.cell}' carries robot profile '{cell_config.robot_profile}', but "
+                             f"this graph runs '{self.params.robot_profile}': launch with cell:=<a cell of that "
+                             f"robot> and robot_profile:=<its profile> together")
+        self.cell = SimCell(cell_config, with_camera=self.params.camera_enabled)
         d = self.cell.description
         object_start = object_start_pose(self.params.object_start, d)  # ValueError: the node exits with the reason
         if object_start is not None:

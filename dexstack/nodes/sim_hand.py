@@ -42,8 +42,8 @@ class Params:
                              "drive the cell's rendered human hand.", read_only=True, choices=("keypoints", "rendered"))
     cell: str = common.param("tabletop_teleop", "Cell config with the human hand (rendered mode).", read_only=True)
     robot_profile: str = common.param("panda_allegro", "Robot profile.", read_only=True)
-    retarget_config: str = common.param("allegro_right", "Retargeting config the hand motion comes from "
-                                        "(keypoints mode).", read_only=True)
+    retarget_config: str = common.param("", "Retargeting config the hand motion comes from (keypoints mode); '': "
+                                        "the one made for robot_profile.", read_only=True)
     rate_hz: float = common.param(30.0, "Update rate (a camera's frame rate).", read_only=True, min=1.0, max=120.0)
     wrist_amplitude_m: float = common.param(0.06, "Size of the wrist's ellipse (keypoints mode).", read_only=True,
                                             min=0.0, max=0.3)

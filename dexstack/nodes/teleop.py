@@ -34,7 +34,8 @@ KEYPOINTS_TOPIC = "dexstack/hand_keypoints"
 @dataclass
 class Params:
     robot_profile: str = common.param("panda_allegro", "Robot profile.", read_only=True)
-    retarget_config: str = common.param("allegro_right", "Retargeting config (config/retarget/<name>.yaml).",
+    retarget_config: str = common.param("", "Retargeting config (config/retarget/<name>.yaml); '': the one made "
+                                            "for robot_profile.",
                                         read_only=True)
     method: str = common.param("dexpilot", "Retargeting method.", read_only=True,
                                choices=("vector", "position", "dexpilot"))

@@ -1,6 +1,6 @@
 """Human wrist pose -> robot palm pose target (:class:`WristMapper`) -> arm joints (:class:`ArmIK`).
 
-Poses are 4x4 ``T_base_x`` in the robot base frame (``description.base_frame``, ``panda_link0``), metres.
+Poses are 4x4 ``T_base_x`` in the robot base frame (``description.base_frame``: the profile's arm base_link), metres.
 
 The human wrist pose is the pose of the human hand frame ``H`` (:mod:`dexstack.retarget.keypoints`): origin at
 the wrist, x along the fingers, z out of the palm. Its analogue on the robot is the hand config's ``human_frame``

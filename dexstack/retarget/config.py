@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 
 from dexstack.config_loader import ConfigError, check_keys, read_yaml, resolve_data_file
+from dexstack.paths import data_path
 from dexstack.retarget.hand_model import FrameSpec
 from dexstack.retarget.keypoints import NUM_KEYPOINTS
 
 METHODS = ("vector", "position", "dexpilot")
+HAND_SIDES = ("right", "left")
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class HandRetargetConfig:
     robot_profile: str
     method: str  # "vector" | "position" | "dexpilot"
     human_frame: FrameSpec  # the robot's analogue of the human hand frame H (pose in its parent link)
+    hand_side: str = "right"  # the human hand it is retargeted from: "right" | "left" (keypoints.py builds H per side)
     scaling: float = 1.0  # robot length / human length
     huber_delta_m: float = 0.02
     reg_weight: float = 4e-3  # weight of ||q - q_prev||^2 (rad^-2, relative to the averaged SmoothL1 loss)
@@ -122,7 +125,7 @@ class HandRetargetConfig:
 
 # Keys each section of a file may hold (anything else is refused, naming the known keys).
 _SHARED_KEYS = ("human_frame", "scaling", "huber_delta_m", "reg_weight", "low_pass_alpha", "solver")
-_TOP_KEYS = ("robot_profile", "default_method", *_SHARED_KEYS, "keypoint_links", "methods")
+_TOP_KEYS = ("robot_profile", "hand_side", "default_method", *_SHARED_KEYS, "keypoint_links", "methods")
 _METHOD_KEYS = {
     "vector": ("type", *_SHARED_KEYS, "vectors"),
     "position": ("type", *_SHARED_KEYS, "points"),
@@ -310,6 +313,28 @@ def config_path(name_or_path: str | Path) -> Path:
                              known_as="configs")
 
 
+def retarget_config_for(robot_profile: str) -> str:
+    """The shipped retargeting config for ``robot_profile``: what teleop uses when none is given. The
+    ``config/retarget/*.yaml`` whose ``robot_profile`` names it, else the one made for a profile with the same hand
+    description (the same hand on another arm). Exactly one must match."""
+    from dexstack.robot.profile import load_profile
+
+    root = data_path("config", "retarget")
+    made_for = {p.stem: raw.get("robot_profile") for p in sorted(root.glob("*.yaml"))
+                if isinstance(raw := read_yaml(p), Mapping)}
+    matches = [name for name, profile in made_for.items() if profile == robot_profile]
+    if not matches:
+        hand = load_profile(robot_profile).hand_description_path()
+        matches = [name for name, profile in made_for.items()
+                   if profile and load_profile(profile).hand_description_path() == hand]
+    if len(matches) != 1:
+        found = "none" if not matches else f"several ({matches})"
+        raise RetargetConfigNotFound(f"no single retargeting config for robot profile '{robot_profile}' in {root}: "
+                                     f"{found} is made for it or its hand; give one (retarget_config) or add "
+                                     f"config/retarget/<hand>.yaml with 'robot_profile: {robot_profile}'")
+    return matches[0]
+
+
 def load_retarget_config(name_or_path: str | Path, method: str | None = None) -> HandRetargetConfig:
     """Load one method (default: the file's ``default_method``) of a retargeting config file."""
     path = config_path(name_or_path)
@@ -330,6 +355,9 @@ def parse_retarget_config(raw: Any, method: str | None = None, where: str = "ret
         raise ValueError(f"{where}: unknown retargeting method '{method}': use one of {list(METHODS)}")
     if not methods.has(method):
         raise ValueError(f"{where}: method '{method}' is not configured (configured: {sorted(methods.raw)})")
+    hand_side = top.get("hand_side", "right")
+    if hand_side not in HAND_SIDES:
+        raise ValueError(f"{where}.hand_side: expected one of {list(HAND_SIDES)}, got {hand_side!r}")
     m = methods.sub(method)
     kind = m.get("type", method)
     if kind != method:
@@ -342,6 +370,7 @@ def parse_retarget_config(raw: Any, method: str | None = None, where: str = "ret
         name=f"{source.stem if source else 'retarget'}:{method}",
         robot_profile=str(top.get("robot_profile")),
         method=method,
+        hand_side=hand_side,
         human_frame=_human_frame(pick("human_frame").sub("human_frame")),
         scaling=pick("scaling").number("scaling", 1.0, lo=0.0, lo_open=True),
         huber_delta_m=pick("huber_delta_m").number("huber_delta_m", 0.02, lo=0.0, lo_open=True),

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import lapack
 
-from dexstack.retarget.config import HandRetargetConfig, load_retarget_config
+from dexstack.retarget.config import HandRetargetConfig, load_retarget_config, retarget_config_for
 from dexstack.retarget.hand_model import HandModel
 from dexstack.retarget.keypoints import check_keypoints
 from dexstack.robot.description import RobotDescription, load_description
+from dexstack.robot.profile import ProfileError, load_profile
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,22 @@ def _spd_solve(H: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x
 
 
+def _check_same_hand(config: HandRetargetConfig, description: RobotDescription) -> None:
+    """A config is made for one hand: refuse it on a robot whose hand description differs (a right-hand config
+    on a left hand has the same link names and would retarget mirrored without any error)."""
+    if config.robot_profile == description.profile.name:
+        return
+    try:
+        made_for = load_profile(config.robot_profile)
+    except ProfileError as exc:
+        raise ValueError(f"{config.source or config.name}: robot_profile '{config.robot_profile}': {exc}") from None
+    if made_for.hand_description_path() != description.profile.hand_description_path():
+        raise ValueError(f"{config.source or config.name} is made for the hand of robot profile "
+                         f"'{config.robot_profile}' ({made_for.hand.description}), but robot "
+                         f"'{description.profile.name}' has {description.profile.hand.description}: use that "
+                         "hand's retargeting config")
+
+
 class HandRetargeter:
     """Retarget 21 human keypoints to the robot hand with the method of ``config``.
 
@@ -88,6 +105,7 @@ class HandRetargeter:
     def __init__(self, config: HandRetargetConfig, description: RobotDescription | None = None):
         self.config = config
         self.description = description if description is not None else load_description(config.robot_profile)
+        _check_same_hand(config, self.description)
         self.hand = HandModel(self.description, [config.human_frame])
         config.check_links(self.hand.link_names, self.hand.is_rigid_to_root(config.human_frame.name))
         # T_root_H: pose of the human hand frame's robot analogue in the hand root frame (constant: rigid)
@@ -104,7 +122,12 @@ class HandRetargeter:
     @classmethod
     def from_file(cls, name_or_path: str, method: str | None = None,
                   description: RobotDescription | None = None) -> HandRetargeter:
-        """``HandRetargeter.from_file("allegro_right", "dexpilot")``: load ``config/retarget/<name>.yaml``."""
+        """``HandRetargeter.from_file("allegro_right", "dexpilot")``: load ``config/retarget/<name>.yaml``;
+        ``""`` with a description: the shipped config made for its profile (:func:`retarget_config_for`)."""
+        if not name_or_path:
+            if description is None:
+                raise ValueError("no retargeting config given and no robot description to pick one for")
+            name_or_path = retarget_config_for(description.profile.name)
         return cls(load_retarget_config(name_or_path, method), description)
 
     @property

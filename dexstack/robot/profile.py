@@ -75,6 +75,12 @@ class RobotProfile:
         if self.name is None:
             object.__setattr__(self, "name", self.source.stem if self.source is not None else "robot")
 
+    def hand_description_path(self) -> Path:
+        """The hand's URDF file (its URI resolved): two profiles with the same hand share retargeting configs."""
+        from dexstack.paths import resolve_uri
+
+        return resolve_uri(self.hand.description, self.source.parent if self.source is not None else None)
+
     @property
     def command_topics(self) -> dict[str, str]:
         """The drivers' command topics by part: ``{"arm": ..., "hand": ...}``."""

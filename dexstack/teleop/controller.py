@@ -22,9 +22,9 @@ from dexstack.robot.kinematics import Kinematics
 
 @dataclass
 class TeleopConfig:
-    retarget_config: str = "allegro_right"  # config/retarget/<name>.yaml
+    retarget_config: str = ""  # config/retarget/<name>.yaml; "": the shipped config made for the robot profile
     method: str = "dexpilot"  # vector | position | dexpilot
-    hand_side: str = "right"
+    hand_side: str | None = None  # the human hand tracked: None = the retargeting config's ``hand_side``
     position_scale: float = 1.0  # robot palm displacement per metre of human wrist displacement
     hand_lost_timeout_s: float = 0.3
     auto_engage: bool = False  # engage as soon as a hand is seen (and again after it was lost)
@@ -42,6 +42,7 @@ class TeleopController:
         self.description = description
         self.config = config or TeleopConfig()
         self.hand = HandRetargeter.from_file(self.config.retarget_config, self.config.method, description)
+        self.hand_side = self.config.hand_side or self.hand.config.hand_side
         self.arm = ArmIK(description)
         self.kinematics = Kinematics(description)
         self.mapper = WristMapper(self.hand.T_root_H, WristMapperConfig(position_scale=self.config.position_scale))
@@ -91,7 +92,7 @@ class TeleopController:
         Raises KeypointError for keypoints that cannot be a hand (NaN, degenerate palm); the caller holds.
         """
         kp = np.asarray(keypoints_base_m, dtype=float)
-        T_base_H = hand_frame_from_keypoints(kp, self.config.hand_side)  # raises KeypointError
+        T_base_H = hand_frame_from_keypoints(kp, self.hand_side)  # raises KeypointError
         self._T_base_H = T_base_H
         self.last_hand_time_s = now_s
         if self.paused:

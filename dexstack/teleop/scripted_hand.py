@@ -16,7 +16,7 @@ from dexstack.robot.kinematics import Kinematics
 
 
 class ScriptedHumanHand:
-    def __init__(self, description: RobotDescription, retarget_config: str = "allegro_right",
+    def __init__(self, description: RobotDescription, retarget_config: str = "",
                  rate_hz: float = 30.0, duration_s: float = 20.0, wrist_amplitude_m: float = 0.06,
                  wrist_period_s: float = 8.0, finger_max_freq_hz: float = 0.25, seed: int = 0):
         retargeter = HandRetargeter.from_file(retarget_config, None, description)

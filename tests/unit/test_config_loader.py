@@ -144,6 +144,24 @@ def test_every_shipped_config_loads(kind, path):
     assert KINDS[kind][1](str(path))
 
 
+def test_a_motion_made_for_another_robot_is_refused_naming_the_robot(tmp_path):
+    from dexstack.robot.description import load_description
+    from tests.profiles import PROFILES
+
+    descriptions = [load_description(p) for p in PROFILES]
+    pairs = [(a, b) for a in descriptions for b in descriptions if a.arm_joints[0] not in b.arm_joints]
+    if not pairs:
+        pytest.skip("every shipped profile has the same arm joints")
+    for made_for, other in pairs:
+        motion = tmp_path / f"{made_for.profile.name}.yaml"
+        keyframes = [{"t": 0.0}, {"t": 1.0, "arm_rad": {made_for.arm_joints[0]: 0.1}}]
+        motion.write_text(yaml.safe_dump({"keyframes": keyframes}))
+        assert load_motion(str(motion), made_for)
+        with pytest.raises(MotionError, match=f"'{made_for.arm_joints[0]}', which is not among the arm joints of "
+                                              f"robot '{other.profile.name}'"):
+            load_motion(str(motion), other)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_unknown_key_is_refused_with_the_key_named(kind, tmp_path):
     pattern, loader, error, keypath = KINDS[kind]

@@ -28,6 +28,7 @@ from dexstack.policies.manifest import ActionSpec, write_manifest
 from dexstack.policies.networks import build_mlp
 from dexstack.policies.observation import ObservationBuilder
 from dexstack.robot import load_description
+from tests.profiles import PROFILES
 
 D = load_description("panda_allegro")
 N, N_ARM = len(D.joints), len(D.arm_joints)
@@ -306,3 +307,54 @@ def test_every_shipped_bundle_loads_and_validates():
     track = load_policy("track_cube", D)
     assert track.needs == {"object_pose", "reference", "reference_object"}
     assert track.manifest.checkpoint.format == "rl_games" and track.network.normalizer is not None
+
+
+# ------------------------------------------------------------------------------------------------ every profile
+@pytest.mark.parametrize("profile", PROFILES)
+def test_shipped_bundles_load_only_on_the_robot_they_were_made_for(profile):
+    """A bundle trained on one robot is refused on another, with the reason (the joint count may even match)."""
+    from dexstack.policies import list_bundles
+    from dexstack.policies.manifest import load_manifest
+
+    d = load_description(profile)
+    bundles = list_bundles()
+    assert bundles
+    for name, root in bundles.items():
+        made_for = load_manifest(root).robot_profile
+        if made_for == profile:
+            assert load_policy(name, d).manifest.robot_profile == profile
+        else:
+            with pytest.raises(PolicyError, match=f"made for robot profile '{made_for}', this robot is '{profile}'"):
+                load_policy(name, d)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_network_bundle_made_for_a_profile_runs_on_it(profile, tmp_path):
+    """Observation and action layouts come from the profile's description: any joint count (Panda 23, UR5 22)."""
+    d = load_description(profile)
+    n = len(d.joints)
+    folder = tmp_path / profile
+    t = np.linspace(0.0, 2.0, 21)
+    q_ref = np.clip(d.home() + np.outer(t / 2.0, np.full(n, 0.2)), d.limit_arrays()["lower"], d.limit_arrays()["upper"])
+    pose = np.tile([0.5, 0.0, 0.025, 0.0, 0.0, 0.0, 1.0], (t.size, 1))
+    save_reference(ReferenceTrajectory(times_s=t, q_rad=q_ref, object_pose=pose, name="ramp", kind="test",
+                                       robot_profile=profile), d.joints, folder / "ref.npz")
+    mlp = build_mlp([2 * n, 8, n])
+    for p in mlp.parameters():
+        torch.nn.init.zeros_(p)
+    torch.save(mlp.state_dict(), folder / "model.pt")
+    write_manifest({"name": f"net_{profile}", "type": "tracking", "robot_profile": profile, "control_rate_hz": 25.0,
+                    "reference": "ref.npz", "checkpoint": {"file": "model.pt", "format": "state_dict", "hidden": [8]},
+                    "observation": [{"name": "joint_pos", "size": n}, {"name": "joint_vel", "size": n}],
+                    "action": {"mode": "residual", "scale": 0.1}}, folder)
+    runtime = PolicyRuntime(d)
+    runtime.stage(runtime.load(str(folder)))
+    out = runtime.step(RobotState(q=d.home(), dq=np.zeros(n), object_pose=pose[0]), 10.0)
+    assert out.arm.shape == (len(d.arm_joints),) and out.hand.shape == (len(d.hand_joints),)
+    # zero network, residual action: the reference one control period ahead
+    ahead = np.array([np.interp(0.04, t, q_ref[:, j]) for j in range(n)])
+    np.testing.assert_allclose(np.concatenate([out.arm, out.hand]), ahead, atol=1e-9)
+    other = next((p for p in PROFILES if p != profile), None)
+    if other is not None:  # ... and the same bundle on the other robot is refused before anything runs
+        with pytest.raises(PolicyError, match=f"made for robot profile '{profile}', this robot is '{other}'"):
+            PolicyRuntime(load_description(other)).load(str(folder))

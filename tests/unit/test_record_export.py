@@ -15,6 +15,7 @@ from dexstack.record.export import ExportConfig, ExportError, export_lerobot
 from dexstack.record.replay import load_replay, play
 from dexstack.record.session import RecordingSession, SessionConfig, TopicSpec
 from dexstack.robot import load_description
+from tests.profiles import PROFILES
 from tests.unit.test_record_core import REG, header
 
 D = load_description("panda_allegro")
@@ -34,27 +35,27 @@ TOPICS = {
 }
 
 
-def q_at(t_ns: int) -> np.ndarray:
+def q_at(t_ns: int, n: int = len(JOINTS)) -> np.ndarray:
     """Measured joints: linear in time (so linear interpolation is exact)."""
     s = (t_ns - T0) * 1e-9
-    return 0.1 + 0.01 * np.arange(len(JOINTS)) + 0.2 * s
+    return 0.1 + 0.01 * np.arange(n) + 0.2 * s
 
 
-def target_at(t_ns: int) -> np.ndarray:
+def target_at(t_ns: int, n: int = len(JOINTS)) -> np.ndarray:
     s = (t_ns - T0) * 1e-9
-    return -0.3 + 0.02 * np.arange(len(JOINTS)) + 0.5 * s
+    return -0.3 + 0.02 * np.arange(n) + 0.5 * s
 
 
 def msg(type_name: str, **fields):
     return REG.message_class(type_name)(**fields)
 
 
-def trajectory(ns: int, q: np.ndarray) -> bytes:
+def trajectory(ns: int, q: np.ndarray, arm_joints: tuple[str, ...] = D.arm_joints) -> bytes:
     duration = msg("builtin_interfaces/msg/Duration", sec=0, nanosec=10 * MS)
     empty = np.array([], dtype=np.float64)
     point = msg("trajectory_msgs/msg/JointTrajectoryPoint", positions=np.asarray(q, dtype=np.float64),
                 velocities=empty, accelerations=empty, effort=empty, time_from_start=duration)
-    names = list(D.arm_joints)[::-1]  # any order, by name
+    names = list(arm_joints)[::-1]  # any order, by name
     point.positions = np.ascontiguousarray(np.asarray(q, dtype=np.float64)[::-1])
     return REG.encode(msg("trajectory_msgs/msg/JointTrajectory", header=header(ns), joint_names=names,
                           points=[point]), "trajectory_msgs/msg/JointTrajectory")
@@ -92,22 +93,24 @@ def make_episode(root: Path, seconds: float, task: str, success: bool | None, pr
         if topic is not None:
             s.set_topic(TopicSpec(topic, type_name))
     s.start(task=task, robot_profile=profile)
+    d = load_description(profile)
+    joints, n, n_arm = list(d.joints), len(d.joints), len(d.arm_joints)
     events = []
     empty = np.array([], dtype=np.float64)
     for i in range(int(seconds * 200) + 1):
         ns = T0 + i * 5 * MS
         late = (i % 40) * 2 * MS  # arrival drifts behind the stamp, then catches up
-        state = msg("sensor_msgs/msg/JointState", header=header(ns), name=JOINTS[::-1],
-                    position=q_at(ns)[::-1].copy(), velocity=empty, effort=empty)
+        state = msg("sensor_msgs/msg/JointState", header=header(ns), name=joints[::-1],
+                    position=q_at(ns, n)[::-1].copy(), velocity=empty, effort=empty)
         data = REG.encode(state, "sensor_msgs/msg/JointState")
         events.append((ns + late, "/joint_states", data))
     for m in range(int(seconds * 50)):
         ns = T0 + 3 * MS + m * 20 * MS
-        events.append((ns, arm_topic, trajectory(ns, target_at(ns)[:N_ARM])))
+        events.append((ns, arm_topic, trajectory(ns, target_at(ns, n)[:n_arm], d.arm_joints)))
         if hand_topic is not None:
-            events.append((ns + 4 * MS, hand_topic, multiarray(target_at(ns + 4 * MS)[N_ARM:])))
-        events.append((ns + 1 * MS, "/dexstack/arm/command", trajectory(0, target_at(ns)[:N_ARM])))
-        events.append((ns + 2 * MS, "/dexstack/hand/command", multiarray(target_at(ns)[N_ARM:])))
+            events.append((ns + 4 * MS, hand_topic, multiarray(target_at(ns + 4 * MS, n)[n_arm:])))
+        events.append((ns + 1 * MS, "/dexstack/arm/command", trajectory(0, target_at(ns, n)[:n_arm], d.arm_joints)))
+        events.append((ns + 2 * MS, "/dexstack/hand/command", multiarray(target_at(ns, n)[n_arm:])))
     for k in range(int(seconds * 10) + 1):
         ns = T0 + k * 100 * MS
         events.append((ns + 30 * MS, "/camera/camera/color/image_raw", image(ns, k, False)))
@@ -379,3 +382,22 @@ def test_export_fails_loudly_when_a_commanded_part_has_no_commands(tmp_path):
     data = pq.read_table(tmp_path / "held/data/chunk-000/file-000.parquet")
     state, action = (np.array(data.column(c).to_pylist()) for c in ("observation.state", "action"))
     np.testing.assert_allclose(action[:, N_ARM:], state[:, N_ARM:])  # held at the measured position
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_export_on_every_profile_has_its_joints_and_actions_from_its_driver_topics(profile, tmp_path):
+    d = load_description(profile)
+    root = tmp_path / "episodes"
+    make_episode(root, 0.5, "any robot", True, profile=profile, arm_topic=d.profile.arm.command.topic,
+                 hand_topic=d.profile.hand.command.topic)
+    export_lerobot(root, tmp_path / "ds", ExportConfig(fps=10, cameras={}))
+    info = json.loads((tmp_path / "ds/meta/info.json").read_text())
+    assert info["robot_type"] == profile
+    assert info["features"]["observation.state"]["names"] == info["features"]["action"]["names"] == list(d.joints)
+    data = pq.read_table(tmp_path / "ds/data/chunk-000/file-000.parquet")
+    state, action = (np.array(data.column(c).to_pylist()) for c in ("observation.state", "action"))
+    n, n_arm = len(d.joints), len(d.arm_joints)
+    last = T0 + 3 * MS + 24 * 20 * MS  # the last commands before the last frame (500 ms)
+    np.testing.assert_allclose(action[-1, :n_arm], target_at(last, n)[:n_arm], atol=1e-5)
+    np.testing.assert_allclose(action[-1, n_arm:], target_at(last + 4 * MS, n)[n_arm:], atol=1e-5)
+    np.testing.assert_allclose(state[-1], q_at(T0 + 500 * MS, n), atol=1e-5)

@@ -1,4 +1,5 @@
-"""Wrist -> arm: the clutch-based wrist mapping and the damped-least-squares arm IK (limits, warm start)."""
+"""Wrist -> arm: the clutch-based wrist mapping and the damped-least-squares arm IK (limits, warm start), on every
+shipped robot profile (a 7-DoF Panda and a 6-DoF UR5: redundant and not)."""
 
 import numpy as np
 import pinocchio as pin
@@ -7,11 +8,12 @@ import pytest
 from dexstack.retarget import ArmIK, ArmIKConfig, HandRetargeter, WristMapper, WristMapperConfig
 from dexstack.robot import load_description
 from dexstack.robot.kinematics import Kinematics
+from tests.profiles import PROFILES
 
 
-@pytest.fixture(scope="module")
-def description():
-    return load_description("panda_allegro")
+@pytest.fixture(scope="module", params=PROFILES)
+def description(request):
+    return load_description(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,7 @@ def ik(description):
 
 @pytest.fixture(scope="module")
 def T_palm_H(description):
-    return HandRetargeter.from_file("allegro_right", "vector", description).T_root_H
+    return HandRetargeter.from_file("", "vector", description).T_root_H  # the profile's own retargeting config
 
 
 def palm_pose(description, kin, q_arm):
@@ -70,7 +72,7 @@ def test_warm_start_needs_no_iteration_for_the_same_target(description, kin, ik)
 
 def test_unreachable_target_is_best_effort_within_limits(description, kin, ik):
     T = palm_pose(description, kin, description.home(description.arm_joints))
-    T[:3, 3] += [2.0, 0.0, 0.0]  # 2 m beyond a Panda's reach
+    T[:3, 3] += [2.0, 0.0, 0.0]  # 2 m beyond the arm's reach (Panda 0.86 m, UR5 0.85 m)
     res = ik.solve(T)
     assert not res.converged
     assert np.all(np.isfinite(res.q_rad))
@@ -82,8 +84,9 @@ def test_unreachable_target_is_best_effort_within_limits(description, kin, ik):
 
 
 def test_target_needing_a_joint_past_its_limit_keeps_the_limit(description, kin, ik):
-    j = description.arm_joints.index("panda_joint4")
+    # the arm joint whose home is closest to its upper limit, bent past that limit
     q_goal = description.home(description.arm_joints)
+    j = int(np.argmin(ik.upper_rad - q_goal))
     q_goal[j] = ik.upper_rad[j] + 0.4  # the pose of an elbow bent past its stop
     T = palm_pose(description, kin, q_goal)
     ik.reset(np.clip(q_goal, ik.lower_rad, ik.upper_rad))

@@ -1,4 +1,5 @@
-"""Retargeting config: the shipped YAML loads for every method, and bad configs fail with a clear ValueError."""
+"""Retargeting config: every shipped YAML (``config/retarget/*.yaml``) loads for every method on the robot it is made
+for, and bad configs fail with a clear ValueError."""
 
 import copy
 
@@ -7,24 +8,30 @@ import pytest
 import yaml
 
 from dexstack.retarget import HandRetargeter, load_retarget_config
-from dexstack.retarget.config import METHODS, config_path, parse_retarget_config
+from dexstack.retarget.config import METHODS, config_path, parse_retarget_config, retarget_config_for
 from dexstack.robot import load_description
+from tests.profiles import PROFILES, RETARGET_CONFIGS
+
+
+@pytest.fixture(scope="module", params=RETARGET_CONFIGS)
+def name(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def description():
-    return load_description("panda_allegro")
-
-
-@pytest.fixture(scope="module")
-def raw():
-    with config_path("allegro_right").open() as f:
+def raw(name):
+    with config_path(name).open() as f:
         return yaml.safe_load(f)
 
 
+@pytest.fixture(scope="module")
+def description(raw):
+    return load_description(raw["robot_profile"])
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_shipped_config_builds_a_retargeter_for_every_method(description, method):
-    config = load_retarget_config("allegro_right", method)
+def test_shipped_config_builds_a_retargeter_for_every_method(name, description, method):
+    config = load_retarget_config(name, method)
     assert config.method == method
     r = HandRetargeter(config, description)
     assert r.joint_names == description.hand_joints  # joint names come from the description, not the config
@@ -34,12 +41,12 @@ def test_shipped_config_builds_a_retargeter_for_every_method(description, method
     assert np.allclose(R @ R.T, np.eye(3)) and np.isclose(np.linalg.det(R), 1.0)
 
 
-def test_default_method_and_file_lookup(raw, tmp_path):
-    assert load_retarget_config("allegro_right").method == raw["default_method"]
+def test_default_method_and_file_lookup(name, raw, tmp_path):
+    assert load_retarget_config(name).method == raw["default_method"]
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert load_retarget_config(str(path), "position").source == path.resolve()
-    with pytest.raises(FileNotFoundError, match="allegro_right"):  # lists the known configs
+    with pytest.raises(FileNotFoundError, match=name):  # lists the known configs
         load_retarget_config("no_such_hand")
 
 
@@ -101,3 +108,30 @@ def test_a_term_whose_task_link_cannot_move_is_rejected(raw, description):
         _mutated(raw, lambda r: r["methods"]["position"]["points"][0].update(link="palm_link")), "position")
     with pytest.raises(ValueError, match="does not move"):
         HandRetargeter(config, description)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_shipped_profile_has_exactly_one_retargeting_config(profile):
+    name = retarget_config_for(profile)  # what teleop uses by default: made for the profile, or for its hand
+    made_for = load_description(load_retarget_config(name).robot_profile).profile
+    assert made_for.name == profile or (made_for.hand_description_path()
+                                        == load_description(profile).profile.hand_description_path())
+    HandRetargeter.from_file("", None, load_description(profile))
+
+
+def test_hand_side_is_checked(raw):
+    assert parse_retarget_config(raw, "vector").hand_side == raw.get("hand_side", "right")
+    with pytest.raises(ValueError, match=r"hand_side: expected one of \['right', 'left'\], got 'both'"):
+        parse_retarget_config(_mutated(raw, lambda r: r.update(hand_side="both")), "vector")
+
+
+def test_a_config_made_for_another_hand_is_refused(name):
+    """Left and right Allegro share every link name: without the check a right-hand config would run mirrored."""
+    mine = load_retarget_config(name).robot_profile
+    for profile in PROFILES:
+        other = load_description(profile)
+        if other.profile.hand.description == load_description(mine).profile.hand.description:
+            HandRetargeter.from_file(name, None, other)  # the same hand on another arm is fine
+        else:
+            with pytest.raises(ValueError, match=f"made for the hand of robot profile '{mine}'"):
+                HandRetargeter.from_file(name, None, other)

@@ -1,4 +1,5 @@
-"""The simulated cell's core: command semantics, holding on bad commands, and camera geometry."""
+"""The simulated cell's core: command semantics, holding on bad commands, and camera geometry, for the shipped cell
+of every robot profile."""
 
 import numpy as np
 import pytest
@@ -7,11 +8,12 @@ from dexstack.calibration import load_camera_calibration
 from dexstack.control.commands import CommandError
 from dexstack.sim import SimCell
 from dexstack.sim.camera import SimCamera
+from tests.profiles import PROFILES, cell_for
 
 
-@pytest.fixture(scope="module")
-def cell():
-    return SimCell()
+@pytest.fixture(scope="module", params=PROFILES)
+def cell(request):
+    return SimCell(cell_for(request.param))
 
 
 def test_robot_holds_home_and_object_rests_on_the_table(cell):
@@ -26,17 +28,18 @@ def test_robot_holds_home_and_object_rests_on_the_table(cell):
 def test_arm_trajectory_and_hand_command_move_the_joints(cell):
     cell.reset()
     d = cell.description
-    arm_goal = d.home(d.arm_joints) + np.array([0.3, 0.2, 0, 0.2, 0, 0, -0.3])
+    n_arm = len(d.arm_joints)
+    arm_goal = d.home(d.arm_joints) + np.resize([0.3, 0.2, 0, 0.2, 0, 0, -0.3], n_arm)
     hand_goal = d.home(d.hand_joints) + 0.4
     cell.command_arm_trajectory(list(reversed(d.arm_joints)), [arm_goal[::-1]], [0.5])
     cell.command_hand_positions(hand_goal)
     cell.step(250)
-    mid = cell.joint_state().position_rad[:7]
+    mid = cell.joint_state().position_rad[:n_arm]
     assert 0.2 < (mid[0] - d.home(d.arm_joints)[0]) / 0.3 < 0.8  # interpolating, not jumping
     cell.step(1500)
     q = cell.joint_state().position_rad
-    np.testing.assert_allclose(q[:7], arm_goal, atol=5e-3)
-    np.testing.assert_allclose(q[7:], hand_goal, atol=3e-2)
+    np.testing.assert_allclose(q[:n_arm], arm_goal, atol=5e-3)
+    np.testing.assert_allclose(q[n_arm:], hand_goal, atol=3e-2)
 
 
 def test_bad_commands_raise_and_the_robot_holds(cell):
@@ -49,7 +52,7 @@ def test_bad_commands_raise_and_the_robot_holds(cell):
     with pytest.raises(CommandError):
         cell.command_hand_positions([float("nan")] * len(d.hand_joints))
     with pytest.raises(CommandError):
-        cell.command_arm_trajectory(["bogus", *d.arm_joints[1:]], [[0.0] * 7], [1.0])
+        cell.command_arm_trajectory(["bogus", *d.arm_joints[1:]], [[0.0] * len(d.arm_joints)], [1.0])
     cell.step(500)
     np.testing.assert_array_equal(cell.targets(), before)
     np.testing.assert_allclose(cell.joint_state().position_rad, before, atol=5e-3)
@@ -57,7 +60,7 @@ def test_bad_commands_raise_and_the_robot_holds(cell):
 
 def test_depth_image_matches_the_table_plane_through_the_calibration(cell):
     """Depth at pixels that see the table equals the ray/plane intersection computed from the calibration."""
-    cal = load_camera_calibration("sim_tabletop")
+    cal = load_camera_calibration(cell.cell.calibration)
     cam = SimCamera(cell)
     try:
         cell.reset()

@@ -1,4 +1,4 @@
-"""TeleopController: clutch without jumps, hand loss, pause, wrist following, bad keypoints."""
+"""TeleopController: clutch without jumps, hand loss, pause, wrist following, bad keypoints, on every profile."""
 
 import numpy as np
 import pytest
@@ -7,13 +7,16 @@ from dexstack.retarget import KeypointError
 from dexstack.robot import load_description
 from dexstack.robot.kinematics import Kinematics
 from dexstack.teleop import ScriptedHumanHand, TeleopConfig, TeleopController
+from tests.profiles import PROFILES
 
-D = load_description("panda_allegro")
-N_ARM = len(D.arm_joints)
+
+@pytest.fixture(scope="module", params=PROFILES)
+def D(request):
+    return load_description(request.param)
 
 
 @pytest.fixture(scope="module")
-def human():
+def human(D):
     return ScriptedHumanHand(D, wrist_amplitude_m=0.08, wrist_period_s=4.0)
 
 
@@ -27,7 +30,7 @@ def run(controller, human, t0, t1, q, rate_hz=30.0):
     return commands, q
 
 
-def test_nothing_is_commanded_until_engaged_and_engaging_does_not_jump(human):
+def test_nothing_is_commanded_until_engaged_and_engaging_does_not_jump(D, human):
     c = TeleopController(D, TeleopConfig(method="vector"))
     q = D.home()
     assert c.engage(q) == (False, "no hand seen yet: show your hand to the camera")
@@ -36,10 +39,10 @@ def test_nothing_is_commanded_until_engaged_and_engaging_does_not_jump(human):
     ok, _ = c.engage(q)
     assert ok
     first = c.step(human.keypoints_base(1.5), q, 1.5)  # the hand where it was when engaged
-    np.testing.assert_allclose(first.arm_rad, q[:N_ARM], atol=1e-3)  # the palm target starts where the palm is
+    np.testing.assert_allclose(first.arm_rad, q[:len(D.arm_joints)], atol=1e-3)  # the palm target starts at the palm
 
 
-def test_palm_follows_the_wrist_motion_scaled():
+def test_palm_follows_the_wrist_motion_scaled(D):
     for scale in (1.0, 2.0):
         human = ScriptedHumanHand(D, wrist_amplitude_m=0.05, wrist_period_s=4.0)
         c = TeleopController(D, TeleopConfig(method="vector", position_scale=scale, auto_engage=True))
@@ -50,7 +53,7 @@ def test_palm_follows_the_wrist_motion_scaled():
         np.testing.assert_allclose(palm_moved, scale * wrist_moved, atol=1e-3)
 
 
-def test_losing_the_hand_disengages_and_the_next_engage_starts_afresh(human):
+def test_losing_the_hand_disengages_and_the_next_engage_starts_afresh(D, human):
     c = TeleopController(D, TeleopConfig(method="vector", hand_lost_timeout_s=0.3))
     q = D.home()
     c.step(human.keypoints_base(0.0), q, 0.0)
@@ -61,7 +64,7 @@ def test_losing_the_hand_disengages_and_the_next_engage_starts_afresh(human):
     assert c.step(human.keypoints_base(2.0), q, 2.0) is None  # no auto-engage: stays disengaged
 
 
-def test_pause_stops_commands_and_resume_needs_an_engage(human):
+def test_pause_stops_commands_and_resume_needs_an_engage(D, human):
     c = TeleopController(D, TeleopConfig(method="vector", auto_engage=True))
     q = D.home()
     assert c.step(human.keypoints_base(0.0), q, 0.0) is not None
@@ -71,7 +74,7 @@ def test_pause_stops_commands_and_resume_needs_an_engage(human):
     assert c.step(human.keypoints_base(0.2), q, 0.2) is not None  # auto-engage re-references here
 
 
-def test_bad_keypoints_raise_and_keep_the_previous_state(human):
+def test_bad_keypoints_raise_and_keep_the_previous_state(D, human):
     c = TeleopController(D, TeleopConfig(method="vector", auto_engage=True))
     q = D.home()
     c.step(human.keypoints_base(0.0), q, 0.0)
@@ -80,3 +83,23 @@ def test_bad_keypoints_raise_and_keep_the_previous_state(human):
     with pytest.raises(KeypointError):
         c.step(kp, q, 0.1)
     assert c.engaged and c.last_hand_time_s == 0.0
+
+
+def test_fingers_follow_the_scripted_hand_only_with_the_configs_hand_side(D, human):
+    """The scripted hand's fingers are robot-hand motions: teleop must give them back. The human hand frame is
+    built for the retargeting config's side (a left hand's H read as a right one flips the fingers through the
+    palm)."""
+    tips = D.profile.hand.fingertip_links
+    kin = Kinematics(D)
+    errors = {}
+    side = TeleopController(D, TeleopConfig(method="vector")).hand_side
+    assert side == ("left" if "left" in D.profile.hand.description else "right")
+    for s in ("right", "left"):
+        c = TeleopController(D, TeleopConfig(method="vector", auto_engage=True, hand_side=s))
+        _, q = run(c, human, 0.0, 1.0, D.home())
+        q_true = np.concatenate([q[:len(D.arm_joints)], human.q_hand_rad[human.frame_index(1.0 - 1 / 30)]])
+        got = kin.frame_poses(q, tips)
+        want = kin.frame_poses(q_true, tips)
+        errors[s] = max(np.linalg.norm(got[t][:3, 3] - want[t][:3, 3]) for t in tips)
+    other = "left" if side == "right" else "right"
+    assert errors[side] < 0.01 and errors[other] > 0.03, errors  # metres
