@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,8 +55,11 @@ def safe_torch_load(path: Path, device: str = "cpu") -> Any:
             f"refused checkpoint {path}: it pickles Python objects beyond tensors and plain containers, which could "
             f"run code when loaded ({detail}). Save the weights as a state_dict (torch.save(model.state_dict())) "
             f"or export TorchScript.") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise PolicyError(f"checkpoint {path} is not a readable torch file: {str(exc).splitlines()[0][:200]}") from None
+    except Exception as exc:  # noqa: BLE001 (re-raised as PolicyError: garbage can raise anything)
+        # Garbage bytes reach the legacy (non-zip) unpickler, which fails with whatever it trips on first (IndexError,
+        # KeyError, struct.error, ... besides RuntimeError/EOFError): all of them mean "not a torch file".
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise PolicyError(f"checkpoint {path} is not a readable torch file: {first}") from None
 
 
 def _runner(module: nn.Module, obs_size: int, action_size: int, normalizer: nn.Module | None, clip: float | None,
