@@ -4,9 +4,9 @@ Subscribes ``/dexstack/hand_keypoints`` (geometry_msgs/PoseArray, 21 MANO-order 
 an empty array means "no hand") and ``/joint_states``; publishes ``/dexstack/arm/command`` (JointTrajectory, one
 point, stamped with the keypoints' stamp) and ``/dexstack/hand/command`` (Float64MultiArray), or with
 ``hand_command_stamped`` ``/dexstack/hand/command_stamped`` (sensor_msgs/JointState, hand joint names, the keypoints'
-stamp: the safety monitor carries it to its driver command, so hand latency is traced too). Services: ``~/engage`` (std_srvs/SetBool: clutch in/out),
-``~/recenter`` (std_srvs/Trigger), ``~/pause`` (std_srvs/SetBool). Works the same on the sim cell (keypoints from
-``sim_hand``) and on the robot (keypoints from ``hand_pose``).
+stamp: the safety monitor carries it to its driver command, so hand latency is traced too). Services:
+``~/engage`` (std_srvs/SetBool: clutch in/out), ``~/recenter`` (std_srvs/Trigger), ``~/pause`` (std_srvs/SetBool).
+Works the same on the sim cell (keypoints from ``sim_hand``) and on the robot (keypoints from ``hand_pose``).
 """
 
 from __future__ import annotations
