@@ -52,12 +52,13 @@ class VisualTeleopRecord:
         detected = np.array([self.keypoints[s] is not None for s in stamps], dtype=bool)
         kp = np.array([self.keypoints[s] if self.keypoints[s] is not None else np.full((21, 3), np.nan)
                        for s in stamps]).reshape(-1, 21, 3)
-        arm = np.array(sorted(self.arm_driver.items()), dtype=float).reshape(-1, 2)
-        hand = np.array(sorted(self.hand_driver.items()), dtype=float).reshape(-1, 2)
+        arm, hand = sorted(self.arm_driver), sorted(self.hand_driver)  # ns stamps stay int64 (exact)
         np.savez_compressed(path, kp_stamps_ns=stamps, kp_detected=detected, kp=kp,
                             gt_stamps_ns=self.gt_stamps_ns, gt_keypoints=self.gt_keypoints,
-                            arm_stamps_ns=arm[:, 0].astype(np.int64), arm_arrival_s=arm[:, 1],
-                            hand_stamps_ns=hand[:, 0].astype(np.int64), hand_arrival_s=hand[:, 1],
+                            arm_stamps_ns=np.array(arm, dtype=np.int64),
+                            arm_arrival_s=np.array([self.arm_driver[s] for s in arm], dtype=float),
+                            hand_stamps_ns=np.array(hand, dtype=np.int64),
+                            hand_arrival_s=np.array([self.hand_driver[s] for s in hand], dtype=float),
                             state_times_s=self.state_times_s, state_q=self.state_q)
 
     @classmethod
@@ -172,7 +173,7 @@ def evaluate(record: VisualTeleopRecord, description: RobotDescription, T_base_c
     n_arm = len(description.arm_joints)
     from dexstack.retarget.arm import WristMapperConfig
 
-    expected, starts = {}, {}  # stamp -> expected palm position; stamp -> its segment's start arrival
+    expected = {}  # stamp -> expected palm position
     for seg in segments:
         q0 = _state_at(record, record.arm_driver[seg[0]])
         kp0 = truth(seg[0])
@@ -181,9 +182,8 @@ def evaluate(record: VisualTeleopRecord, description: RobotDescription, T_base_c
         mapper = WristMapper(retargeter.T_root_H, WristMapperConfig(position_scale=config.position_scale))
         try:
             mapper.engage(hand_frame_from_keypoints(kp0), kinematics.frame_pose(q0, palm))
-            for s in seg:
+            for s in seg[1:]:  # the first frame is the reference itself (no error by construction)
                 expected[s] = mapper.update(hand_frame_from_keypoints(truth(s)))[:3, 3]
-                starts[s] = record.arm_driver[seg[0]]
         except KeypointError:
             continue
     best = (float("inf"), float("nan"), np.zeros(0))

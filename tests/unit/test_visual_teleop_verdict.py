@@ -18,7 +18,7 @@ D = load_description("panda_allegro")
 N_ARM = len(D.arm_joints)
 RATE_HZ = 15.0  # the live operator camera's rate
 SECONDS = 12.0  # open, relaxed, pinch, open, wrist rolls: the wrist moves and the fingers close
-T0_NS = 1_000_000_000_000
+T0_NS = 1_764_460_000_000_000_000  # epoch stamps: beyond float64's exact integers
 
 
 @pytest.fixture(scope="module")
