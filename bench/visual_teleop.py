@@ -198,14 +198,14 @@ class Observer:
         self.states.append((self.clock.now().nanoseconds * 1e-9, np.array(msg.position)[order]))
 
 
-def start_graph(work: Path, live: bool, model_complexity: int = 1):
+def start_graph(work: Path, live: bool, hand_pose: dict[str, str]):
     from dexstack.launch.runner import LaunchedGraph
     from dexstack.launch.xml import parse_launch_file
 
     description = parse_launch_file("sim_visual_teleop", {"auto_engage": "true"})
     for n in description.nodes:
         if n.name == "hand_pose":
-            n.params["model_complexity"] = str(model_complexity)
+            n.params.update(hand_pose)
     if not live:  # the replay is the camera: no sim_hand, no rendering in sim_cell
         description.nodes = [n for n in description.nodes if n.name != "sim_hand"]
         for n in description.nodes:
@@ -262,7 +262,7 @@ def metrics(obs: Observer, frames: dict[int, int], gt: dict[int, np.ndarray], vi
     }
 
 
-def run(seconds: float, live_seconds: float, model_complexity: int = 1) -> dict:
+def run(seconds: float, live_seconds: float, hand_pose: dict[str, str]) -> dict:
     force_localhost_dds()
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
     import rclpy
@@ -283,7 +283,7 @@ def run(seconds: float, live_seconds: float, model_complexity: int = 1) -> dict:
     result: dict = {}
     try:
         obs = Observer(node, description)
-        graph = start_graph(work, live=False, model_complexity=model_complexity)
+        graph = start_graph(work, live=False, hand_pose=hand_pose)
         deadline = time.monotonic() + 120.0
         while "hand_pose" not in obs.diagnostics and time.monotonic() < deadline:  # MediaPipe loaded
             time.sleep(0.2)
@@ -299,11 +299,10 @@ def run(seconds: float, live_seconds: float, model_complexity: int = 1) -> dict:
         frames = {s: k for s, k in published}
         result = metrics(obs, frames, dict(enumerate(gt_all)), dict(enumerate(view_all)), description,
                          len(published))
-        result.update(frames=len(published), render_ms=round(rendered["render_ms"], 1),
-                      model_complexity=model_complexity)
+        result.update(frames=len(published), render_ms=round(rendered["render_ms"], 1), **hand_pose)
         if live_seconds > 0:
             live = Observer(node, description)
-            graph = start_graph(work, live=True, model_complexity=model_complexity)
+            graph = start_graph(work, live=True, hand_pose=hand_pose)
             try:
                 deadline = time.monotonic() + 120.0
                 while "hand_pose" not in live.diagnostics and time.monotonic() < deadline:
@@ -348,13 +347,19 @@ def main() -> None:
     parser.add_argument("--live-seconds", type=float, default=30.0, help="live-render run (0: skip)")
     parser.add_argument("--model-complexity", type=int, default=1, choices=(0, 1),
                         help="hand_pose's MediaPipe model: 0 lite, 1 full (the launch file's)")
+    parser.add_argument("--inference-scale", type=float, default=1.0,
+                        help="hand_pose's inference_scale (MediaPipe sees the image scaled by this)")
+    parser.add_argument("--static-image-mode", action="store_true",
+                        help="hand_pose detects the palm in every frame (no MediaPipe tracking)")
     parser.add_argument("--publisher", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--start-delay", type=float, default=8.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publisher is not None:
         publisher(args.publisher, args.start_delay)
         return
-    result = run(args.seconds, args.live_seconds, args.model_complexity)
+    hand_pose = {"model_complexity": str(args.model_complexity), "inference_scale": str(args.inference_scale),
+                 "static_image_mode": str(args.static_image_mode).lower()}
+    result = run(args.seconds, args.live_seconds, hand_pose)
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}))
 
 

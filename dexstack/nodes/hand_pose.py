@@ -64,6 +64,12 @@ class Params:
                                  read_only=True)
     max_num_hands: int = common.param(2, "Most hands detected per frame.", read_only=True, min=1, max=4)
     model_complexity: int = common.param(1, "MediaPipe model: 0 lite, 1 full.", read_only=True, min=0, max=1)
+    inference_scale: float = common.param(1.0, "The detector sees the color image scaled by this (e.g. 0.5: "
+                                          "320x240 of 640x480); keypoints are in full-image pixels.", read_only=True,
+                                          min=0.1, max=1.0)
+    static_image_mode: bool = common.param(False, "MediaPipe: detect the palm in every frame (true) instead of "
+                                           "tracking the hand from the last frame's landmarks (false).",
+                                           read_only=True)
     min_detection_confidence: float = common.param(0.5, "Detector confidence to report a hand.", read_only=True,
                                                    min=0.0, max=1.0)
     min_tracking_confidence: float = common.param(0.5, "Detector confidence to keep tracking a hand.",
@@ -120,7 +126,8 @@ class HandPoseNode(Node):
         detector = make_hand_detector(
             p.detector, max_num_hands=p.max_num_hands, model_complexity=p.model_complexity,
             min_detection_confidence=p.min_detection_confidence, min_tracking_confidence=p.min_tracking_confidence,
-            mirrored_input=p.mirrored_input)
+            mirrored_input=p.mirrored_input, inference_scale=p.inference_scale,
+            static_image_mode=p.static_image_mode)
         self.pipeline = HandPipeline(detector, self.calibration.T_parent_camera, pipeline_config(p),
                                      self.calibration.depth_scale_m)
         self.rejections = ReasonCounter()
