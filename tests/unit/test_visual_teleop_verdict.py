@@ -114,3 +114,17 @@ def test_a_record_survives_saving(setting, tmp_path):
     np.testing.assert_allclose(again.keypoints[int(stamps[5])], seen[5])
     assert again.arm_driver == record.arm_driver and again.hand_driver == record.hand_driver
     assert judge(again, cal)[0] == pytest.approx(judge(record, cal)[0], nan_ok=True)
+
+
+def test_the_demo_mode_refuses_a_cell_without_the_human_hand_and_reports_nan_figures(setting, capsys):
+    from dexstack.cli.demo import main
+    from dexstack.cli.demo_visual_teleop import markdown
+
+    assert main(["--mode", "visual_teleop", "--cell", "tabletop"]) == 2
+    assert "no rendered human hand" in capsys.readouterr().out
+    stamps, gt, cal = setting
+    figures, reasons = judge(run(stamps[:20], gt[:20], [None] * 20, "still"), cal)
+    text = markdown({"ok": False, "cell": "tabletop_teleop", "robot_profile": "panda_allegro", "seconds": 1.0,
+                     "speed": 1.0, "camera_rate_hz": 15.0, "nodes": {}, "figures": figures, "outputs": {},
+                     "reasons": reasons})
+    assert "FAILED" in text and "latency arm nan" in text and "- FAILED: hand detected in 0.00" in text
