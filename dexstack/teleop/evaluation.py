@@ -112,7 +112,8 @@ def in_view(points_base_m: np.ndarray, T_base_camera: np.ndarray, camera) -> np.
     return ok.all(axis=-1)
 
 
-def _segments(stamps_ns: list[int], gap_s: float) -> list[list[int]]:
+def tracked_segments(stamps_ns: list[int], gap_s: float) -> list[list[int]]:
+    """Sorted stamps split where consecutive ones are more than ``gap_s`` apart (teleop lost the hand there)."""
     out: list[list[int]] = []
     for s in stamps_ns:
         if out and (s - out[-1][-1]) * 1e-9 <= gap_s:
@@ -156,7 +157,7 @@ def evaluate(record: VisualTeleopRecord, description: RobotDescription, T_base_c
     # The loop: camera frames that reached the drivers, how fast and how late.
     arm = sorted(s for s in record.arm_driver if s in record.keypoints)
     hand = sorted(s for s in record.hand_driver if s in record.keypoints)
-    segments = _segments(arm, config.segment_gap_s)
+    segments = tracked_segments(arm, config.segment_gap_s)
     span_s = sum((seg[-1] - seg[0]) * 1e-9 for seg in segments)
     out.update(
         traced_arm_commands=len(arm), traced_hand_commands=len(hand), tracked_segments=len(segments),
