@@ -79,8 +79,10 @@ class VisualTeleopCriteria:
     min_traced_commands: int = 20  # driver commands that name their camera frame (arm and hand each)
     min_expected_palm_travel_mm: float = 30.0  # the true hand moved the (expected) robot palm at least this much
     min_palm_travel_ratio: float = 0.5  # measured palm travel / expected palm travel
-    max_palm_err_mm_median: float = 40.0
-    max_fingertip_err_mm_median: float = 30.0
+    max_palm_err_mm_median: float = 50.0
+    max_palm_err_to_hold: float = 0.7  # palm error / the error of a palm that stayed where each segment began
+    max_fingertip_err_mm_median: float = 50.0
+    max_fingertip_err_to_hold: float = 0.8  # fingertip error / the error of a hand that kept its first pose
     min_hand_travel_rad: float = 0.2  # some hand joint moved at least this much while tracked
 
     def __post_init__(self) -> None:
@@ -174,7 +176,7 @@ def evaluate(record: VisualTeleopRecord, description: RobotDescription, T_base_c
     n_arm = len(description.arm_joints)
     from dexstack.retarget.arm import WristMapperConfig
 
-    expected = {}  # stamp -> expected palm position
+    expected, held = {}, {}  # stamp -> expected palm position; -> the palm where its segment started
     for seg in segments:
         q0 = _state_at(record, record.arm_driver[seg[0]])
         kp0 = truth(seg[0])
@@ -182,9 +184,10 @@ def evaluate(record: VisualTeleopRecord, description: RobotDescription, T_base_c
             continue
         mapper = WristMapper(retargeter.T_root_H, WristMapperConfig(position_scale=config.position_scale))
         try:
-            mapper.engage(hand_frame_from_keypoints(kp0), kinematics.frame_pose(q0, palm))
+            start = mapper.engage(hand_frame_from_keypoints(kp0), kinematics.frame_pose(q0, palm))[:3, 3]
             for s in seg[1:]:  # the first frame is the reference itself (no error by construction)
                 expected[s] = mapper.update(hand_frame_from_keypoints(truth(s)))[:3, 3]
+                held[s] = start
         except KeypointError:
             continue
     best = (float("inf"), float("nan"), np.zeros(0))
@@ -207,19 +210,24 @@ def evaluate(record: VisualTeleopRecord, description: RobotDescription, T_base_c
     out["palm_travel_mm"] = 1000 * float(np.linalg.norm(np.ptp(best[2], axis=0))) if len(best[2]) else 0.0
     out["palm_err_mm_median"] = 1000 * best[0] if np.isfinite(best[0]) else float("nan")
     out["palm_lag_s"] = best[1]
+    # What a robot that never moved would score: the errors above must be well below these.
+    out["palm_hold_err_mm_median"] = 1000 * _pct([np.linalg.norm(expected[s] - held[s]) for s in expected], 50)
 
     links = [retargeter.config.keypoint_links[i] for i in FINGERTIPS if retargeter.config.keypoint_links[i]]
-    fingertip, q_hand = [], []
+    fingertip, fingertip_hold, q_hand = [], [], []
+    q_start = _state_at(record, record.hand_driver[hand[0]]) if hand else None
     for s in hand:
         kp, q = truth(s), _state_at(record, s * 1e-9 + config.fingertip_delay_s)
         if kp is None or q is None or not view.get(s, False):
             continue
         T = hand_frame_from_keypoints(kp)
         q_ref = retargeter.retarget((kp - T[:3, 3]) @ T[:3, :3])
-        fingertip.extend(np.linalg.norm(retargeter.hand.link_positions(q_ref, links)
-                                        - retargeter.hand.link_positions(q[n_arm:], links), axis=1))
+        p_ref = retargeter.hand.link_positions(q_ref, links)
+        fingertip.extend(np.linalg.norm(p_ref - retargeter.hand.link_positions(q[n_arm:], links), axis=1))
+        fingertip_hold.extend(np.linalg.norm(p_ref - retargeter.hand.link_positions(q_start[n_arm:], links), axis=1))
         q_hand.append(q[n_arm:])
     out["fingertip_err_mm_median"] = 1000 * _pct(fingertip, 50)
+    out["fingertip_hold_err_mm_median"] = 1000 * _pct(fingertip_hold, 50)
     out["hand_travel_rad"] = float(np.ptp(np.array(q_hand), axis=0).max()) if q_hand else 0.0
     return out
 
@@ -252,6 +260,13 @@ def verdict(figures: dict, criteria: VisualTeleopCriteria | None = None) -> list
     check(f["palm_err_mm_median"] <= c.max_palm_err_mm_median,
           f"palm {f['palm_err_mm_median']:.1f} mm (median) from teleop of the true hand (max "
           f"{c.max_palm_err_mm_median})")
+    check(f["palm_err_mm_median"] <= c.max_palm_err_to_hold * f["palm_hold_err_mm_median"],
+          f"palm {f['palm_err_mm_median']:.1f} mm (median) from teleop of the true hand, where a palm that never "
+          f"moved is {f['palm_hold_err_mm_median']:.1f} mm (need below {c.max_palm_err_to_hold:.0%} of it)")
+    check(f["fingertip_err_mm_median"] <= c.max_fingertip_err_to_hold * f["fingertip_hold_err_mm_median"],
+          f"fingertips {f['fingertip_err_mm_median']:.1f} mm (median) from retargeting of the true hand, where a "
+          f"hand that kept its first pose is {f['fingertip_hold_err_mm_median']:.1f} mm (need below "
+          f"{c.max_fingertip_err_to_hold:.0%} of it)")
     check(f["fingertip_err_mm_median"] <= c.max_fingertip_err_mm_median,
           f"fingertips {f['fingertip_err_mm_median']:.1f} mm (median) from retargeting of the true hand (max "
           f"{c.max_fingertip_err_mm_median})")
