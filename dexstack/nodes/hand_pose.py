@@ -88,6 +88,9 @@ class Params:
                                            min=0.0, max=0.03)
     model_depth_confidence: float = common.param(0.5, "Confidence factor of keypoints placed by model depth.",
                                                  min=0.0, max=1.0)
+    bone_repair_tolerance: float = common.param(0.4, "A measured keypoint whose bone is off by more than this "
+                                                "fraction of its expected length takes the model's depth (a "
+                                                "fingertip over the palm); 0: off.", min=0.0, max=2.0)
     one_euro_min_cutoff_hz: float = common.param(1.0, "One-Euro cutoff at rest (Hz).", min=0.01, max=100.0)
     one_euro_beta: float = common.param(5.0, "One-Euro speed coefficient (s/m).", min=0.0, max=1000.0)
     one_euro_d_cutoff_hz: float = common.param(1.0, "One-Euro derivative cutoff (Hz).", min=0.01, max=100.0)
@@ -109,7 +112,8 @@ def pipeline_config(p: Params) -> HandPipelineConfig:
             patch=DepthPatchConfig(radius_px=p.depth_patch_radius_px, min_depth_m=p.min_depth_m,
                                    max_depth_m=p.max_depth_m),
             outlier_tolerance_m=p.outlier_tolerance_m, min_measured_keypoints=p.min_measured_keypoints,
-            model_depth_confidence=p.model_depth_confidence, surface_offset_m=p.surface_offset_m),
+            model_depth_confidence=p.model_depth_confidence, surface_offset_m=p.surface_offset_m,
+            bone_repair_tolerance=p.bone_repair_tolerance),
         bones=BoneCheckConfig(),
         filter=OneEuroConfig(min_cutoff_hz=p.one_euro_min_cutoff_hz, beta=p.one_euro_beta,
                              d_cutoff_hz=p.one_euro_d_cutoff_hz),

@@ -100,6 +100,10 @@ class LiftConfig:
     min_measured_keypoints: int = 4  # fewer usable depths: the hand cannot be placed in 3-D
     model_depth_confidence: float = 0.5  # confidence factor of keypoints whose depth comes from the model
     surface_offset_m: float = 0.0  # added to measured depths: skin surface -> joint centre (0: keypoints on skin)
+    # A measured keypoint whose bone from its parent is implausibly long or short (its depth is another finger's or
+    # the palm's: a fist, a finger over the palm) hangs off the parent with the model's depth instead. Bones within
+    # this fraction of their nominal length (scaled to the hand) pass; 0 turns the repair off.
+    bone_repair_tolerance: float = 0.4
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,8 @@ def lift_hand(observation: HandObservation, depth: np.ndarray, camera: CameraMod
     for parent, child in BONES:
         if not measured[child]:
             z[child] = z[parent] + (dz[child] - dz[parent])
+    if c.bone_repair_tolerance > 0:
+        z = _repair_bones(uv, z, dz, measured, camera, c.bone_repair_tolerance)
     p_camera = camera.unproject(uv, z)
     p_base = transform_points(T_base_camera, p_camera)
     kp_scores = np.ones(NUM_KEYPOINTS) if observation.keypoint_scores is None else np.asarray(
@@ -161,6 +167,27 @@ def lift_hand(observation: HandObservation, depth: np.ndarray, camera: CameraMod
         depth_source=tuple(DepthSource.MEASURED if m else DepthSource.MODEL for m in measured),
         confidence=confidence, depth_status=sample.status,
     )
+
+
+def _repair_bones(uv: np.ndarray, z: np.ndarray, dz: np.ndarray, measured: np.ndarray, camera: CameraModel,
+                  tolerance: float) -> np.ndarray:
+    """Parents before children: a measured child whose bone is off by more than ``tolerance`` of its expected
+    length (nominal x the hand's scale, the median ratio over all bones) hangs off its parent with the model's
+    relative depth; hung children follow their re-placed parents. ``measured`` is updated in place."""
+    z = z.copy()
+    p = camera.unproject(uv, z)
+    scale = float(np.median(bone_lengths(p) / NOMINAL_BONE_LENGTH_M))
+    for k, (parent, child) in enumerate(BONES):
+        hung = z[parent] + (dz[child] - dz[parent])
+        if not measured[child]:
+            z[child] = hung
+            continue
+        a, b = camera.unproject(uv[[parent, child]], z[[parent, child]])
+        expected = scale * NOMINAL_BONE_LENGTH_M[k]
+        if abs(np.linalg.norm(b - a) - expected) > tolerance * expected:
+            measured[child] = False
+            z[child] = hung
+    return z
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,25 @@ def test_depth_outliers_are_rejected_not_averaged_in():
     assert 1000 * np.linalg.norm(lifted.p_base_m[8] - p_true[8]) < 4.0
 
 
+def test_a_fingertip_reading_another_surface_within_tolerance_hangs_off_its_bone():
+    """A fingertip curled under the hand (a fist) reads the surface in front of it, 2.5 cm nearer: inside the
+    outlier tolerance (3 cm), so it would be kept and its bone would be ~2x too long. The bone repair re-places it
+    along the bone with the model's depth; without it the hand fails the bone check."""
+    offset_m = -0.025
+    p_true = hand_points_base()
+    obs, depth = observation(p_true)
+    u, v = np.rint(obs.uv_px[8]).astype(int)
+    z_tip = transform_points(invert_transform(T_BASE_CAMERA), p_true)[8, 2]
+    depth[v - 6:v + 7, u - 6:u + 7] = int(1000 * (z_tip + offset_m))
+    repaired = lift_hand(obs, depth, CAMERA, T_BASE_CAMERA)
+    assert repaired.depth_source[8] is DepthSource.MODEL and repaired.n_measured == 20
+    assert 1000 * np.linalg.norm(repaired.p_base_m[8] - p_true[8]) < 4.0
+    assert check_bone_lengths(repaired.p_base_m) is None
+    kept = lift_hand(obs, depth, CAMERA, T_BASE_CAMERA, LiftConfig(bone_repair_tolerance=0.0))
+    assert kept.depth_source[8] is DepthSource.MEASURED
+    assert "implausible bone length" in check_bone_lengths(kept.p_base_m)
+
+
 def test_a_hand_without_depth_cannot_be_lifted():
     obs, depth = observation(hand_points_base())
     with pytest.raises(LiftError, match="no depth"):
