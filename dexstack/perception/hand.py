@@ -250,6 +250,9 @@ class HandPipelineConfig:
     bones: BoneCheckConfig = field(default_factory=BoneCheckConfig)
     filter: OneEuroConfig = field(default_factory=OneEuroConfig)
     filter_reset_s: float = 0.5  # a hand unseen for longer starts a fresh filter
+    # Filters are kept per handedness label, and MediaPipe's label can flip between two hands in view: a filter
+    # whose last wrist is farther than this from the hand it gets starts afresh instead of blending two hands.
+    filter_jump_reset_m: float = 0.1
     primary_hand: str = "any"  # "right" | "left" | "any": the hand to report (see HandFrameResult.primary)
 
     def __post_init__(self) -> None:
@@ -343,7 +346,9 @@ class HandPipeline:
                 rejected.append((label, reason))
                 continue
             filt = self._filters.setdefault(label, OneEuroFilter(c.filter))
-            if filt.last_time_s is not None and t_s - filt.last_time_s > c.filter_reset_s:
+            last = filt.last_value
+            if (filt.last_time_s is not None and t_s - filt.last_time_s > c.filter_reset_s) or (
+                    last is not None and np.linalg.norm(last[WRIST] - lifted.p_base_m[WRIST]) > c.filter_jump_reset_m):
                 filt.reset()
             p_filtered = filt(lifted.p_base_m, t_s)
             hands.append(HandEstimate(

@@ -364,3 +364,18 @@ def test_a_detector_can_be_swapped_by_name():
         make_hand_detector("openpose")
     with pytest.raises(ValueError, match="cannot be imported"):
         make_hand_detector("no_such_module:Detector")
+
+
+def test_a_label_passed_to_another_hand_does_not_blend_the_two_hands():
+    """MediaPipe's handedness label can flip between two hands in view: the filter kept under that label must not
+    average the operator's hand with a bystander's 25 cm away (the reported hand would jump halfway between)."""
+    p_a = hand_points_base()
+    p_b = hand_points_base(make_transform([0.75, -0.20, 0.35], rpy_to_matrix([0.3, -0.9, 2.6])))
+    obs_a, depth_a = observation(p_a)
+    obs_b, depth_b = observation(p_b)
+    pipeline = HandPipeline(ScriptedDetector([[obs_a]] * 5 + [[obs_b]]), T_BASE_CAMERA, HandPipelineConfig())
+    for k in range(5):
+        pipeline.process(np.zeros((CAMERA.height, CAMERA.width, 3), np.uint8), depth_a, CAMERA, k / 30)
+    result = pipeline.process(np.zeros((CAMERA.height, CAMERA.width, 3), np.uint8), depth_b, CAMERA, 5 / 30)
+    np.testing.assert_allclose(result.primary.p_base_m, result.primary.p_base_raw_m)  # a fresh filter
+    assert np.linalg.norm(result.primary.p_base_m - p_b, axis=1).max() < 0.005
