@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     launch = parse_launch_file("sim_visual_teleop", {"auto_engage": "true", "cell": cell.name,
                                                      "speed": str(args.speed),
-                                                     "camera_rate_hz": str(args.camera_rate_hz)})
+                                                     "camera_rate_hz": str(args.camera_rate_hz),
+                                                     "max_num_hands": str(args.max_num_hands)})
     rclpy.init()
     node = rclpy.create_node("dexstack_demo_visual_teleop")
     executor = SingleThreadedExecutor()
@@ -197,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "mode": "visual_teleop", "ok": not reasons, "cell": cell.name, "robot_profile": description.profile.name,
         "seconds": args.seconds, "speed": args.speed, "camera_rate_hz": args.camera_rate_hz,
+        "max_num_hands": args.max_num_hands,
         "figures": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()},
         "diagnostics": {k: {"level": v[0], "message": v[1]} for k, v in diagnostics.items()},
         "nodes": {n.name: {"exit_code": codes.get(n.name), "log": str(n.log_path)} for n in graph.nodes},
@@ -245,3 +247,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--speed", type=float, default=1.0, help="gesture script playback speed")
     group.add_argument("--camera-rate-hz", type=float, default=15.0,
                        help="operator camera rate (live rendering costs ~50 ms a frame here)")
+    group.add_argument("--max-num-hands", type=int, default=2, choices=(1, 2),
+                       help="hand_pose's MediaPipe hands: 1 skips palm detection while tracking (faster; a second "
+                       "hand is then not reported)")
