@@ -97,9 +97,9 @@ class EvaluationConfig:
     method: str = "dexpilot"
     position_scale: float = 1.0
     segment_gap_s: float = 0.3  # teleop's hand_lost_timeout_s: a longer gap re-engages (new palm reference)
-    max_lag_s: float = 0.6
+    max_lag_s: float = 1.0
     fingertip_delay_s: float = 0.1  # measured hand joints this long after the frame (the hand servo's lag)
-    lags_s: tuple[float, ...] = field(default=tuple(np.round(np.arange(0.0, 0.61, 0.05), 2)))
+    lags_s: tuple[float, ...] = field(default=tuple(np.round(np.arange(0.0, 1.01, 0.05), 2)))
 
 
 def in_view(points_base_m: np.ndarray, T_base_camera: np.ndarray, camera) -> np.ndarray:
