@@ -16,9 +16,11 @@ Prints ONE JSON line. Definitions:
   in view (all 21 keypoints >= 5 px inside the image); ``frames_answered_rate``: answered / published frames;
 - ``keypoint_err_mm_median`` / ``_p90``: 3-D error of all 21 keypoints in the base frame vs ground truth (joint
   centres) over detected frames;
-- ``loop_hz``: distinct camera stamps reaching the driver's arm command per second while tracked;
+- ``loop_hz``: distinct camera stamps reaching the driver's arm command per second while tracked (over the tracked
+  segments: stretches without a gap longer than teleop's hand-lost timeout, 0.3 s);
 - ``latency_ms_p50`` / ``_p99``: camera stamp -> first driver arm command carrying it (the safety monitor keeps
-  the stamp), received by this process;
+  the stamp), received by this process; ``hand_latency_ms_*`` the same for the hand driver command (its stamped
+  mirror on ``/dexstack/safety/hand_command_stamped``);
 - ``fingertip_err_mm_median``: robot fingertips in the palm frame, FK of the measured hand joints 0.1 s after the
   frame, vs FK of the retargeting (same config and method as teleop) of the ground-truth keypoints of that frame.
 """
@@ -38,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dexstack.rosenv import force_localhost_dds  # noqa: E402
@@ -149,9 +152,11 @@ class Observer:
         from trajectory_msgs.msg import JointTrajectory
 
         from dexstack.nodes import common
+        from dexstack.nodes.safety_monitor import HAND_OUTPUT_STAMPED
 
         self.keypoints: dict[int, np.ndarray | None] = {}
         self.driver: dict[int, float] = {}  # stamp_ns -> first arrival (ROS time, s)
+        self.hand_driver: dict[int, float] = {}
         self.states: list[tuple[float, np.ndarray]] = []
         self.gt: list[tuple[int, np.ndarray]] = []
         self.diagnostics: dict[str, dict[str, str]] = {}
@@ -163,6 +168,7 @@ class Observer:
         node.create_subscription(JointTrajectory, description.profile.arm.command.topic, self._on_driver,
                                  common.COMMAND_QOS)
         node.create_subscription(JointState, "/joint_states", self._on_state, common.STATE_QOS)
+        node.create_subscription(JointState, HAND_OUTPUT_STAMPED, self._on_hand_driver, common.COMMAND_QOS)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
 
     def _on_diag(self, msg) -> None:
@@ -193,19 +199,24 @@ class Observer:
         if s > 0 and s not in self.driver:
             self.driver[s] = now
 
+    def _on_hand_driver(self, msg) -> None:
+        s = self._ns(msg.header.stamp)
+        if s > 0 and s not in self.hand_driver:
+            self.hand_driver[s] = self.clock.now().nanoseconds * 1e-9
+
     def _on_state(self, msg) -> None:
         order = [list(msg.name).index(n) for n in self.names]
         self.states.append((self.clock.now().nanoseconds * 1e-9, np.array(msg.position)[order]))
 
 
-def start_graph(work: Path, live: bool, model_complexity: int = 1):
+def start_graph(work: Path, live: bool, hand_pose: dict[str, str]):
     from dexstack.launch.runner import LaunchedGraph
     from dexstack.launch.xml import parse_launch_file
 
     description = parse_launch_file("sim_visual_teleop", {"auto_engage": "true"})
     for n in description.nodes:
         if n.name == "hand_pose":
-            n.params["model_complexity"] = str(model_complexity)
+            n.params.update(hand_pose)
     if not live:  # the replay is the camera: no sim_hand, no rendering in sim_cell
         description.nodes = [n for n in description.nodes if n.name != "sim_hand"]
         for n in description.nodes:
@@ -220,6 +231,7 @@ def metrics(obs: Observer, frames: dict[int, int], gt: dict[int, np.ndarray], vi
     from dexstack.perception.hand import FINGERTIPS
     from dexstack.retarget import HandRetargeter
     from dexstack.retarget.keypoints import hand_frame_from_keypoints
+    from dexstack.teleop.evaluation import tracked_segments
 
     answered = [s for s in obs.keypoints if s in frames]
     in_view_answered = [s for s in answered if view[frames[s]]]
@@ -227,8 +239,9 @@ def metrics(obs: Observer, frames: dict[int, int], gt: dict[int, np.ndarray], vi
     errors = np.concatenate([np.linalg.norm(obs.keypoints[s] - gt[frames[s]], axis=1) for s in detected]) \
         if detected else np.array([np.nan])
     lat = np.array([obs.driver[s] - s * 1e-9 for s in obs.driver if s in frames])
-    tracked = sorted(s for s in obs.driver if s in frames)
-    span_s = (tracked[-1] - tracked[0]) * 1e-9 if len(tracked) > 1 else 0.0
+    hand_lat = np.array([obs.hand_driver[s] - s * 1e-9 for s in obs.hand_driver if s in frames])
+    segments = tracked_segments(sorted(s for s in obs.driver if s in frames), 0.3)
+    span_s = sum((seg[-1] - seg[0]) * 1e-9 for seg in segments)
     # Fingertips: what perception costs the user, in the palm frame (the arm's own tracking error excluded).
     retargeter = HandRetargeter.from_file("allegro_right", "dexpilot", description)
     links = [retargeter.config.keypoint_links[i] for i in FINGERTIPS if retargeter.config.keypoint_links[i]]
@@ -254,15 +267,17 @@ def metrics(obs: Observer, frames: dict[int, int], gt: dict[int, np.ndarray], vi
         "frames_in_view": int(sum(view[frames[s]] for s in answered)),
         "keypoint_err_mm_median": float(1000 * np.median(errors)),
         "keypoint_err_mm_p90": float(1000 * np.percentile(errors, 90)),
-        "loop_hz": (len(tracked) - 1) / span_s if span_s > 0 else 0.0,
+        "loop_hz": sum(len(seg) - 1 for seg in segments) / span_s if span_s > 0 else 0.0,
         "latency_ms_p50": float(1000 * np.percentile(lat, 50)) if len(lat) else float("nan"),
         "latency_ms_p99": float(1000 * np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "hand_latency_ms_p50": float(1000 * np.percentile(hand_lat, 50)) if len(hand_lat) else float("nan"),
+        "hand_latency_ms_p99": float(1000 * np.percentile(hand_lat, 99)) if len(hand_lat) else float("nan"),
         "fingertip_err_mm_median": float(1000 * np.median(fingertip)) if fingertip else float("nan"),
         "hand_pose_ms_median": float(np.median(obs.process_ms)) if obs.process_ms else float("nan"),
     }
 
 
-def run(seconds: float, live_seconds: float, model_complexity: int = 1) -> dict:
+def run(seconds: float, live_seconds: float, hand_pose: dict[str, str]) -> dict:
     force_localhost_dds()
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
     import rclpy
@@ -283,7 +298,7 @@ def run(seconds: float, live_seconds: float, model_complexity: int = 1) -> dict:
     result: dict = {}
     try:
         obs = Observer(node, description)
-        graph = start_graph(work, live=False, model_complexity=model_complexity)
+        graph = start_graph(work, live=False, hand_pose=hand_pose)
         deadline = time.monotonic() + 120.0
         while "hand_pose" not in obs.diagnostics and time.monotonic() < deadline:  # MediaPipe loaded
             time.sleep(0.2)
@@ -300,10 +315,10 @@ def run(seconds: float, live_seconds: float, model_complexity: int = 1) -> dict:
         result = metrics(obs, frames, dict(enumerate(gt_all)), dict(enumerate(view_all)), description,
                          len(published))
         result.update(frames=len(published), render_ms=round(rendered["render_ms"], 1),
-                      model_complexity=model_complexity)
+                      **{k: yaml.safe_load(v) for k, v in hand_pose.items()})
         if live_seconds > 0:
             live = Observer(node, description)
-            graph = start_graph(work, live=True, model_complexity=model_complexity)
+            graph = start_graph(work, live=True, hand_pose=hand_pose)
             try:
                 deadline = time.monotonic() + 120.0
                 while "hand_pose" not in live.diagnostics and time.monotonic() < deadline:
@@ -348,13 +363,24 @@ def main() -> None:
     parser.add_argument("--live-seconds", type=float, default=30.0, help="live-render run (0: skip)")
     parser.add_argument("--model-complexity", type=int, default=1, choices=(0, 1),
                         help="hand_pose's MediaPipe model: 0 lite, 1 full (the launch file's)")
+    parser.add_argument("--inference-scale", type=float, default=1.0,
+                        help="hand_pose's inference_scale (MediaPipe sees the image scaled by this)")
+    parser.add_argument("--static-image-mode", action="store_true",
+                        help="hand_pose detects the palm in every frame (no MediaPipe tracking)")
+    parser.add_argument("--max-num-hands", type=int, default=None,
+                        help="hand_pose's max_num_hands (default: the launch file's; MediaPipe runs its palm "
+                        "detector on every frame while it tracks fewer hands than this)")
     parser.add_argument("--publisher", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--start-delay", type=float, default=8.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publisher is not None:
         publisher(args.publisher, args.start_delay)
         return
-    result = run(args.seconds, args.live_seconds, args.model_complexity)
+    hand_pose = {"model_complexity": str(args.model_complexity), "inference_scale": str(args.inference_scale),
+                 "static_image_mode": str(args.static_image_mode).lower()}
+    if args.max_num_hands is not None:
+        hand_pose["max_num_hands"] = str(args.max_num_hands)
+    result = run(args.seconds, args.live_seconds, hand_pose)
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}))
 
 

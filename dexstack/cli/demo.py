@@ -4,6 +4,9 @@ Starts the nodes of ``launch/sim_demo.launch.xml`` as separate processes (localh
 monitor, scripted motion, object pose estimation on the rendered camera, recorder. Watches the graph from a monitor
 node in this process, records the motion as an episode, exports it as a LeRobot dataset, and writes
 ``runs/<time>/report.json``, ``report.md``, a camera snapshot and every node's log.
+
+``--mode visual_teleop``: the robot follows a rendered human hand through the camera, MediaPipe, teleop and the
+safety monitor instead (``dexstack/cli/demo_visual_teleop.py``), judged against teleoperation of the true hand.
 """
 
 from __future__ import annotations
@@ -222,7 +225,11 @@ def _markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dexstack-sim-demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cell", default="tabletop", help="cell configuration (config/cells/<name>.yaml)")
+    parser.add_argument("--mode", default="scripted", choices=("scripted", "visual_teleop"),
+                        help="scripted: a scripted motion, object pose, recording (default); visual_teleop: the robot "
+                        "follows a rendered human hand through the real perception path")
+    parser.add_argument("--cell", default=None, help="cell configuration (config/cells/<name>.yaml; default "
+                        "tabletop, tabletop_teleop for visual_teleop)")
     parser.add_argument("--motion", default="demo", help="scripted motion (config/motions/<name>.yaml)")
     parser.add_argument("--output", default="runs", help="folder for the run report (default: ./runs)")
     parser.add_argument("--settle-s", type=float, default=2.0, help="watch this long after the motion ends")
@@ -233,7 +240,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="hand joint error allowed at each keyframe")
     parser.add_argument("--keyframe-window-s", type=float, default=0.5,
                         help="a keyframe counts as reached within this long of its time")
-    return run(parser.parse_args(argv))
+    from dexstack.cli import demo_visual_teleop
+
+    demo_visual_teleop.add_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.mode == "visual_teleop":
+        args.cell = args.cell or "tabletop_teleop"
+        return demo_visual_teleop.run(args)
+    args.cell = args.cell or "tabletop"
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,12 @@ class Params:
                                  read_only=True)
     max_num_hands: int = common.param(2, "Most hands detected per frame.", read_only=True, min=1, max=4)
     model_complexity: int = common.param(1, "MediaPipe model: 0 lite, 1 full.", read_only=True, min=0, max=1)
+    inference_scale: float = common.param(1.0, "The detector sees the color image scaled by this (e.g. 0.5: "
+                                          "320x240 of 640x480); keypoints are in full-image pixels.", read_only=True,
+                                          min=0.1, max=1.0)
+    static_image_mode: bool = common.param(False, "MediaPipe: detect the palm in every frame (true) instead of "
+                                           "tracking the hand from the last frame's landmarks (false).",
+                                           read_only=True)
     min_detection_confidence: float = common.param(0.5, "Detector confidence to report a hand.", read_only=True,
                                                    min=0.0, max=1.0)
     min_tracking_confidence: float = common.param(0.5, "Detector confidence to keep tracking a hand.",
@@ -82,6 +88,9 @@ class Params:
                                            min=0.0, max=0.03)
     model_depth_confidence: float = common.param(0.5, "Confidence factor of keypoints placed by model depth.",
                                                  min=0.0, max=1.0)
+    bone_repair_tolerance: float = common.param(0.4, "A measured keypoint whose bone is off by more than this "
+                                                "fraction of its expected length takes the model's depth (a "
+                                                "fingertip over the palm); 0: off.", min=0.0, max=2.0)
     one_euro_min_cutoff_hz: float = common.param(1.0, "One-Euro cutoff at rest (Hz).", min=0.01, max=100.0)
     one_euro_beta: float = common.param(5.0, "One-Euro speed coefficient (s/m).", min=0.0, max=1000.0)
     one_euro_d_cutoff_hz: float = common.param(1.0, "One-Euro derivative cutoff (Hz).", min=0.01, max=100.0)
@@ -103,7 +112,8 @@ def pipeline_config(p: Params) -> HandPipelineConfig:
             patch=DepthPatchConfig(radius_px=p.depth_patch_radius_px, min_depth_m=p.min_depth_m,
                                    max_depth_m=p.max_depth_m),
             outlier_tolerance_m=p.outlier_tolerance_m, min_measured_keypoints=p.min_measured_keypoints,
-            model_depth_confidence=p.model_depth_confidence, surface_offset_m=p.surface_offset_m),
+            model_depth_confidence=p.model_depth_confidence, surface_offset_m=p.surface_offset_m,
+            bone_repair_tolerance=p.bone_repair_tolerance),
         bones=BoneCheckConfig(),
         filter=OneEuroConfig(min_cutoff_hz=p.one_euro_min_cutoff_hz, beta=p.one_euro_beta,
                              d_cutoff_hz=p.one_euro_d_cutoff_hz),
@@ -120,7 +130,8 @@ class HandPoseNode(Node):
         detector = make_hand_detector(
             p.detector, max_num_hands=p.max_num_hands, model_complexity=p.model_complexity,
             min_detection_confidence=p.min_detection_confidence, min_tracking_confidence=p.min_tracking_confidence,
-            mirrored_input=p.mirrored_input)
+            mirrored_input=p.mirrored_input, inference_scale=p.inference_scale,
+            static_image_mode=p.static_image_mode)
         self.pipeline = HandPipeline(detector, self.calibration.T_parent_camera, pipeline_config(p),
                                      self.calibration.depth_scale_m)
         self.rejections = ReasonCounter()

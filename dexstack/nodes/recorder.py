@@ -27,7 +27,7 @@ from dexstack.record.session import RecordingSession, SessionConfig, TopicSpec
 
 DEFAULT_TOPICS = [
     "/joint_states",
-    "/dexstack/arm/command", "/dexstack/hand/command",  # before the safety gate
+    "/dexstack/arm/command", "/dexstack/hand/command", "/dexstack/hand/command_stamped",  # before the gate
     # after it: the drivers' inputs come from the robot profile (arm.command.topic, hand.command.topic) and are
     # always recorded: they are the dataset's action
     "/dexstack/estop",

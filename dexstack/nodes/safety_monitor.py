@@ -1,11 +1,17 @@
 """safety_monitor: the single gate between every command source and the drivers.
 
-Inputs: ``/dexstack/arm/command`` (JointTrajectory) and ``/dexstack/hand/command`` (Float64MultiArray) from the
-active command source, ``/joint_states``, e-stop on ``/dexstack/estop`` (std_msgs/Bool, true = stop) and the
-``~/estop`` / ``~/reset`` services (std_srvs/Trigger). Output: the driver topics named by the robot profile, at
-``rate_hz``; the arm output keeps the header stamp of the last accepted arm input (teleop stamps it with the camera
-frame's capture time), so a driver command can be traced back to the image it came from. It is the only publisher
-of driver commands. Status and every intervention on ``/diagnostics``.
+Inputs: ``/dexstack/arm/command`` (JointTrajectory) and ``/dexstack/hand/command`` (Float64MultiArray) or
+``/dexstack/hand/command_stamped`` (sensor_msgs/JointState: the same targets with the header stamp of what they were
+computed from; names empty or the profile's hand joints in any order) from the active command source,
+``/joint_states``, e-stop on ``/dexstack/estop`` (std_msgs/Bool, true = stop) and the ``~/estop`` / ``~/reset``
+services (std_srvs/Trigger). Output: the driver topics named by the robot profile, at ``rate_hz``. It is the only
+publisher of driver commands. Status and every intervention on ``/diagnostics``.
+
+Latency tracing: the arm output keeps the header stamp of the last accepted arm input (teleop stamps it with the
+camera frame's capture time). The hand driver's Float64MultiArray (ros2_control's forward command controller) has
+no header, so every hand driver command is mirrored, right after it, on ``/dexstack/safety/hand_command_stamped``
+(sensor_msgs/JointState: the same positions, hand joint names, header stamp of the last accepted hand input; zero
+when that input was an unstamped Float64MultiArray). A driver command is traced back to the image it came from.
 
 Readiness for command sources (``dexstack/nodes/safety_link.py``): ``/dexstack/safety/ready`` (std_msgs/Bool,
 transient local, on change and every 0.5 s) and the ``~/ready`` service (Trigger: success = ready, message = why
@@ -36,6 +42,8 @@ from dexstack.safety.gate import WORKSPACE_MODES, SafetyConfig, SafetyGate
 
 ARM_INPUT = "dexstack/arm/command"
 HAND_INPUT = "dexstack/hand/command"
+HAND_INPUT_STAMPED = "dexstack/hand/command_stamped"
+HAND_OUTPUT_STAMPED = "/dexstack/safety/hand_command_stamped"  # mirror of each hand driver command, with its stamp
 ESTOP_TOPIC = "dexstack/estop"
 _DEFAULTS = SafetyConfig()
 
@@ -112,9 +120,11 @@ class SafetyMonitorNode(Node):
         self.state = JointStateCache(self.description.joints)
         self.gate_ms: list[float] = []
         self._arm_source_stamp = None  # header stamp of the last accepted arm input: kept on the output (tracing)
+        self._hand_source_stamp = None  # same for the hand (None: the last accepted input had no stamp)
         profile = self.description.profile
         self.arm_pub = self.create_publisher(JointTrajectory, profile.arm.command.topic, common.COMMAND_QOS)
         self.hand_pub = self.create_publisher(Float64MultiArray, profile.hand.command.topic, common.COMMAND_QOS)
+        self.hand_stamp_pub = self.create_publisher(JointState, HAND_OUTPUT_STAMPED, common.COMMAND_QOS)
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
         self.ready_pub = self.create_publisher(Bool, READY_TOPIC, common.LATCHED_QOS)
         self.rejected_pub = self.create_publisher(DiagnosticStatus, REJECTED_TOPIC, common.COMMAND_QOS)
@@ -123,6 +133,7 @@ class SafetyMonitorNode(Node):
         self.create_subscription(JointState, "joint_states", self._on_state, common.STATE_QOS)
         self.create_subscription(JointTrajectory, ARM_INPUT, self._on_arm, common.COMMAND_QOS)
         self.create_subscription(Float64MultiArray, HAND_INPUT, self._on_hand, common.COMMAND_QOS)
+        self.create_subscription(JointState, HAND_INPUT_STAMPED, self._on_hand_stamped, common.COMMAND_QOS)
         self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop_topic, common.COMMAND_QOS)
         self.create_service(Trigger, "~/estop", self._on_estop_service)
         self.create_service(Trigger, "~/reset", self._on_reset_service)
@@ -157,11 +168,31 @@ class SafetyMonitorNode(Node):
                                   msg.header.frame_id)
 
     def _on_hand(self, msg: Float64MultiArray) -> None:
+        self._hand_input(msg.data, None)
+
+    def _on_hand_stamped(self, msg: JointState) -> None:
+        values = list(msg.position)
+        hand_joints = list(self.description.hand_joints)
+        if msg.name:
+            if sorted(msg.name) != sorted(hand_joints) or len(msg.position) != len(msg.name):
+                self._hand_rejected(f"hand command names {list(msg.name)[:3]}... (with {len(msg.position)} "
+                                    f"positions) are not the hand joints {hand_joints[:3]}...", msg.header)
+                return
+            by_name = dict(zip(msg.name, msg.position))
+            values = [by_name[n] for n in hand_joints]
+        self._hand_input(values, msg.header)
+
+    def _hand_input(self, values, header) -> None:
         try:
-            self.gate.hand_command(msg.data, common.control_time_s(self))
+            self.gate.hand_command(values, common.control_time_s(self))
+            self._hand_source_stamp = header.stamp if header is not None else None
         except CommandError as exc:
-            self.get_logger().warning(f"hand command rejected, holding: {exc}", throttle_duration_sec=1.0)
-            self._report_rejected("hand", str(exc), 1, 0, "")
+            self._hand_rejected(str(exc), header)
+
+    def _hand_rejected(self, reason: str, header) -> None:
+        self.get_logger().warning(f"hand command rejected, holding: {reason}", throttle_duration_sec=1.0)
+        self._report_rejected("hand", reason, 1, common.stamp_to_ns(header.stamp) if header is not None else 0,
+                              header.frame_id if header is not None else "")
 
     def _report_rejected(self, part: str, reason: str, points: int, stamp_ns: int, frame_id: str) -> None:
         """Tell the sender (it recognises its plan by the header it stamped) instead of dropping it silently."""
@@ -221,7 +252,12 @@ class SafetyMonitorNode(Node):
                 traj.header.stamp = self._arm_source_stamp
             self.arm_pub.publish(traj)
         if hand_rad is not None:
-            self.hand_pub.publish(Float64MultiArray(data=hand_rad.tolist()))
+            values = hand_rad.tolist()
+            self.hand_pub.publish(Float64MultiArray(data=values))
+            mirror = JointState(name=list(self.description.hand_joints), position=values)
+            if self._hand_source_stamp is not None:
+                mirror.header.stamp = self._hand_source_stamp
+            self.hand_stamp_pub.publish(mirror)
 
     def _tick(self) -> None:
         t0 = time.perf_counter()

@@ -2,9 +2,11 @@
 
 Subscribes ``/dexstack/hand_keypoints`` (geometry_msgs/PoseArray, 21 MANO-order points in the robot base frame;
 an empty array means "no hand") and ``/joint_states``; publishes ``/dexstack/arm/command`` (JointTrajectory, one
-point) and ``/dexstack/hand/command`` (Float64MultiArray). Services: ``~/engage`` (std_srvs/SetBool: clutch in/out),
-``~/recenter`` (std_srvs/Trigger), ``~/pause`` (std_srvs/SetBool). Works the same on the sim cell (keypoints from
-``sim_hand``) and on the robot (keypoints from ``hand_pose``).
+point, stamped with the keypoints' stamp) and ``/dexstack/hand/command`` (Float64MultiArray), or with
+``hand_command_stamped`` ``/dexstack/hand/command_stamped`` (sensor_msgs/JointState, hand joint names, the keypoints'
+stamp: the safety monitor carries it to its driver command, so hand latency is traced too). Services:
+``~/engage`` (std_srvs/SetBool: clutch in/out), ``~/recenter`` (std_srvs/Trigger), ``~/pause`` (std_srvs/SetBool).
+Works the same on the sim cell (keypoints from ``sim_hand``) and on the robot (keypoints from ``hand_pose``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class Params:
     command_horizon_s: float = common.param(0.05, "time_from_start of each arm command.", min=0.005, max=1.0)
     state_timeout_s: float = common.param(0.5, "/joint_states older than this: no commands.", min=0.01, max=5.0)
     wait_for_safety: bool = common.param(True, "Send only while the safety monitor reports ready.", read_only=True)
+    hand_command_stamped: bool = common.param(
+        False, "Send hand targets as a stamped JointState on dexstack/hand/command_stamped (the keypoints' stamp, "
+        "for latency tracing) instead of a Float64MultiArray on dexstack/hand/command.", read_only=True)
 
 
 class TeleopNode(Node):
@@ -62,7 +67,10 @@ class TeleopNode(Node):
         self.rejected = ReasonCounter()
         self.commands_sent = 0
         self.arm_pub = self.create_publisher(JointTrajectory, "dexstack/arm/command", common.COMMAND_QOS)
-        self.hand_pub = self.create_publisher(Float64MultiArray, "dexstack/hand/command", common.COMMAND_QOS)
+        if self.params.hand_command_stamped:
+            self.hand_pub = self.create_publisher(JointState, "dexstack/hand/command_stamped", common.COMMAND_QOS)
+        else:
+            self.hand_pub = self.create_publisher(Float64MultiArray, "dexstack/hand/command", common.COMMAND_QOS)
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, "joint_states", self._on_state, common.STATE_QOS)
         self.create_subscription(PoseArray, KEYPOINTS_TOPIC, self._on_keypoints, common.SENSOR_QOS)
@@ -110,7 +118,12 @@ class TeleopNode(Node):
         traj = JointTrajectory(joint_names=list(self.description.arm_joints), points=[point])
         traj.header.stamp = msg.header.stamp  # the camera frame this command comes from (latency tracing)
         self.arm_pub.publish(traj)
-        self.hand_pub.publish(Float64MultiArray(data=command.hand_rad.tolist()))
+        if self.params.hand_command_stamped:
+            hand = JointState(name=list(self.description.hand_joints), position=command.hand_rad.tolist())
+            hand.header.stamp = msg.header.stamp
+            self.hand_pub.publish(hand)
+        else:
+            self.hand_pub.publish(Float64MultiArray(data=command.hand_rad.tolist()))
         self.commands_sent += 1
 
     def _check_lost(self) -> None:

@@ -100,6 +100,10 @@ class LiftConfig:
     min_measured_keypoints: int = 4  # fewer usable depths: the hand cannot be placed in 3-D
     model_depth_confidence: float = 0.5  # confidence factor of keypoints whose depth comes from the model
     surface_offset_m: float = 0.0  # added to measured depths: skin surface -> joint centre (0: keypoints on skin)
+    # A measured keypoint whose bone from its parent is implausibly long or short (its depth is another finger's or
+    # the palm's: a fist, a finger over the palm) hangs off the parent with the model's depth instead. Bones within
+    # this fraction of their nominal length (scaled to the hand) pass; 0 turns the repair off.
+    bone_repair_tolerance: float = 0.4
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,8 @@ def lift_hand(observation: HandObservation, depth: np.ndarray, camera: CameraMod
     for parent, child in BONES:
         if not measured[child]:
             z[child] = z[parent] + (dz[child] - dz[parent])
+    if c.bone_repair_tolerance > 0:
+        z = _repair_bones(uv, z, dz, measured, camera, c.bone_repair_tolerance)
     p_camera = camera.unproject(uv, z)
     p_base = transform_points(T_base_camera, p_camera)
     kp_scores = np.ones(NUM_KEYPOINTS) if observation.keypoint_scores is None else np.asarray(
@@ -161,6 +167,27 @@ def lift_hand(observation: HandObservation, depth: np.ndarray, camera: CameraMod
         depth_source=tuple(DepthSource.MEASURED if m else DepthSource.MODEL for m in measured),
         confidence=confidence, depth_status=sample.status,
     )
+
+
+def _repair_bones(uv: np.ndarray, z: np.ndarray, dz: np.ndarray, measured: np.ndarray, camera: CameraModel,
+                  tolerance: float) -> np.ndarray:
+    """Parents before children: a measured child whose bone is off by more than ``tolerance`` of its expected
+    length (nominal x the hand's scale, the median ratio over all bones) hangs off its parent with the model's
+    relative depth; hung children follow their re-placed parents. ``measured`` is updated in place."""
+    z = z.copy()
+    p = camera.unproject(uv, z)
+    scale = float(np.median(bone_lengths(p) / NOMINAL_BONE_LENGTH_M))
+    for k, (parent, child) in enumerate(BONES):
+        hung = z[parent] + (dz[child] - dz[parent])
+        if not measured[child]:
+            z[child] = hung
+            continue
+        a, b = camera.unproject(uv[[parent, child]], z[[parent, child]])
+        expected = scale * NOMINAL_BONE_LENGTH_M[k]
+        if abs(np.linalg.norm(b - a) - expected) > tolerance * expected:
+            measured[child] = False
+            z[child] = hung
+    return z
 
 
 @dataclass(frozen=True)
@@ -223,6 +250,9 @@ class HandPipelineConfig:
     bones: BoneCheckConfig = field(default_factory=BoneCheckConfig)
     filter: OneEuroConfig = field(default_factory=OneEuroConfig)
     filter_reset_s: float = 0.5  # a hand unseen for longer starts a fresh filter
+    # Filters are kept per handedness label, and MediaPipe's label can flip between two hands in view: a filter
+    # whose last wrist is farther than this from the hand it gets starts afresh instead of blending two hands.
+    filter_jump_reset_m: float = 0.1
     primary_hand: str = "any"  # "right" | "left" | "any": the hand to report (see HandFrameResult.primary)
 
     def __post_init__(self) -> None:
@@ -316,7 +346,9 @@ class HandPipeline:
                 rejected.append((label, reason))
                 continue
             filt = self._filters.setdefault(label, OneEuroFilter(c.filter))
-            if filt.last_time_s is not None and t_s - filt.last_time_s > c.filter_reset_s:
+            last = filt.last_value
+            if (filt.last_time_s is not None and t_s - filt.last_time_s > c.filter_reset_s) or (
+                    last is not None and np.linalg.norm(last[WRIST] - lifted.p_base_m[WRIST]) > c.filter_jump_reset_m):
                 filt.reset()
             p_filtered = filt(lifted.p_base_m, t_s)
             hands.append(HandEstimate(

@@ -23,17 +23,26 @@ class MediaPipeHandDetector:
     MediaPipe labels handedness as if the image were mirrored (a selfie camera); for a world-facing camera such
     as a RealSense looking at the workspace (``mirrored_input=False``) the label is swapped back, so "right" is the
     person's right hand. Its landmark ``z`` is depth relative to the wrist in units of the image width.
+
+    ``inference_scale`` < 1 shrinks the image (OpenCV, area interpolation) before MediaPipe sees it; landmarks come
+    back normalised, so they are scaled to the full image. MediaPipe resizes to its models' inputs (192 px palm
+    detector, 224 px landmarks) anyway; the smaller input saves its copy and resize. ``static_image_mode`` False
+    (default) is MediaPipe's tracking mode: the palm detector runs only when a hand was lost.
     """
 
     name = "mediapipe"
 
     def __init__(self, max_num_hands: int = 2, model_complexity: int = 1, min_detection_confidence: float = 0.5,
-                 min_tracking_confidence: float = 0.5, mirrored_input: bool = False, static_image_mode: bool = False):
+                 min_tracking_confidence: float = 0.5, mirrored_input: bool = False, static_image_mode: bool = False,
+                 inference_scale: float = 1.0):
         from mediapipe.python.solutions import hands as mp_hands
 
         if model_complexity not in (0, 1):
             raise ValueError(f"model_complexity {model_complexity} must be 0 (lite) or 1 (full)")
+        if not 0.1 <= inference_scale <= 1.0:
+            raise ValueError(f"inference_scale {inference_scale} must be in [0.1, 1]")
         self.mirrored_input = mirrored_input
+        self.inference_scale = float(inference_scale)
         self._hands = mp_hands.Hands(
             static_image_mode=static_image_mode, max_num_hands=int(max_num_hands),
             model_complexity=int(model_complexity), min_detection_confidence=float(min_detection_confidence),
@@ -44,8 +53,16 @@ class MediaPipeHandDetector:
         image = np.ascontiguousarray(color_rgb8, dtype=np.uint8)
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
-        image.flags.writeable = False
-        results = self._hands.process(image)
+        if self.inference_scale < 1.0:
+            import cv2
+
+            size = (max(1, round(image.shape[1] * self.inference_scale)),
+                    max(1, round(image.shape[0] * self.inference_scale)))
+            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        else:
+            small = image
+        small.flags.writeable = False
+        results = self._hands.process(small)  # normalised landmarks: the full image's size converts them below
         return observations_from_mediapipe(results, image.shape[1], image.shape[0], self.mirrored_input)
 
     def close(self) -> None:

@@ -49,6 +49,11 @@ class OneEuroFilter:
     def last_time_s(self) -> float | None:
         return self._t_s
 
+    @property
+    def last_value(self) -> np.ndarray | None:
+        """The last filtered value (a copy), None before the first sample or after a reset."""
+        return None if self._x is None else self._x.copy()
+
     def __call__(self, x: np.ndarray, t_s: float) -> np.ndarray:
         """Filtered value of sample ``x`` taken at time ``t_s``. A sample not newer than the last one (a repeated
         or out-of-order stamp) returns the current estimate unchanged."""

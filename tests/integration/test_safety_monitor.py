@@ -238,3 +238,58 @@ def test_the_safety_monitor_is_the_only_publisher_of_driver_commands(cell):
     for topic in (D.profile.arm.command.topic, D.profile.hand.command.topic):
         # Wait out discovery: a participant's node names arrive after its endpoints.
         assert wait_for(lambda t=topic: publishers(t) == {"safety_monitor"}, 5.0), f"{topic}: {publishers(topic)}"
+
+
+def test_each_driver_command_carries_the_stamp_of_the_input_it_came_from(cell):
+    """Latency tracing: the arm driver command keeps its input's header stamp; the hand driver's Float64MultiArray
+    has no header, so each one is mirrored (same values) on /dexstack/safety/hand_command_stamped with the stamp of
+    the stamped hand input (names in any order), and a zero stamp after an unstamped input."""
+    from dexstack.nodes.safety_monitor import HAND_OUTPUT_STAMPED
+
+    mirror = Recorder()
+    cell.node.create_subscription(JointState, HAND_OUTPUT_STAMPED, mirror, common.COMMAND_QOS)
+    stamped_in = cell.node.create_publisher(JointState, "/dexstack/hand/command_stamped", common.COMMAND_QOS)
+    rejected = Recorder()
+    cell.node.create_subscription(DiagnosticStatus, REJECTED_TOPIC, rejected, common.COMMAND_QOS)
+    assert wait_for(lambda: stamped_in.get_subscription_count() > 0, 10.0)
+    cell.settle()
+    hand = cell.q()[N_ARM:]
+    target = hand + 0.1  # the hand moves: the mirror must follow the driver values, not repeat a constant
+    names = list(D.hand_joints)[::-1]  # another order: reordered by name
+    sent = set()
+    start = time.monotonic()
+    for k in range(40):
+        msg = JointState(name=names, position=[float(v) for v in target[::-1]])
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 1000 + k, 0
+        sent.add((1000 + k) * 1_000_000_000)
+        stamped_in.publish(msg)
+        point = JointTrajectoryPoint(positions=[float(v) for v in cell.q()[:N_ARM]])
+        point.time_from_start.nanosec = 50_000_000
+        arm = JointTrajectory(joint_names=list(D.arm_joints), points=[point])
+        arm.header.stamp.sec = 2000 + k
+        cell.arm_in.publish(arm)
+        time.sleep(0.02)
+    time.sleep(0.1)
+    arm_stamps = {common.stamp_to_ns(m.header.stamp) for t, m in cell.arm_out.items if t > start + 0.1}
+    assert arm_stamps and arm_stamps <= {(2000 + k) * 1_000_000_000 for k in range(40)}, arm_stamps
+    recent = [(t, m) for t, m in mirror.items if t > start + 0.1]
+    assert recent and {common.stamp_to_ns(m.header.stamp) for _, m in recent} <= sent
+    assert all(list(m.name) == list(D.hand_joints) for _, m in recent)
+    # One mirror per driver command, with the same values: matched in order.
+    driver = [m.data for t, m in cell.hand_out.items if t > start + 0.1]
+    pairs = list(zip(driver[-20:], [m.position for _, m in recent][-20:]))
+    assert len(pairs) == 20 and all(np.allclose(a, b) for a, b in pairs)
+    assert np.abs(np.array(recent[-1][1].position) - target).max() < 0.02  # reached the (reordered) target
+    # An unstamped input: the mirror says so with a zero stamp.
+    later = time.monotonic()
+    cell.stream(0.3, hand=target)
+    assert wait_for(lambda: any(t > later + 0.1 for t, _ in mirror.items), 3.0)
+    assert all(common.stamp_to_ns(m.header.stamp) == 0 for t, m in mirror.items if t > later + 0.1)
+    # Wrong joint names: refused with the reason, reported to the sender with its stamp.
+    bad = JointState(name=["nope"] * len(D.hand_joints), position=[0.0] * len(D.hand_joints))
+    bad.header.stamp.sec = 7
+    stamped_in.publish(bad)
+    assert wait_for(lambda: any("not the hand joints" in m.message for _, m in rejected.items), 3.0)
+    status = next(m for _, m in rejected.items if "not the hand joints" in m.message)
+    assert {kv.key: kv.value for kv in status.values}["stamp_ns"] == str(7_000_000_000)
+    cell.stream(1.0, hand=hand)  # back where it was for the next test

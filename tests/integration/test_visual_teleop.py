@@ -15,6 +15,7 @@ from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from dexstack.nodes import common
+from dexstack.nodes.safety_monitor import HAND_OUTPUT_STAMPED
 from dexstack.robot import load_description
 from tests.ros_harness import call_service, dump_logs, start_graph, wait_for
 
@@ -46,10 +47,11 @@ def test_robot_follows_the_rendered_hand_through_perception_and_holds_when_it_le
     graph = start_graph("sim_visual_teleop", {"auto_engage": "true", "speed": "1.5"},
                         tmp_path_factory.mktemp("visual_teleop_logs"))
     try:
-        keypoints, driver, states, diag = Stream(), Stream(), Stream(), {}
+        keypoints, driver, states, diag, hand_driver = Stream(), Stream(), Stream(), {}, Stream()
         ros_node.create_subscription(PoseArray, "/dexstack/hand_keypoints", keypoints, common.STATE_QOS)
         ros_node.create_subscription(JointTrajectory, D.profile.arm.command.topic, driver, common.COMMAND_QOS)
         ros_node.create_subscription(JointState, "/joint_states", states, common.STATE_QOS)
+        ros_node.create_subscription(JointState, HAND_OUTPUT_STAMPED, hand_driver, common.COMMAND_QOS)
 
         def on_diag(msg):
             for s in msg.status:
@@ -60,6 +62,12 @@ def test_robot_follows_the_rendered_hand_through_perception_and_holds_when_it_le
         traced = lambda: {_ns(m.header.stamp) for _, m in driver.items} & {  # noqa: E731
             _ns(m.header.stamp) for _, m in keypoints.items if len(m.poses) == 21}
         assert wait_for(lambda: len(traced()) > 15, 90.0), dump_logs(graph)
+        # ... the hand driver commands too (their stamped mirror: teleop's hand_command_stamped is on).
+        assert wait_for(lambda: len({_ns(m.header.stamp) for _, m in hand_driver.items} & {
+            _ns(m.header.stamp) for _, m in keypoints.items if len(m.poses) == 21}) > 15, 10.0)
+        mirrored = {_ns(m.header.stamp) for _, m in list(hand_driver.items)}
+        time.sleep(0.5)  # the keypoints of those frames may be queued behind them in this process
+        assert mirrored <= {_ns(m.header.stamp) for _, m in keypoints.items} | {0}  # camera stamps only
 
         def arm_moved() -> float:
             q_arm = np.array([m.points[0].positions for _, m in list(driver.items)])

@@ -164,6 +164,25 @@ def test_depth_outliers_are_rejected_not_averaged_in():
     assert 1000 * np.linalg.norm(lifted.p_base_m[8] - p_true[8]) < 4.0
 
 
+def test_a_fingertip_reading_another_surface_within_tolerance_hangs_off_its_bone():
+    """A fingertip curled under the hand (a fist) reads the surface in front of it, 2.5 cm nearer: inside the
+    outlier tolerance (3 cm), so it would be kept and its bone would be ~2x too long. The bone repair re-places it
+    along the bone with the model's depth; without it the hand fails the bone check."""
+    offset_m = -0.025
+    p_true = hand_points_base()
+    obs, depth = observation(p_true)
+    u, v = np.rint(obs.uv_px[8]).astype(int)
+    z_tip = transform_points(invert_transform(T_BASE_CAMERA), p_true)[8, 2]
+    depth[v - 6:v + 7, u - 6:u + 7] = int(1000 * (z_tip + offset_m))
+    repaired = lift_hand(obs, depth, CAMERA, T_BASE_CAMERA)
+    assert repaired.depth_source[8] is DepthSource.MODEL and repaired.n_measured == 20
+    assert 1000 * np.linalg.norm(repaired.p_base_m[8] - p_true[8]) < 4.0
+    assert check_bone_lengths(repaired.p_base_m) is None
+    kept = lift_hand(obs, depth, CAMERA, T_BASE_CAMERA, LiftConfig(bone_repair_tolerance=0.0))
+    assert kept.depth_source[8] is DepthSource.MEASURED
+    assert "implausible bone length" in check_bone_lengths(kept.p_base_m)
+
+
 def test_a_hand_without_depth_cannot_be_lifted():
     obs, depth = observation(hand_points_base())
     with pytest.raises(LiftError, match="no depth"):
@@ -345,3 +364,18 @@ def test_a_detector_can_be_swapped_by_name():
         make_hand_detector("openpose")
     with pytest.raises(ValueError, match="cannot be imported"):
         make_hand_detector("no_such_module:Detector")
+
+
+def test_a_label_passed_to_another_hand_does_not_blend_the_two_hands():
+    """MediaPipe's handedness label can flip between two hands in view: the filter kept under that label must not
+    average the operator's hand with a bystander's 25 cm away (the reported hand would jump halfway between)."""
+    p_a = hand_points_base()
+    p_b = hand_points_base(make_transform([0.75, -0.20, 0.35], rpy_to_matrix([0.3, -0.9, 2.6])))
+    obs_a, depth_a = observation(p_a)
+    obs_b, depth_b = observation(p_b)
+    pipeline = HandPipeline(ScriptedDetector([[obs_a]] * 5 + [[obs_b]]), T_BASE_CAMERA, HandPipelineConfig())
+    for k in range(5):
+        pipeline.process(np.zeros((CAMERA.height, CAMERA.width, 3), np.uint8), depth_a, CAMERA, k / 30)
+    result = pipeline.process(np.zeros((CAMERA.height, CAMERA.width, 3), np.uint8), depth_b, CAMERA, 5 / 30)
+    np.testing.assert_allclose(result.primary.p_base_m, result.primary.p_base_raw_m)  # a fresh filter
+    assert np.linalg.norm(result.primary.p_base_m - p_b, axis=1).max() < 0.005

@@ -107,6 +107,10 @@ def test_a_hand_too_close_for_depth_is_rejected_with_a_reason(scene):
     assert result.detected >= 1  # MediaPipe sees it ...
     assert result.primary is None  # ... but nothing is published: it cannot be placed in 3-D
     assert any(reason.startswith("no depth") for _, reason in result.rejected), result.rejected
+    color, depth, gt = _render(scene, _rest(cell), POSES["open"])  # it moves back: tracked again, in place
+    back = pipeline.process(color, depth, cam, 1.0).primary
+    assert back is not None
+    assert np.median(np.linalg.norm(back.p_base_m - gt, axis=1)) < 0.02
 
 
 def test_a_second_hand_in_view_does_not_take_over(scene):
@@ -137,3 +141,24 @@ def test_a_second_hand_in_view_does_not_take_over(scene):
     jump = np.linalg.norm(result.primary.p_base_m - alone.p_base_m, axis=1)
     assert jump.max() < 0.03, jump  # still the operator's hand: no jump
     assert any(reason.startswith(("second hand", "duplicate")) for _, reason in result.rejected), result.rejected
+    after = pipeline.process(color_r, depth_r, cam, 2 / 30).primary  # the bystander leaves: still the operator
+    assert after is not None and np.linalg.norm(after.p_base_m - alone.p_base_m, axis=1).max() < 0.03
+
+
+def test_a_smaller_inference_image_finds_the_hand_in_full_image_pixels(scene):
+    """hand_pose's inference_scale: MediaPipe sees 320x240, the keypoints come back in 640x480 pixels."""
+    from dexstack.perception.hand_detectors import MediaPipeHandDetector
+
+    color, _, gt = _render(scene, _rest(scene[0]), POSES["open"])
+    cam = scene[0].operator_calibration.intrinsics
+    T_cam_base = np.linalg.inv(scene[0].operator_calibration.T_parent_camera)
+    uv_true = cam.project(gt @ T_cam_base[:3, :3].T + T_cam_base[:3, 3])
+    half = MediaPipeHandDetector(static_image_mode=True, inference_scale=0.5)
+    try:
+        hands = half.detect(color)
+    finally:
+        half.close()
+    assert len(hands) == 1
+    assert np.median(np.linalg.norm(hands[0].uv_px - uv_true, axis=1)) < 8.0  # px of the full image
+    with pytest.raises(ValueError, match="inference_scale"):
+        MediaPipeHandDetector(inference_scale=0.0)
