@@ -8,8 +8,8 @@ Used by grasp retargeting (non-penetration, contacts) and its tests. Exact for t
 
 Meshes are convex by construction (``scripts/make_object_meshes.py``; MuJoCo collides their convex hull anyway):
 d = max over faces (n_f . p - o_f). Exact inside and wherever the nearest feature is a face; outside near an edge
-or a corner it is a lower bound (a conservative distance for non-penetration). Gradients are central differences
-(1e-5 m): the same code for every shape, and exact to ~1e-6 away from the medial axis.
+or a corner it is a lower bound (a conservative distance for non-penetration). Gradients: the maximising face's
+normal for meshes; central differences (1e-5 m) for the primitives, exact to ~1e-6 away from the medial axis.
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ def signed_distance(model, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N,) signed distances (m) and (N, 3) unit gradients of object-frame ``points`` (N, 3)."""
     p = np.atleast_2d(np.asarray(points, dtype=float))
     f = _distance_fn(model)
+    if model.shape == "mesh":  # max of planes: the gradient is the normal of the plane that attains it
+        normals, offsets = model._surface_cache["planes"]
+        values = p @ normals.T - offsets
+        best = values.argmax(axis=1)
+        return values[np.arange(len(p)), best], normals[best]
     d = f(p)
     offsets = np.vstack((np.eye(3), -np.eye(3))) * _EPS_M
     around = f(p[:, None, :] + offsets[None])  # (N, 6)
