@@ -21,7 +21,7 @@ kind that yields a grasp with the thumb and at least two other fingers touching.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -84,7 +84,7 @@ class _Skin:
     def __init__(self, scale: float):
         radii = keypoint_radii_m(scale)
         self.index, self.weight, self.radius, self.finger = [], [], [], []
-        for f, (name, idx) in enumerate(FINGERS.items()):
+        for f, idx in enumerate(FINGERS.values()):
             for a, b in zip(idx[:-1], idx[1:]):
                 for t in (0.0, 0.33, 0.67, 1.0):
                     self.index.append((a, b))
@@ -194,7 +194,7 @@ def grasp_to_dict(grasp: HumanGrasp) -> dict:
             "contact_fingers": list(grasp.contact_fingers)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def library(object_name: str) -> tuple[HumanGrasp, ...]:
     """The human grasps of ``object_name``: ``config/grasps/<object_name>.yaml`` (written by
     ``scripts/make_human_grasps.py`` from :func:`synthesize_grasp`). Unknown object: ObjectConfigError listing the

@@ -284,7 +284,8 @@ class FunctionalRetargeter:
         r, J = evaluate(T, q_pin, True)
         cost = r @ r
         it = 0
-        for it in range(1, cfg.max_iterations + 1):
+        while it < cfg.max_iterations:
+            it += 1
             H = J.T @ J
             H[np.diag_indices_from(H)] += lam * (1.0 + np.diag(H))
             x = np.concatenate((np.zeros(6), q_pin))
