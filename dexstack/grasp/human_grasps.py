@@ -11,7 +11,8 @@ Kinds (object frame: z up as the object rests on the table; the robot stands on 
 
 - ``side_power``: palm on the object's -x side facing +x, fingers wrapping around horizontally, thumb up;
   all five fingers and the palm may touch (a can, a bottle, a cup).
-- ``top_precision``: palm above the object facing down, fingers pointing +x; thumb, index and middle tips
+- ``top_precision``: palm above the object facing down, fingers pointing +x and 25 deg down; thumb, index and
+  middle tips
   (a ball, an egg, a lemon, a small box).
 
 An object's library (``config/grasps/<object>.yaml``, written by ``scripts/make_human_grasps.py``) holds every
@@ -71,8 +72,9 @@ def _kind_rotation(kind: str) -> np.ndarray:
     """R_object_H: columns are H's axes (x fingers, y pinky side, z out of the palm) in the object frame."""
     if kind == "side_power":
         x, z = np.array([0.0, -1.0, 0.0]), np.array([1.0, 0.0, 0.0])
-    elif kind == "top_precision":
-        x, z = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0])
+    elif kind == "top_precision":  # fingers forward and 25 deg down: the robot's wrist stays clear of the table
+        a = np.radians(25.0)
+        x, z = np.array([np.cos(a), 0.0, -np.sin(a)]), np.array([np.sin(a), 0.0, np.cos(a)]) * -1.0
     else:
         raise ValueError(f"unknown grasp kind '{kind}': known kinds are {list(KINDS)}")
     return np.column_stack((x, np.cross(z, x), z))

@@ -15,7 +15,7 @@ solver minimises the sum of squares of::
                                                          w: fingertips 4, thumb tip 6, other links 1 (FunGrasp)
     hand shape   w_s (P_j - kp_j)                       the other mapped keypoints, weakly
     penetration  w_pen max(0, r_i - d(P_i))             collision samples of the fingers, tips and palm
-    table        w_pen max(0, z_table + r_i - P_i,z)    when the object rests on a table (object frame z up)
+    table        w_pen max(0, z_table + c + r_i - P_i,z) when the object rests on a table (object frame z up)
     fingers      w_pen max(0, r_a + r_b - |P_a - P_b|)  fingertips of different fingers (self-collision)
     posture      w_q (q - q_0)                          q_0: vector retargeting of the human hand
 
@@ -60,6 +60,7 @@ class FunctionalRetargetConfig:
     penetration_weight: float = 30.0
     posture_weight: float = 0.02
     max_iterations: int = 100
+    table_clearance_m: float = 0.025  # robot links keep this far above the table (the close squeezes further)
     max_penetration_m: float = 0.004  # a solution deeper than this into the object is refused
     pregrasp_backoff_m: float = 0.08
     pregrasp_open_fraction: float = 0.7
@@ -253,7 +254,7 @@ class FunctionalRetargeter:
                 Jc = Jall[n_fit:]
                 rows.append(-cfg.penetration_weight * act[:, None] * np.einsum("fj,fjk->fk", grad, Jc))
             if table_z_m is not None:
-                tv = table_z_m + col_r - Pc[:, 2]
+                tv = table_z_m + cfg.table_clearance_m + col_r - Pc[:, 2]
                 ta = tv > 0
                 res.append(cfg.penetration_weight * np.where(ta, tv, 0.0))
                 if with_jacobian:

@@ -1,0 +1,192 @@
+"""The open-loop (kinematic) grasp baseline in the MuJoCo cell, every command through the safety gate.
+
+Phases (FunGrasp's kinematic baseline): move the palm to the retargeted pre-grasp (hand opened), approach the
+grasp pose, close the hand to the target joints (plus ``squeeze_rad`` of flexion, so the position servos press
+rather than merely touch), lift the palm 10 cm with the arm, hold 2 s. Arm goals come from pinocchio IK of the
+palm pose (``ArmIK``); the gate (``SafetyGate``, the deployed limits of ``config/safety.yaml``) filters every
+command at its rate before the simulated drivers see it.
+
+Success (issue 12): the object rises >= 8 cm and stays in the hand for the 2 s hold with < 2 cm slip (its
+displacement relative to the palm between the end of the lift and the end of the hold).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dexstack.retarget.arm import ArmIK, ArmIKConfig
+from dexstack.retarget.functional import ROBOT_FINGER, GraspTarget
+from dexstack.safety.gate import SafetyGate, load_safety_config
+from dexstack.sim.cell import SimCell
+from dexstack.transforms import invert_transform
+
+
+class UnreachableError(ValueError):
+    """The arm cannot put the palm where the grasp target needs it; nothing was sent."""
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    pregrasp_s: float = 2.5
+    approach_s: float = 1.5
+    close_s: float = 1.0
+    lift_s: float = 2.0
+    hold_s: float = 2.0
+    lift_m: float = 0.10
+    squeeze_rad: float = 0.15  # extra flexion beyond the target on the finger joints (not the thumb rotation)
+    success_rise_m: float = 0.08
+    max_slip_m: float = 0.02
+    ik_position_tol_m: float = 0.005
+    ik_rotation_tol_rad: float = 0.05
+
+
+@dataclass
+class TrialResult:
+    success: bool
+    rise_m: float
+    slip_m: float
+    touching_fingers: tuple[str, ...]  # robot fingers touching the object after the close
+    contact_match: float  # fraction of the human contact fingers whose robot counterpart touches
+    interventions: int
+    blocked_by_table: tuple[str, ...] = ()  # robot bodies touching the table when the hand has closed
+
+
+def finger_of_body(name: str, finger_links: dict[str, tuple[str, ...]]) -> str | None:
+    for finger, links in finger_links.items():
+        if name in links:
+            return finger
+    return "palm" if name == "palm_link" else None
+
+
+def plan_arm(ik: ArmIK, target: GraspTarget, T_base_object: np.ndarray, q_arm_seed: np.ndarray,
+             lift_m: float, config: BaselineConfig) -> dict[str, np.ndarray]:
+    """Arm joints of the pre-grasp, grasp and lift palm poses; UnreachableError naming the one that fails."""
+    out, seed = {}, q_arm_seed
+    for name, T in (("pre-grasp", target.T_base_palm(T_base_object, pregrasp=True)),
+                    ("grasp", target.T_base_palm(T_base_object)),
+                    ("lift", _lifted(target.T_base_palm(T_base_object), lift_m))):
+        best = None
+        for s in (seed, q_arm_seed, ik.description.home(ik.joint_names)):  # warm start, then restarts
+            res = ik.solve(T, s)
+            if best is None or res.position_error_m < best.position_error_m:
+                best = res
+            if res.position_error_m < config.ik_position_tol_m and res.rotation_error_rad < config.ik_rotation_tol_rad:
+                break
+        if best.position_error_m > config.ik_position_tol_m or best.rotation_error_rad > config.ik_rotation_tol_rad:
+            raise UnreachableError(f"unreachable {name} pose: the arm gets within {1000 * best.position_error_m:.0f} "
+                                   f"mm / {np.degrees(best.rotation_error_rad):.0f} deg of it")
+        out[name] = best.q_rad
+        seed = best.q_rad
+    return out
+
+
+def _lifted(T: np.ndarray, dz: float) -> np.ndarray:
+    out = T.copy()
+    out[2, 3] += dz
+    return out
+
+
+class OpenLoopGrasp:
+    """Runs the baseline on a :class:`SimCell` whose object is the target's object."""
+
+    def __init__(self, sim: SimCell, config: BaselineConfig | None = None,
+                 finger_links: dict[str, tuple[str, ...]] | None = None):
+        self.sim, self.config = sim, config or BaselineConfig()
+        d = sim.description
+        self.ik = ArmIK(d, ArmIKConfig(max_iterations=200, posture_weight=1e-4))
+        self.safety = load_safety_config()
+        self.finger_links = finger_links or {}
+        self._n_arm = len(d.arm_joints)
+        self._flex = np.array([not j.endswith(("0.0", "4.0", "8.0", "12.0")) for j in d.hand_joints], dtype=float)
+
+    def run(self, target: GraspTarget, human_fingers: tuple[str, ...] | None = None) -> TrialResult:
+        sim, cfg, d = self.sim, self.config, self.sim.description
+        T_base_object = sim.object_pose()
+        q_now = sim.joint_state().position_rad
+        plan = plan_arm(self.ik, target, T_base_object, q_now[: self._n_arm], cfg.lift_m, cfg)
+        gate = SafetyGate(d, self.safety)
+        dt = 1.0 / self.safety.rate_hz
+        steps_per_tick = max(1, int(round(dt / sim.timestep_s)))
+        interventions = 0
+        hand_closed = np.clip(target.q_hand_rad + cfg.squeeze_rad * self._flex, *self._hand_limits())
+
+        def run_phase(q_arm_goal, q_hand, duration_s):
+            nonlocal interventions
+            t0 = sim.time_s
+            gate.update_state(sim.joint_state().position_rad, t0)
+            gate.arm_command(d.arm_joints, [q_arm_goal.tolist()], [duration_s], t0)
+            while sim.time_s - t0 < duration_s + 0.3:
+                now = sim.time_s
+                gate.update_state(sim.joint_state().position_rad, now)
+                gate.hand_command(q_hand, now)
+                out = gate.tick(now)
+                interventions += len(out.interventions)
+                if out.arm_rad is not None:
+                    sim.command_arm_trajectory(d.arm_joints, [out.arm_rad.tolist()], [max(out.horizon_s, dt)])
+                if out.hand_rad is not None:
+                    sim.command_hand_positions(out.hand_rad)
+                sim.step(steps_per_tick)
+
+        run_phase(plan["pre-grasp"], target.q_pregrasp_rad, cfg.pregrasp_s)
+        run_phase(plan["grasp"], target.q_pregrasp_rad, cfg.approach_s)
+        run_phase(plan["grasp"], hand_closed, cfg.close_s)
+        touching, on_table = self.touching_fingers(), self.table_contacts()
+        z0 = T_base_object[2, 3]
+        run_phase(plan["lift"], hand_closed, cfg.lift_s)
+        T_palm_obj_lift = invert_transform(self._palm_pose()) @ sim.object_pose()
+        run_phase(plan["lift"], hand_closed, cfg.hold_s)
+        T_palm_obj_end = invert_transform(self._palm_pose()) @ sim.object_pose()
+        rise = float(sim.object_pose()[2, 3] - z0)
+        slip = float(np.linalg.norm(T_palm_obj_end[:3, 3] - T_palm_obj_lift[:3, 3]))
+        human = human_fingers if human_fingers is not None else target.human_contact_fingers
+        match = sum(ROBOT_FINGER[f] in touching for f in human) / max(len(human), 1)
+        return TrialResult(success=rise >= cfg.success_rise_m and slip < cfg.max_slip_m, rise_m=rise, slip_m=slip,
+                           touching_fingers=touching, contact_match=match, interventions=interventions,
+                           blocked_by_table=on_table)
+
+    def _hand_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        lim = self.sim.description.limit_arrays(self.sim.description.hand_joints)
+        return lim["lower"], lim["upper"]
+
+    def _palm_pose(self) -> np.ndarray:
+        m, data = self.sim.model, self.sim.data
+        with self.sim.lock:
+            b = m.body(self.sim.description.profile.hand.palm_link).id
+            T = np.eye(4)
+            T[:3, :3] = data.xmat[b].reshape(3, 3)
+            T[:3, 3] = data.xpos[b]
+        return T
+
+    def table_contacts(self) -> tuple[str, ...]:
+        """Robot bodies touching the table (or floor) now."""
+        m, data = self.sim.model, self.sim.data
+        scene = {m.geom("table").id, m.geom("floor").id}
+        out = set()
+        with self.sim.lock:
+            for c in data.contact[: data.ncon]:
+                if (c.geom1 in scene) != (c.geom2 in scene):
+                    other = c.geom2 if c.geom1 in scene else c.geom1
+                    name = m.body(m.geom_bodyid[other]).name
+                    if name != self.sim.cell.object.name:
+                        out.add(name)
+        return tuple(sorted(out))
+
+    def touching_fingers(self) -> tuple[str, ...]:
+        """Robot fingers (and 'palm') with a MuJoCo contact on the object now."""
+        m, data = self.sim.model, self.sim.data
+        obj = m.body(self.sim.cell.object.name).id
+        out = set()
+        with self.sim.lock:
+            for c in data.contact[: data.ncon]:
+                b1, b2 = m.geom_bodyid[c.geom1], m.geom_bodyid[c.geom2]
+                if obj not in (b1, b2):
+                    continue
+                other = m.body(b2 if b1 == obj else b1).name
+                finger = finger_of_body(other, self.finger_links)
+                if finger is not None:
+                    out.add(finger)
+        return tuple(sorted(out))
+
+
