@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     retargeter = FunctionalRetargeter()
     names = args.objects or known_objects()
-    cell = load_cell_config("tabletop")
+    cell = load_cell_config("tabletop_grasp")
     rows, per_object = [], {}
     for name in names:
         model = load_object_model(name)

@@ -12,6 +12,7 @@ displacement relative to the palm between the end of the lift and the end of the
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ class BaselineConfig:
     lift_s: float = 2.0
     hold_s: float = 2.0
     lift_m: float = 0.10
-    squeeze_rad: float = 0.15  # extra flexion beyond the target on the finger joints (not the thumb rotation)
+    squeeze_rad: float = 0.3  # extra flexion beyond the target on the finger joints (not the thumb rotation)
     success_rise_m: float = 0.08
     max_slip_m: float = 0.02
     ik_position_tol_m: float = 0.005
@@ -51,6 +52,8 @@ class TrialResult:
     contact_match: float  # fraction of the human contact fingers whose robot counterpart touches
     interventions: int
     blocked_by_table: tuple[str, ...] = ()  # robot bodies touching the table when the hand has closed
+    palm_error_m: float = 0.0  # palm position error w.r.t. the target when the hand has closed
+    hand_error_rad: float = 0.0  # largest hand joint error w.r.t. the target when the hand has closed
 
 
 def finger_of_body(name: str, finger_links: dict[str, tuple[str, ...]]) -> str | None:
@@ -61,22 +64,36 @@ def finger_of_body(name: str, finger_links: dict[str, tuple[str, ...]]) -> str |
 
 
 def plan_arm(ik: ArmIK, target: GraspTarget, T_base_object: np.ndarray, q_arm_seed: np.ndarray,
-             lift_m: float, config: BaselineConfig) -> dict[str, np.ndarray]:
-    """Arm joints of the pre-grasp, grasp and lift palm poses; UnreachableError naming the one that fails."""
+             lift_m: float, config: BaselineConfig, collision_m=None) -> dict[str, np.ndarray]:
+    """Arm joints of the pre-grasp, grasp and lift palm poses. IK restarts from several seeds (the warm start,
+    the home posture, then seeded random postures) until a solution is within tolerance and, if ``collision_m``
+    (``(q_arm, q_hand) -> penetration m``, the gate's self/table check) is given, collision-free.
+    :class:`UnreachableError` names the pose that fails and why."""
+    rng = np.random.default_rng(0)
+    lower, upper = ik.lower_rad, ik.upper_rad
+    home = ik.description.home(ik.joint_names)
+    seeds = [q_arm_seed, home, *(home + rng.uniform(-1, 1, len(home)) * 0.5 * (upper - lower) for _ in range(12))]
     out, seed = {}, q_arm_seed
-    for name, T in (("pre-grasp", target.T_base_palm(T_base_object, pregrasp=True)),
-                    ("grasp", target.T_base_palm(T_base_object)),
-                    ("lift", _lifted(target.T_base_palm(T_base_object), lift_m))):
-        best = None
-        for s in (seed, q_arm_seed, ik.description.home(ik.joint_names)):  # warm start, then restarts
-            res = ik.solve(T, s)
-            if best is None or res.position_error_m < best.position_error_m:
-                best = res
-            if res.position_error_m < config.ik_position_tol_m and res.rotation_error_rad < config.ik_rotation_tol_rad:
+    for name, T, q_hand in (("pre-grasp", target.T_base_palm(T_base_object, pregrasp=True), target.q_pregrasp_rad),
+                            ("grasp", target.T_base_palm(T_base_object), target.q_hand_rad),
+                            ("lift", _lifted(target.T_base_palm(T_base_object), lift_m), target.q_hand_rad)):
+        best, best_reached, best_collision, found = None, False, np.inf, False
+        for s in (seed, *seeds):
+            res = ik.solve(T, np.clip(s, lower, upper))
+            reached = (res.position_error_m < config.ik_position_tol_m
+                       and res.rotation_error_rad < config.ik_rotation_tol_rad)
+            collision = collision_m(res.q_rad, q_hand) if (collision_m is not None and reached) else 0.0
+            if best is None or (reached, -collision) > (best_reached, -best_collision):
+                best, best_reached, best_collision = res, reached, collision
+            if reached and collision <= 0.0:
+                found = True
                 break
-        if best.position_error_m > config.ik_position_tol_m or best.rotation_error_rad > config.ik_rotation_tol_rad:
+        if not best_reached:
             raise UnreachableError(f"unreachable {name} pose: the arm gets within {1000 * best.position_error_m:.0f} "
                                    f"mm / {np.degrees(best.rotation_error_rad):.0f} deg of it")
+        if not found:
+            raise UnreachableError(f"{name} pose in collision (robot with itself or the table, "
+                                   f"{1000 * best_collision:.0f} mm deep) from every IK start")
         out[name] = best.q_rad
         seed = best.q_rad
     return out
@@ -105,8 +122,10 @@ class OpenLoopGrasp:
         sim, cfg, d = self.sim, self.config, self.sim.description
         T_base_object = sim.object_pose()
         q_now = sim.joint_state().position_rad
-        plan = plan_arm(self.ik, target, T_base_object, q_now[: self._n_arm], cfg.lift_m, cfg)
         gate = SafetyGate(d, self.safety)
+        self.intervention_counts: Counter[str] = Counter()  # the gate's reasons in the last run, for diagnosis
+        plan = plan_arm(self.ik, target, T_base_object, q_now[: self._n_arm], cfg.lift_m, cfg,
+                        lambda q_arm, q_hand: gate.collision_violation_m(np.concatenate((q_arm, q_hand))))
         dt = 1.0 / self.safety.rate_hz
         steps_per_tick = max(1, int(round(dt / sim.timestep_s)))
         interventions = 0
@@ -123,6 +142,7 @@ class OpenLoopGrasp:
                 gate.hand_command(q_hand, now)
                 out = gate.tick(now)
                 interventions += len(out.interventions)
+                self.intervention_counts.update(out.interventions)
                 if out.arm_rad is not None:
                     sim.command_arm_trajectory(d.arm_joints, [out.arm_rad.tolist()], [max(out.horizon_s, dt)])
                 if out.hand_rad is not None:
@@ -133,6 +153,8 @@ class OpenLoopGrasp:
         run_phase(plan["grasp"], target.q_pregrasp_rad, cfg.approach_s)
         run_phase(plan["grasp"], hand_closed, cfg.close_s)
         touching, on_table = self.touching_fingers(), self.table_contacts()
+        palm_error = float(np.linalg.norm(self._palm_pose()[:3, 3] - target.T_base_palm(T_base_object)[:3, 3]))
+        hand_error = float(np.abs(sim.joint_state().position_rad[self._n_arm:] - target.q_hand_rad).max())
         z0 = T_base_object[2, 3]
         run_phase(plan["lift"], hand_closed, cfg.lift_s)
         T_palm_obj_lift = invert_transform(self._palm_pose()) @ sim.object_pose()
@@ -144,7 +166,7 @@ class OpenLoopGrasp:
         match = sum(ROBOT_FINGER[f] in touching for f in human) / max(len(human), 1)
         return TrialResult(success=rise >= cfg.success_rise_m and slip < cfg.max_slip_m, rise_m=rise, slip_m=slip,
                            touching_fingers=touching, contact_match=match, interventions=interventions,
-                           blocked_by_table=on_table)
+                           blocked_by_table=on_table, palm_error_m=palm_error, hand_error_rad=hand_error)
 
     def _hand_limits(self) -> tuple[np.ndarray, np.ndarray]:
         lim = self.sim.description.limit_arrays(self.sim.description.hand_joints)

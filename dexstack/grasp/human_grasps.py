@@ -21,6 +21,7 @@ kind that yields a grasp with the thumb and at least two other fingers touching.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import cache
 
@@ -73,7 +74,7 @@ def _kind_rotation(kind: str) -> np.ndarray:
     if kind == "side_power":
         x, z = np.array([0.0, -1.0, 0.0]), np.array([1.0, 0.0, 0.0])
     elif kind == "top_precision":  # fingers forward and 25 deg down: the robot's wrist stays clear of the table
-        a = np.radians(25.0)
+        a = np.radians(55.0)
         x, z = np.array([np.cos(a), 0.0, -np.sin(a)]), np.array([np.sin(a), 0.0, np.cos(a)]) * -1.0
     else:
         raise ValueError(f"unknown grasp kind '{kind}': known kinds are {list(KINDS)}")
@@ -160,27 +161,28 @@ def synthesize_grasp(model: ObjectModel, kind: str, hand: hh.HumanHandConfig | N
     palm_centre_H = config.scale * np.array([0.045, 0.005, 0.0])
     wanted = KIND_FINGERS[kind]
     best, best_score = None, -np.inf
-    for gap in (0.0, 0.01, 0.02, 0.035):
-        for shift in (-0.045, -0.03, -0.015, 0.0, 0.015, 0.03):
-            palm = -z_H * (support + skin.palm_radius + gap) + x_H * shift
-            if kind == "side_power":  # hold it low enough to wrap, high enough to clear the table
-                palm[2] = min(palm[2], table_z + 0.055)
-            T = np.eye(4)
-            T[:3, :3] = R
-            T[:3, 3] = palm - R @ palm_centre_H
-            q, kp, penetration = _close_fingers(kin, model, T, skin)
-            if penetration > _PENETRATION_TOL_M:
-                continue
-            if (skin.points(kp)[:, 2] - skin.radius).min() < table_z + _TABLE_CLEARANCE_M:
-                continue
-            fingers, palm_touch = touching_fingers(model, kp, config.scale)
-            good = [f for f in fingers if f in wanted]
-            if "thumb" not in good or len(good) < 3:
-                continue
-            score = len(good) + 0.5 * (palm_touch and kind == "side_power") - 2.0 * gap
-            if score > best_score:
-                best_score = score
-                best = HumanGrasp(model.name, kind, T, q, kp, tuple(good))
+    rises = (0.0,) if kind == "side_power" else (0.0, 0.015, 0.03, 0.045)
+    for gap, shift, rise in itertools.product((0.0, 0.01, 0.02, 0.035), (-0.045, -0.03, -0.015, 0.0, 0.015, 0.03),
+                                              rises):
+        palm = -z_H * (support + skin.palm_radius + gap) + x_H * shift + np.array([0.0, 0.0, rise])
+        if kind == "side_power":  # hold it low enough to wrap, high enough to clear the table
+            palm[2] = min(palm[2], table_z + 0.055)
+        T = np.eye(4)
+        T[:3, :3] = R
+        T[:3, 3] = palm - R @ palm_centre_H
+        q, kp, penetration = _close_fingers(kin, model, T, skin)
+        if penetration > _PENETRATION_TOL_M:
+            continue
+        if (skin.points(kp)[:, 2] - skin.radius).min() < table_z + _TABLE_CLEARANCE_M:
+            continue
+        fingers, palm_touch = touching_fingers(model, kp, config.scale)
+        good = [f for f in fingers if f in wanted]
+        if "thumb" not in good or len(good) < 3:
+            continue
+        score = len(good) + 0.5 * (palm_touch and kind == "side_power") - 2.0 * gap - 2.0 * rise
+        if score > best_score:
+            best_score = score
+            best = HumanGrasp(model.name, kind, T, q, kp, tuple(good))
     return best
 
 

@@ -58,6 +58,9 @@ class PhysicsConfig:
                                                                           "hand": {"kp": 10.0, "kv": 0.3}})
     joint_damping: dict[str, float] = field(default_factory=lambda: {"arm": 5.0, "hand": 0.05})
     armature: dict[str, float] = field(default_factory=lambda: {"arm": 0.1, "hand": 0.002})
+    # Dry friction (N m) per part; a part not named keeps the description's (the example-robot-data Allegro URDF
+    # says 5 N m per joint, more than a 10 N m/rad servo overcomes within 0.5 rad: fingers stall short of targets).
+    frictionloss: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         if not 0 < self.timestep_s <= 0.002:

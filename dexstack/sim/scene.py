@@ -107,6 +107,8 @@ def build_spec(description: RobotDescription, cell: CellConfig, camera: TrueCame
             continue
         joint.damping = [physics.joint_damping.get(part, 0.0), 0.0, 0.0]  # MuJoCo 4: (linear, quadratic, cubic)
         joint.armature = physics.armature.get(part, 0.0)
+        if part in physics.frictionloss:
+            joint.frictionloss = physics.frictionloss[part]
     for name in description.joints:
         part = "arm" if name in arm else "hand"
         limits = description.limits[name]
