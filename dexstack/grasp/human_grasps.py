@@ -16,7 +16,7 @@ Kinds (object frame: z up as the object rests on the table; the robot stands on 
   (a ball, an egg, a lemon, a small box).
 
 An object's library (``config/grasps/<object>.yaml``, written by ``scripts/make_human_grasps.py``) holds every
-kind that yields a grasp with the thumb and at least two other fingers touching.
+kind that yields a grasp with the thumb and at least one other finger of the kind touching.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def _close_fingers(kin: hh.HumanHandKinematics, model: ObjectModel, T_object_H: 
 
 def synthesize_grasp(model: ObjectModel, kind: str, hand: hh.HumanHandConfig | None = None) -> HumanGrasp | None:
     """The best grasp of ``kind`` on ``model`` (see the module doc), or None if no candidate has the thumb and
-    two other fingers of the kind touching without penetration."""
+    another finger of the kind touching without penetration."""
     config = hand or hh.HumanHandConfig(enabled=True)
     kin = hh.HumanHandKinematics(config)
     skin = _Skin(config.scale)
@@ -177,7 +177,7 @@ def synthesize_grasp(model: ObjectModel, kind: str, hand: hh.HumanHandConfig | N
             continue
         fingers, palm_touch = touching_fingers(model, kp, config.scale)
         good = [f for f in fingers if f in wanted]
-        if "thumb" not in good or len(good) < 3:
+        if "thumb" not in good or len(good) < 2:  # at least a pinch
             continue
         score = len(good) + 0.5 * (palm_touch and kind == "side_power") - 2.0 * gap - 2.0 * rise
         if score > best_score:
