@@ -30,6 +30,7 @@ TOOLS = {
     "dexstack-train-vgps": "dexstack.vgps.train:main",
     "dexstack-train": "dexstack.cli.train:main",
     "dexstack-viz": "dexstack.cli.viz:main",
+    "dexstack-grasp-target": "dexstack.cli.grasp_target:main",
 }
 
 
