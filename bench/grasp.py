@@ -30,6 +30,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
+from dexstack.control.commands import CommandError  # noqa: E402
 from dexstack.grasp.baseline import OpenLoopGrasp, UnreachableError  # noqa: E402
 from dexstack.grasp.human_grasps import library  # noqa: E402
 from dexstack.perception.objects import known_objects, load_object_model  # noqa: E402
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                     row.update(success=result.success, rise_m=round(result.rise_m, 4),
                                slip_m=round(result.slip_m, 4), contact_match=result.contact_match,
                                blocked_by_table=bool(result.blocked_by_table))
-                except UnreachableError as exc:
+                except (UnreachableError, CommandError) as exc:  # CommandError: the gate refused a command
                     row.update(unreachable=True, error=str(exc))
                 except GraspRetargetError as exc:
                     row.update(error=str(exc))

@@ -41,6 +41,7 @@ class BaselineConfig:
     max_slip_m: float = 0.02
     ik_position_tol_m: float = 0.005
     ik_rotation_tol_rad: float = 0.05
+    max_phase_step_rad: float = 1.0  # grasp/lift joints this close to the phase before (same IK branch)
 
 
 @dataclass
@@ -65,38 +66,47 @@ def finger_of_body(name: str, finger_links: dict[str, tuple[str, ...]]) -> str |
 
 def plan_arm(ik: ArmIK, target: GraspTarget, T_base_object: np.ndarray, q_arm_seed: np.ndarray,
              lift_m: float, config: BaselineConfig, collision_m=None) -> dict[str, np.ndarray]:
-    """Arm joints of the pre-grasp, grasp and lift palm poses. IK restarts from several seeds (the warm start,
-    the home posture, then seeded random postures) until a solution is within tolerance and, if ``collision_m``
-    (``(q_arm, q_hand) -> penetration m``, the gate's self/table check) is given, collision-free.
-    :class:`UnreachableError` names the pose that fails and why."""
+    """Arm joints of the pre-grasp, grasp and lift palm poses.
+
+    The pre-grasp IK restarts from several seeds (the warm start, the home posture, then seeded random postures);
+    the grasp and the lift are solved from the phase before and must stay within ``max_phase_step_rad`` of it (the
+    same IK branch: a short, straight approach and lift). A solution counts when it is within tolerance and, with
+    ``collision_m`` (``(q_arm, q_hand) -> penetration m``, the gate's self/table check), collision-free.
+    :class:`UnreachableError` names the pose that fails and why.
+    """
     rng = np.random.default_rng(0)
     lower, upper = ik.lower_rad, ik.upper_rad
     home = ik.description.home(ik.joint_names)
     seeds = [q_arm_seed, home, *(home + rng.uniform(-1, 1, len(home)) * 0.5 * (upper - lower) for _ in range(12))]
-    out, seed = {}, q_arm_seed
-    for name, T, q_hand in (("pre-grasp", target.T_base_palm(T_base_object, pregrasp=True), target.q_pregrasp_rad),
-                            ("grasp", target.T_base_palm(T_base_object), target.q_hand_rad),
-                            ("lift", _lifted(target.T_base_palm(T_base_object), lift_m), target.q_hand_rad)):
-        best, best_reached, best_collision, found = None, False, np.inf, False
-        for s in (seed, *seeds):
-            res = ik.solve(T, np.clip(s, lower, upper))
-            reached = (res.position_error_m < config.ik_position_tol_m
-                       and res.rotation_error_rad < config.ik_rotation_tol_rad)
-            collision = collision_m(res.q_rad, q_hand) if (collision_m is not None and reached) else 0.0
-            if best is None or (reached, -collision) > (best_reached, -best_collision):
-                best, best_reached, best_collision = res, reached, collision
-            if reached and collision <= 0.0:
-                found = True
+    poses = (("pre-grasp", target.T_base_palm(T_base_object, pregrasp=True), target.q_pregrasp_rad),
+             ("grasp", target.T_base_palm(T_base_object), target.q_hand_rad),
+             ("lift", _lifted(target.T_base_palm(T_base_object), lift_m), target.q_hand_rad))
+    worst = (0, "")  # (phase index reached, why) of the best failed attempt, for the message
+
+    def solve(T, q_hand, seed):
+        res = ik.solve(T, np.clip(seed, lower, upper))
+        if res.position_error_m > config.ik_position_tol_m or res.rotation_error_rad > config.ik_rotation_tol_rad:
+            return None, (f"the arm gets within {1000 * res.position_error_m:.0f} mm / "
+                          f"{np.degrees(res.rotation_error_rad):.0f} deg of it")
+        collision = collision_m(res.q_rad, q_hand) if collision_m is not None else 0.0
+        if collision > 0.0:
+            return None, f"in collision (robot with itself or the table, {1000 * collision:.0f} mm deep)"
+        return res.q_rad, ""
+
+    for seed in seeds:
+        plan, why = {}, ""
+        for k, (name, T, q_hand) in enumerate(poses):
+            q, why = solve(T, q_hand, seed if k == 0 else plan[poses[k - 1][0]])
+            if q is not None and k > 0 and np.abs(q - plan[poses[k - 1][0]]).max() > config.max_phase_step_rad:
+                q, why = None, f"only reached on another IK branch than the {poses[k - 1][0]}"
+            if q is None:
+                if k >= worst[0]:
+                    worst = (k, f"{'unreachable' if 'gets within' in why else 'bad'} {name} pose: {why}")
                 break
-        if not best_reached:
-            raise UnreachableError(f"unreachable {name} pose: the arm gets within {1000 * best.position_error_m:.0f} "
-                                   f"mm / {np.degrees(best.rotation_error_rad):.0f} deg of it")
-        if not found:
-            raise UnreachableError(f"{name} pose in collision (robot with itself or the table, "
-                                   f"{1000 * best_collision:.0f} mm deep) from every IK start")
-        out[name] = best.q_rad
-        seed = best.q_rad
-    return out
+            plan[name] = q
+        if len(plan) == len(poses):
+            return plan
+    raise UnreachableError(worst[1])
 
 
 def _lifted(T: np.ndarray, dz: float) -> np.ndarray:
