@@ -22,6 +22,23 @@ from dexstack.perception.objects import ObjectModel
 from dexstack.retarget.functional import FunctionalRetargeter, GraspRetargetError, GraspTarget
 from dexstack.transforms import invert_transform, transform_points
 
+# Where objects to grasp stand, robot base frame (m): in front of the robot, on the table. Depth outside is ignored
+# by the object fit, so the robot's own base (a large cylinder at the origin) is never taken for a can.
+DEFAULT_OBJECT_ROI_M = ((0.25, -0.5, -0.01), (0.9, 0.5, 0.5))
+
+
+def mask_depth_outside(depth: np.ndarray, camera: CameraModel, T_base_camera: np.ndarray, depth_scale_m: float,
+                       roi_base_m) -> np.ndarray:
+    """``depth`` with every pixel whose point lies outside the base-frame box ``roi_base_m`` set to 0 (no data)."""
+    h, w = depth.shape
+    v, u = np.mgrid[0:h, 0:w]
+    z = depth.astype(float) * depth_scale_m
+    p_cam = camera.unproject(np.column_stack((u.ravel(), v.ravel())).astype(float), z.ravel())
+    p = transform_points(T_base_camera, p_cam).reshape(h, w, 3)
+    lo, hi = np.asarray(roi_base_m[0]), np.asarray(roi_base_m[1])
+    inside = np.all((p >= lo) & (p <= hi), axis=2) & (z > 0)
+    return np.where(inside, depth, 0).astype(depth.dtype)
+
 
 class GraspInputError(ValueError):
     """A frame that gives no usable grasp target; the message names the cause."""
@@ -40,12 +57,14 @@ class GraspFromFrame:
     """Holds the detector and the retargeter (slow to build); one instance serves many frames."""
 
     def __init__(self, model: ObjectModel, T_base_camera: np.ndarray, camera: CameraModel, depth_scale_m: float,
-                 detector=None, retargeter: FunctionalRetargeter | None = None, contact_gap_m: float = 0.02):
+                 detector=None, retargeter: FunctionalRetargeter | None = None, contact_gap_m: float = 0.02,
+                 object_roi_base_m=DEFAULT_OBJECT_ROI_M):
         if detector is None:
             from dexstack.perception.hand_detectors import MediaPipeHandDetector
 
             detector = MediaPipeHandDetector(static_image_mode=True, max_num_hands=2)
         self.model, self.camera, self.depth_scale_m = model, camera, depth_scale_m
+        self.object_roi_base_m = object_roi_base_m
         self.T_base_camera = np.asarray(T_base_camera, dtype=float)
         self.detector = detector
         base = retargeter or FunctionalRetargeter()
@@ -69,8 +88,12 @@ class GraspFromFrame:
         else:
             score = 1.0
         estimator = ObjectPoseEstimator(self.model, self.T_base_camera, depth_scale_m=self.depth_scale_m)
+        object_depth = depth if object_depth is None else object_depth
+        if self.object_roi_base_m is not None:
+            object_depth = mask_depth_outside(object_depth, self.camera, self.T_base_camera, self.depth_scale_m,
+                                              self.object_roi_base_m)
         pose = estimator.estimate(color_rgb8 if object_color_rgb8 is None else object_color_rgb8,
-                                  depth if object_depth is None else object_depth, self.camera, 0.0)
+                                  object_depth, self.camera, 0.0)
         if not pose.tracking:
             raise GraspInputError(f"no '{self.model.name}' in the frame: {pose.reason or pose.lost_kind}")
         T_base_object = pose.T_base_object
