@@ -1,10 +1,10 @@
 """The open-loop (kinematic) grasp baseline in the MuJoCo cell, every command through the safety gate.
 
 Phases (FunGrasp's kinematic baseline): move the palm to the retargeted pre-grasp (hand opened), approach the
-grasp pose, close the hand to the target joints (plus ``squeeze_rad`` of flexion, so the position servos press
-rather than merely touch), lift the palm 10 cm with the arm, hold 2 s. Arm goals come from pinocchio IK of the
-palm pose (``ArmIK``); the gate (``SafetyGate``, the deployed limits of ``config/safety.yaml``) filters every
-command at its rate before the simulated drivers see it.
+grasp pose, close the hand to the target joints plus a press (``flex_rad`` of flexion on every finger joint; a
+position-controlled hand that only reaches the touching pose pushes with nothing), lift the palm 10 cm with the
+arm, hold 2 s. Arm goals come from pinocchio IK of the palm pose (``ArmIK``); the gate (``SafetyGate``, the
+deployed limits of ``config/safety.yaml``) filters every command at its rate before the simulated drivers see it.
 
 Success (issue 12): the object rises >= 8 cm and stays in the hand for the 2 s hold with < 2 cm slip (its
 displacement relative to the palm between the end of the lift and the end of the hold).
@@ -36,7 +36,11 @@ class BaselineConfig:
     lift_s: float = 2.0
     hold_s: float = 2.0
     lift_m: float = 0.10
-    squeeze_rad: float = 0.3  # extra flexion beyond the target on the finger joints (not the thumb rotation)
+    # How the closed hand presses (measured on the 16 library grasps, one placement each: uniform flexion 3/16
+    # lifted, the target's squeeze pose 1/16, both 2/16): +flex_rad on every finger flexion joint, plus the
+    # squeeze pose (GraspTarget.q_squeeze_rad) clipped to squeeze_rad past the target.
+    squeeze_rad: float = 0.0
+    flex_rad: float = 0.3
     success_rise_m: float = 0.08
     max_slip_m: float = 0.02
     ik_position_tol_m: float = 0.005
@@ -126,7 +130,8 @@ class OpenLoopGrasp:
         self.safety = load_safety_config()
         self.finger_links = finger_links or {}
         self._n_arm = len(d.arm_joints)
-        self._flex = np.array([not j.endswith(("0.0", "4.0", "8.0", "12.0")) for j in d.hand_joints], dtype=float)
+        # finger flexion joints (not the abductions, not the thumb's rotation): Allegro joints 1-3, 5-7, 9-11, 13-15
+        self._flex = np.array([not j.endswith(("_0.0", "_4.0", "_8.0", "_12.0")) for j in d.hand_joints], float)
 
     def run(self, target: GraspTarget, human_fingers: tuple[str, ...] | None = None) -> TrialResult:
         sim, cfg, d = self.sim, self.config, self.sim.description
@@ -139,7 +144,10 @@ class OpenLoopGrasp:
         dt = 1.0 / self.safety.rate_hz
         steps_per_tick = max(1, int(round(dt / sim.timestep_s)))
         interventions = 0
-        hand_closed = np.clip(target.q_hand_rad + cfg.squeeze_rad * self._flex, *self._hand_limits())
+        # Press: finger flexion, plus the target's squeeze pose (contacts squeeze_depth_m inside) if configured.
+        hand_closed = target.q_hand_rad + np.clip(target.q_squeeze_rad - target.q_hand_rad, -cfg.squeeze_rad,
+                                                  cfg.squeeze_rad) + cfg.flex_rad * self._flex
+        hand_closed = np.clip(hand_closed, *self._hand_limits())
 
         def run_phase(q_arm_goal, q_hand, duration_s):
             nonlocal interventions

@@ -24,8 +24,10 @@ by Levenberg-Marquardt over ``(dt, dw, dq)`` with ``t <- t + dt``, ``R <- exp(dw
 :func:`~dexstack.retarget.hand.bounded_newton_step`. Initial guess: the palm placed where the human wrist puts the
 config's ``human_frame``, and ``q_0``.
 
-The pre-grasp is the same hand opened (joints moved ``pregrasp_open_fraction`` of the way to zero, the thumb's
-rotation kept) and backed off ``pregrasp_backoff_m`` against the palm normal.
+The pre-grasp is the same hand opened (joints moved up to ``pregrasp_open_fraction`` of the way to zero, less if
+the opened hand would enter the object or the table at the grasp pose; the thumb's rotation kept) and backed off
+``pregrasp_backoff_m`` against the palm normal. The squeeze pose is the target hand with every finger contact
+``squeeze_depth_m`` inside the surface (palm fixed): what a position-controlled hand may be told to press with.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class FunctionalRetargetConfig:
     max_penetration_m: float = 0.004  # a solution deeper than this into the object is refused
     pregrasp_backoff_m: float = 0.08
     pregrasp_open_fraction: float = 0.7
+    squeeze_depth_m: float = 0.015  # how far inside the surface the squeeze pose puts the finger contacts
     # Robot link half-thicknesses (m) for contact and collision: Allegro fingertips are 12 mm spheres, its
     # phalanges 19.6 mm thick boxes, its palm box face 11 mm in front of palm_link.
     tip_radius_m: float = 0.012
@@ -102,6 +105,7 @@ class GraspTarget:
     contact_mask: np.ndarray  # (L,) bool: links that should touch the object
     T_object_palm_pregrasp: np.ndarray
     q_pregrasp_rad: np.ndarray
+    q_squeeze_rad: np.ndarray  # the joints that press: contacts squeeze_depth_m inside the surface (palm fixed)
     human_contact_fingers: tuple[str, ...]
     robot_contact_fingers: tuple[str, ...]  # robot counterparts that reach their contacts (within match_tol_m)
     contact_match: float  # fraction of human contact fingers whose robot counterpart matches
@@ -309,9 +313,39 @@ class FunctionalRetargeter:
                 if lam > 1e6:
                     break
         q = self.hand.from_pin(q_pin)
-        return self._result(model, T, q, terms, human_fingers, palm_touch, table_z_m, t0, it)
+        q_squeeze = self._squeeze(model, T, q_pin, terms)
+        return self._result(model, T, q, terms, human_fingers, palm_touch, table_z_m, t0, it, q_squeeze)
 
-    def _result(self, model, T, q, terms, human_fingers, palm_touch, table_z_m, t0, iterations) -> GraspTarget:
+    def _squeeze(self, model: ObjectModel, T: np.ndarray, q_pin: np.ndarray, terms) -> np.ndarray:
+        """Hand joints (palm fixed) that put every finger contact link ``squeeze_depth_m`` *inside* the surface
+        at its contact: what a position-controlled hand is commanded to press with (DexGraspNet's squeeze pose).
+        Gauss-Newton on the finger contact terms only, within the joint limits."""
+        cfg = self.config
+        finger_terms = [t for t in terms if t[3] != "palm"]
+        if not finger_terms:
+            return self.hand.from_pin(q_pin)
+        ids = [t[0] for t in finger_terms]
+        R, t = T[:3, :3], T[:3, 3]
+        P0, _ = self.hand.points_and_jacobians(q_pin, ids)
+        P0 = P0 @ R.T + t
+        _, normals = model.signed_distance(P0)
+        radii = np.array([self._radius(term[3]) for term in finger_terms])
+        d0, _ = model.signed_distance(P0)
+        goals = P0 - normals * (d0 - radii + cfg.squeeze_depth_m)[:, None]  # surface point, pushed in
+        q = q_pin.copy()
+        for _ in range(20):
+            P, J = self.hand.points_and_jacobians(q, ids)
+            r = (P @ R.T + t - goals).ravel()
+            Jq = np.einsum("ij,fjk->fik", R, J).reshape(-1, self.hand.n)
+            H = Jq.T @ Jq + 1e-4 * np.eye(self.hand.n)
+            dq, size = bounded_newton_step(H, Jq.T @ r, q, self.hand.lower_pin, self.hand.upper_pin, 0.2)
+            q = q + dq
+            if size < 1e-4:
+                break
+        return self.hand.from_pin(q)
+
+    def _result(self, model, T, q, terms, human_fingers, palm_touch, table_z_m, t0, iterations,
+                q_squeeze) -> GraspTarget:
         cfg = self.config
         R, t = T[:3, :3], T[:3, 3]
         q_pin = self.hand.to_pin(q)
@@ -338,10 +372,23 @@ class FunctionalRetargeter:
                 f"no grasp of '{model.name}' without penetrating it: the best reaches {1000 * penetration:.1f} mm "
                 f"inside (limit {1000 * cfg.max_penetration_m:.1f} mm)")
         # Pre-grasp: opened and backed off against the palm normal (palm_link +x faces the object).
-        q_pre = q * (1.0 - cfg.pregrasp_open_fraction)
+        # The opened hand must fit at the grasp palm pose (it arrives there before closing): open it as far as
+        # ``pregrasp_open_fraction`` allows without entering the object or the table, else less.
         keep = self.hand.joint_names.index(cfg.thumb_rotation_joint)  # the thumb stays opposed
-        q_pre[keep] = q[keep]
-        q_pre = np.clip(q_pre, self.hand.lower_rad, self.hand.upper_rad)
+        q_pre = q
+        for fraction in np.linspace(cfg.pregrasp_open_fraction, 0.0, 6):
+            q_try = q * (1.0 - fraction)
+            q_try[keep] = q[keep]
+            q_try = np.clip(q_try, self.hand.lower_rad, self.hand.upper_rad)
+            P_try, _ = self.hand.points_and_jacobians(self.hand.to_pin(q_try), self._col_ids + self._tip_ids)
+            P_try = P_try @ R.T + t
+            d_try, _ = model.signed_distance(P_try)
+            clear = (col_r - d_try).max() <= cfg.max_penetration_m
+            if table_z_m is not None:
+                clear = clear and (P_try[:, 2] - col_r).min() >= table_z_m + 0.005
+            if clear:
+                q_pre = q_try
+                break
         T_pre = T.copy()
         T_pre[:3, 3] = t - cfg.pregrasp_backoff_m * R[:, 0]
         if table_z_m is not None and T_pre[2, 3] < T[2, 3]:
@@ -349,6 +396,7 @@ class FunctionalRetargeter:
         return GraspTarget(
             object_name=model.name, T_object_palm=T, q_hand_rad=q, link_names=self.link_names,
             link_positions_object_m=P_links, contact_mask=mask, T_object_palm_pregrasp=T_pre, q_pregrasp_rad=q_pre,
+            q_squeeze_rad=q_squeeze,
             human_contact_fingers=human, robot_contact_fingers=tuple(sorted(f for f in matched if f)),
             contact_match=n_match / max(len(human), 1), max_penetration_m=penetration,
             retarget_ms=1000.0 * (time.perf_counter() - t0), iterations=iterations)

@@ -82,10 +82,10 @@ def test_retargeting_keeps_contacts_without_penetration(name, retargeter):
         assert (d - radii).min() > -0.005
         assert (target.link_positions_object_m[:, 2] - radii).min() > table_z  # above the table
         assert target.contact_match >= 0.4 and target.contact_mask.sum() >= 2
-        # The pre-grasp is the same palm backed off along its normal, the hand more open.
+        # The pre-grasp is the same palm backed off along its normal, the hand as open as fits at the grasp pose.
         backoff = target.T_object_palm[:3, 3] - target.T_object_palm_pregrasp[:3, 3]
         assert np.linalg.norm(backoff) > 0.05 and backoff @ target.T_object_palm[:3, 0] > 0.05
-        assert np.abs(target.q_pregrasp_rad).sum() < np.abs(target.q_hand_rad).sum()
+        assert np.abs(target.q_pregrasp_rad).sum() <= np.abs(target.q_hand_rad).sum() + 1e-9
 
 
 def test_retargeting_reaches_the_human_contacts_on_a_primitive(retargeter):
@@ -99,6 +99,15 @@ def test_retargeting_reaches_the_human_contacts_on_a_primitive(retargeter):
     assert np.abs(d - radii).max() < 0.003
     assert target.contact_match == 1.0
     assert set(target.robot_contact_fingers) >= {"thumb", "index"}
+    assert np.abs(target.q_pregrasp_rad).sum() < 0.8 * np.abs(target.q_hand_rad).sum()  # a wrap opens first
+    # The squeeze pose (palm fixed) puts the finger contact links inside the surface, toward squeeze_depth_m.
+    links = [n for n, c in zip(target.link_names, target.contact_mask) if c]
+    p_palm = retargeter.hand.link_positions(target.q_squeeze_rad, links)
+    p_obj = p_palm @ target.T_object_palm[:3, :3].T + target.T_object_palm[:3, 3]
+    d_squeeze, _ = model.signed_distance(p_obj)
+    inside = d_squeeze - np.array([0.012 if n.endswith("_tip") else 0.0098 for n in links])
+    assert np.median(inside) < -0.008 and inside.max() < 0.0
+
 
 
 def test_refusals_name_the_cause(retargeter):
