@@ -3,12 +3,14 @@
     dexstack-grasp-target --object can --sim --grasp side_power --out /tmp/can_grasp.yaml
 
 A real frame: ``--color`` (PNG, RGB image) and ``--depth`` (16-bit PNG, aligned to color, ``depth_scale_m`` of the
-calibration) with ``--calibration`` (``calibration/<cell>/camera.yaml``). ``--sim``: the frame is rendered in
-the ``tabletop_grasp`` cell, the human hand posed in a grasp of the object's library (``config/grasps``) on the
-object resting on the table. The hand comes from the ``hand_pose`` core (MediaPipe + depth), the object's pose
-from the ``object_pose`` core (model fit; ``--object-color/--object-depth``: take it from a frame without the
-hand, as the sim does with ``--object-frame-without-hand``), then functional retargeting. ``--check-reach``
-also plans the arm (IK, the safety gate's self/table collision check) for the pre-grasp, grasp and lift.
+calibration) with ``--calibration`` (``calibration/<cell>/camera.yaml``), or ``--topics``: the next frame of the
+camera topics (``camera/camera/color/image_raw``, ``.../aligned_depth_to_color/image_raw`` and its camera_info;
+localhost-only DDS unless ``ROS_AUTOMATIC_DISCOVERY_RANGE`` is set). ``--sim``: the frame is rendered in the
+``tabletop_grasp`` cell, the human hand posed in a grasp of the object's library (``config/grasps``) on the object
+resting on the table. The hand comes from the ``hand_pose`` core (MediaPipe + depth), the object's pose from the
+``object_pose`` core (model fit; ``--object-color/--object-depth``: take it from a frame without the hand, as the
+sim does with ``--object-frame-without-hand``), then functional retargeting. ``--check-reach`` also plans the arm
+(IK, the safety gate's self/table collision check) for the pre-grasp, grasp and lift.
 
 Prints one JSON line (the target, object frame) and writes ``--out`` (YAML). Bad input (unknown object, no hand,
 no object, a hand not touching it, no non-penetrating or reachable grasp) exits 2 with the cause; nothing is sent.
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", default="sim_tabletop", help="camera calibration name or YAML path")
     parser.add_argument("--object-color", help="RGB PNG to take the object's pose from (default: --color)")
     parser.add_argument("--object-depth", help="depth PNG to take the object's pose from (default: --depth)")
+    parser.add_argument("--topics", action="store_true", help="take the next frame from the camera topics")
+    parser.add_argument("--timeout-s", type=float, default=10.0, help="--topics: wait this long for a frame")
     parser.add_argument("--sim", action="store_true", help="render the frame in the tabletop_grasp cell")
     parser.add_argument("--grasp", default=None, help="--sim: the library grasp kind (default: the first)")
     parser.add_argument("--object-frame-without-hand", action="store_true",
@@ -92,11 +96,17 @@ def _run(args) -> int:
         if args.ground_truth_hand:
             keypoints = camera.keypoints()
         camera.close()
+    elif args.topics:
+        from dexstack.calibration import load_camera_calibration
+
+        calibration = load_camera_calibration(args.calibration)
+        color, depth, camera = _frame_from_topics(calibration, args.timeout_s)
+        calibration = _with_intrinsics(calibration, camera)
     else:
         from dexstack.calibration import load_camera_calibration
 
         if not (args.color and args.depth):
-            raise ValueError("give --color and --depth (one RGB-D frame), or --sim")
+            raise ValueError("give --color and --depth (one RGB-D frame), --topics or --sim")
         calibration = load_camera_calibration(args.calibration)
         color, depth = _read_png(args.color, False), _read_png(args.depth, True)
         if args.object_color or args.object_depth:
@@ -124,6 +134,45 @@ def _run(args) -> int:
             yaml.safe_dump(out, f, sort_keys=False, default_flow_style=None, width=120)
     print(json.dumps(out))
     return 0
+
+
+def _frame_from_topics(calibration, timeout_s: float):
+    """(rgb, depth, camera model) of the first stamp-paired frame on the camera topics (localhost DDS only)."""
+    import time
+
+    from dexstack.rosenv import force_localhost_dds
+
+    if "ROS_AUTOMATIC_DISCOVERY_RANGE" not in os.environ:  # a workstation that sets its own range keeps it
+        force_localhost_dds()  # before rclpy loads: no discovery traffic leaves this machine
+    import rclpy
+    from rclpy.node import Node
+
+    from dexstack.nodes.rgbd_input import COLOR_TOPIC, DEPTH_TOPIC, RgbdInput
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = Node("grasp_target_cli", context=context)
+        got: list = []
+        RgbdInput(node, calibration, 0.02, lambda stamp, header, rgb, depth, camera: got.append((rgb, depth, camera)))
+        executor = rclpy.executors.SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        deadline = time.monotonic() + timeout_s
+        while not got and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    if not got:
+        raise ValueError(f"no RGB-D frame on {COLOR_TOPIC} + {DEPTH_TOPIC} within {timeout_s:.0f} s "
+                         "(is the camera or sim_cell running, on this ROS_DOMAIN_ID?)")
+    return got[0]
+
+
+def _with_intrinsics(calibration, camera):
+    import dataclasses
+
+    return dataclasses.replace(calibration, intrinsics=camera)
 
 
 def _check_reach(result) -> None:
