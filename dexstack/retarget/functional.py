@@ -41,9 +41,16 @@ from dexstack.perception.objects import ObjectModel
 from dexstack.retarget.config import HandRetargetConfig, load_retarget_config
 from dexstack.retarget.hand import HandRetargeter, bounded_newton_step
 from dexstack.retarget.hand_model import FrameSpec, HandModel
-from dexstack.retarget.keypoints import FINGERS, check_keypoints, to_hand_frame
+from dexstack.retarget.keypoints import FINGERS, check_keypoints, hand_frame_from_keypoints, to_hand_frame
 from dexstack.robot.description import RobotDescription, load_description
 from dexstack.transforms import invert_transform, skew, so3_exp
+
+# Half-thickness of a human hand's skin around each MANO keypoint (m): finger radii of an adult hand, the same
+# as the rendered hand's (dexstack/sim/human_hand.py; dexstack.grasp.human_grasps.keypoint_radii_m checks it).
+HUMAN_KEYPOINT_RADIUS_M: tuple[float, ...] = (
+    0.018, 0.0125, 0.0125, 0.0105, 0.0095, 0.0095, 0.0085, 0.0078, 0.0078, 0.0098, 0.0088, 0.008, 0.008,
+    0.0092, 0.0083, 0.0076, 0.0076, 0.0082, 0.0075, 0.0068, 0.0068)
+HUMAN_PALM_HALF_THICKNESS_M = 0.015
 
 
 class GraspRetargetError(ValueError):
@@ -170,14 +177,12 @@ class FunctionalRetargeter:
     def human_contacts(self, model: ObjectModel, keypoints_object_m: np.ndarray
                        ) -> tuple[list[int], bool, tuple[str, ...]]:
         """(contact keypoint indices, palm touching, human fingers touching) of a human grasp."""
-        from dexstack.grasp.human_grasps import keypoint_radii_m
-
         kp = check_keypoints(keypoints_object_m)
         d, _ = model.signed_distance(kp)
-        gap = d - keypoint_radii_m()
+        gap = d - np.asarray(HUMAN_KEYPOINT_RADIUS_M)
         contacts = [k for k in range(1, 21) if gap[k] <= self.config.contact_gap_m and k not in (1, 5, 9, 13, 17)]
         palm = kp[[0, 5, 9, 13, 17]].mean(0, keepdims=True)
-        palm_touch = bool(model.signed_distance(palm)[0][0] - 0.015 <= self.config.contact_gap_m)
+        palm_touch = bool(model.signed_distance(palm)[0][0] - HUMAN_PALM_HALF_THICKNESS_M <= self.config.contact_gap_m)
         fingers = tuple(f for f in FINGERS if any(_FINGER_OF_KEYPOINT[k] == f for k in contacts))
         return contacts, palm_touch, fingers
 
@@ -199,7 +204,7 @@ class FunctionalRetargeter:
                 f"the hand is not touching '{model.name}': its nearest keypoint is {1000 * d.min():.0f} mm from the "
                 f"surface (a contact is within {1000 * cfg.contact_gap_m:.0f} mm of the skin)")
         # Initial guess: the robot's human_frame where the human wrist is; joints by vector retargeting.
-        T_O_H = _hand_frame(kp, side)
+        T_O_H = hand_frame_from_keypoints(kp, side)
         T = T_O_H @ invert_transform(self.T_palm_H)
         self._vector.reset()
         q0 = self._vector.retarget(to_hand_frame(kp, side))
@@ -401,8 +406,3 @@ class FunctionalRetargeter:
             contact_match=n_match / max(len(human), 1), max_penetration_m=penetration,
             retarget_ms=1000.0 * (time.perf_counter() - t0), iterations=iterations)
 
-
-def _hand_frame(kp: np.ndarray, side: str) -> np.ndarray:
-    from dexstack.retarget.keypoints import hand_frame_from_keypoints
-
-    return hand_frame_from_keypoints(kp, side)

@@ -154,3 +154,9 @@ def test_hand_reaches_its_targets_without_the_urdf_friction():
     sim.command_hand_positions(q)
     sim.step(500)
     assert abs(sim.joint_state().position_rad[7 + 1] - 0.8) < 0.05
+
+
+def test_retargeting_uses_the_rendered_hands_finger_radii():
+    from dexstack.retarget.functional import HUMAN_KEYPOINT_RADIUS_M
+
+    assert np.allclose(HUMAN_KEYPOINT_RADIUS_M, keypoint_radii_m(), atol=1e-6)
