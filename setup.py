@@ -20,6 +20,7 @@ NODES = {
     "sim_hand": "dexstack.nodes.sim_hand:main",
     "recorder": "dexstack.nodes.recorder:main",
     "viz": "dexstack.nodes.viz:main",
+    "grasp_target": "dexstack.nodes.grasp_target:main",
 }
 TOOLS = {
     "dexstack-sim-demo": "dexstack.cli.demo:main",
@@ -30,6 +31,7 @@ TOOLS = {
     "dexstack-train-vgps": "dexstack.vgps.train:main",
     "dexstack-train": "dexstack.cli.train:main",
     "dexstack-viz": "dexstack.cli.viz:main",
+    "dexstack-grasp-target": "dexstack.cli.grasp_target:main",
 }
 
 

@@ -19,6 +19,7 @@ from dexstack.transforms import make_transform, rpy_to_matrix
 
 FORMAT_VERSION = 1
 SHAPES = ("box", "cylinder", "sphere", "mesh")
+SPLITS = ("train", "heldout")  # heldout: never used in any training (policies, tuning); evaluation only
 TAG_FAMILIES = ("tag36h11",)
 
 
@@ -42,6 +43,12 @@ class ObjectModel:
     tag_size_m: float = 0.0  # edge of the black square
     tags: tuple[TagConfig, ...] = ()
     source: Path | None = None
+    # Physics and bookkeeping (the sim cell builds the object from these; grasping picks objects by split).
+    mass_kg: float = 0.1
+    friction: float = 1.0
+    rgba: tuple[float, float, float, float] = (0.85, 0.2, 0.2, 1.0)
+    split: str = "train"  # one of SPLITS
+    labels: tuple[str, ...] = ()  # free-form (e.g. "mesh", "round", "power-grasp")
     _surface_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def tag(self, tag_id: int) -> TagConfig | None:
@@ -71,6 +78,25 @@ class ObjectModel:
         if key not in self._surface_cache:
             self._surface_cache[key] = _sample_surface(self, spacing_m)
         return self._surface_cache[key]
+
+    @property
+    def extents_m(self) -> np.ndarray:
+        """(3,) full extents of the axis-aligned bounding box in the object frame."""
+        if self.shape == "box":
+            return np.asarray(self.size_m, dtype=float)
+        if self.shape == "cylinder":
+            return np.array([2 * self.size_m[0], 2 * self.size_m[0], self.size_m[1]])
+        if self.shape == "sphere":
+            return np.full(3, 2 * self.size_m[0])
+        tri = load_stl(self.mesh_path).reshape(-1, 3)
+        return tri.max(0) - tri.min(0)
+
+    def signed_distance(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Signed distance (m, negative inside) of (N, 3) object-frame points to the surface, and its (N, 3)
+        gradient (outward unit direction). See :mod:`dexstack.perception.object_sdf`."""
+        from dexstack.perception.object_sdf import signed_distance
+
+        return signed_distance(self, points)
 
     def symmetries(self) -> np.ndarray:
         """(K, 3, 3) rotations of the object frame that leave the shape unchanged (for evaluation and ICP
@@ -177,9 +203,21 @@ def object_config_path(name_or_path: str) -> Path:
                              known_as="objects")
 
 
-_KEYS = ("version", "name", "shape", "size_m", "mesh", "tags")
+_KEYS = ("version", "name", "shape", "size_m", "mesh", "tags", "mass_kg", "friction", "rgba", "split", "labels")
 _TAGS_KEYS = ("family", "size_m", "markers")
 _MARKER_KEYS = ("id", "xyz", "rpy", "rpy_deg")
+
+
+def known_objects(split: str | None = None) -> list[str]:
+    """Names of the shipped objects (``config/objects/*.yaml``), all or those of one split, sorted."""
+    from dexstack.paths import data_path
+
+    names = sorted(p.stem for p in data_path("config", "objects").glob("*.yaml"))
+    if split is None:
+        return names
+    if split not in SPLITS:
+        raise ValueError(f"split '{split}' is not one of {SPLITS}")
+    return [n for n in names if load_object_model(n).split == split]
 
 
 def load_object_model(name_or_path: str) -> ObjectModel:
@@ -220,7 +258,20 @@ def load_object_model(name_or_path: str) -> ObjectModel:
         tag_size = float(tags_raw.get("size_m", 0.0))
         if tags and tag_size <= 0:
             raise ValueError("tags.size_m must be positive")
+        mass, friction = float(raw.get("mass_kg", 0.1)), float(raw.get("friction", 1.0))
+        if not 0.005 <= mass <= 5.0:
+            raise ValueError(f"mass_kg {mass} outside [0.005, 5]")
+        if not 0.05 <= friction <= 3.0:
+            raise ValueError(f"friction {friction} outside [0.05, 3]")
+        rgba = tuple(float(v) for v in raw.get("rgba", (0.85, 0.2, 0.2, 1.0)))
+        if len(rgba) != 4 or not all(0.0 <= c <= 1.0 for c in rgba):
+            raise ValueError(f"rgba must be 4 values in [0, 1], got {list(rgba)}")
+        split = str(raw.get("split", "train"))
+        if split not in SPLITS:
+            raise ValueError(f"split '{split}' is not one of {SPLITS}")
+        labels = tuple(str(v) for v in raw.get("labels") or ())
         return ObjectModel(name=str(raw.get("name", path.stem)), shape=shape, size_m=size, mesh_path=mesh_path,
-                           tag_family=family, tag_size_m=tag_size, tags=tags, source=path)
+                           tag_family=family, tag_size_m=tag_size, tags=tags, source=path, mass_kg=mass,
+                           friction=friction, rgba=rgba, split=split, labels=labels)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ObjectConfigError(f"{path}: {exc}") from exc

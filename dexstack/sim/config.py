@@ -9,7 +9,7 @@ from dexstack.config_loader import ConfigError, build, read_yaml, resolve_data_f
 from dexstack.paths import data_path
 from dexstack.sim.human_hand import HumanHandConfig
 
-SHAPES = ("box", "cylinder", "sphere")
+SHAPES = ("box", "cylinder", "sphere", "mesh")
 
 
 class CellConfigError(ConfigError):
@@ -36,10 +36,17 @@ class ObjectConfig:
     # Optional cube-map image on the object (e.g. AprilTags on the faces of a box), a path relative to the package
     # data root or absolute. One 3x4 grid image in MuJoCo's ".U..LFRB.D.." layout; ``rgba`` multiplies it.
     texture_file: str | None = None
+    # shape "mesh": an STL file (metres, object frame; absolute or relative to the package data root). MuJoCo
+    # collides it through its convex hull (the shipped meshes are convex).
+    mesh_file: str | None = None
 
     def __post_init__(self):
         if self.shape not in SHAPES:
             raise ValueError(f"object.shape '{self.shape}' is not one of {SHAPES}")
+        if (self.shape == "mesh") != (self.mesh_file is not None):
+            raise ValueError("object.mesh_file is needed for (and only for) object.shape 'mesh'")
+        if self.mesh_file is not None:
+            texture_path(self.mesh_file, what="object.mesh_file")
         if self.texture_file is not None:
             texture_path(self.texture_file)  # fail at load time, with the path, if it is missing
 
@@ -51,6 +58,9 @@ class PhysicsConfig:
                                                                           "hand": {"kp": 10.0, "kv": 0.3}})
     joint_damping: dict[str, float] = field(default_factory=lambda: {"arm": 5.0, "hand": 0.05})
     armature: dict[str, float] = field(default_factory=lambda: {"arm": 0.1, "hand": 0.002})
+    # Dry friction (N m) per part; a part not named keeps the description's (the example-robot-data Allegro URDF
+    # says 5 N m per joint, more than a 10 N m/rad servo overcomes within 0.5 rad: fingers stall short of targets).
+    frictionloss: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         if not 0 < self.timestep_s <= 0.002:
@@ -95,14 +105,36 @@ class CellConfig:
     operator_calibration: str | None = None  # a second RGB-D camera watching the operator (calibration name)
 
 
-def texture_path(texture_file: str) -> Path:
-    """Absolute path of an object texture: absolute as given, else relative to the package data root."""
+def texture_path(texture_file: str, what: str = "object.texture_file") -> Path:
+    """Absolute path of an object texture (or mesh): absolute as given, else relative to the package data root."""
     path = Path(texture_file)
     if not path.is_absolute():
         path = data_path(texture_file)
     if not path.is_file():
-        raise ValueError(f"object.texture_file '{texture_file}' not found (looked for {path})")
+        raise ValueError(f"{what} '{texture_file}' not found (looked for {path})")
     return path
+
+
+def object_from_model(name: str, xyz_m: tuple[float, float, float] | None = None,
+                      rpy_rad: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> ObjectConfig:
+    """The cell object of ``config/objects/<name>.yaml`` (shape, mass, friction, colour), resting at ``xyz_m``
+    (default: 0.5 m in front of the robot, its bottom on the table). Raises ObjectConfigError listing the known
+    objects for an unknown name."""
+    from dexstack.perception.objects import load_object_model
+
+    model = load_object_model(name)
+    if xyz_m is None:
+        xyz_m = (0.5, 0.0, float(model.extents_m[2]) / 2 + 1e-4)
+    return ObjectConfig(name=model.name, shape=model.shape, size_m=model.size_m or (0.0,), mass_kg=model.mass_kg,
+                        friction=model.friction, initial_xyz_m=tuple(map(float, xyz_m)),
+                        initial_rpy_rad=tuple(map(float, rpy_rad)), rgba=model.rgba,
+                        mesh_file=str(model.mesh_path) if model.mesh_path is not None else None)
+
+
+def with_object(cell: CellConfig, name: str, xyz_m: tuple[float, float, float] | None = None,
+                rpy_rad: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> CellConfig:
+    """``cell`` with its object replaced by ``config/objects/<name>.yaml`` (see :func:`object_from_model`)."""
+    return replace(cell, object=object_from_model(name, xyz_m, rpy_rad))
 
 
 def load_cell_config(name_or_path: str) -> CellConfig:

@@ -107,6 +107,8 @@ def build_spec(description: RobotDescription, cell: CellConfig, camera: TrueCame
             continue
         joint.damping = [physics.joint_damping.get(part, 0.0), 0.0, 0.0]  # MuJoCo 4: (linear, quadratic, cubic)
         joint.armature = physics.armature.get(part, 0.0)
+        if part in physics.frictionloss:
+            joint.frictionloss = physics.frictionloss[part]
     for name in description.joints:
         part = "arm" if name in arm else "hand"
         limits = description.limits[name]
@@ -131,14 +133,20 @@ def build_spec(description: RobotDescription, cell: CellConfig, camera: TrueCame
     obj = cell.object
     body = world.add_body(name=obj.name, pos=list(obj.initial_xyz_m), quat=_wxyz(rpy_to_matrix(obj.initial_rpy_rad)))
     body.add_freejoint(name=OBJECT_JOINT)
+    mesh_kw = {}
+    if obj.shape == "mesh":  # collided through its convex hull; mesh frame = object frame (no re-centring)
+        spec.add_mesh(name=f"{obj.name}_mesh", file=str(texture_path(obj.mesh_file, "object.mesh_file")),
+                      inertia=mujoco.mjtMeshInertia.mjMESH_INERTIA_CONVEX)
+        mesh_kw = {"meshname": f"{obj.name}_mesh"}
     geom_type, size = {
-        "box": (mujoco.mjtGeom.mjGEOM_BOX, [s / 2 for s in obj.size_m]),
-        "cylinder": (mujoco.mjtGeom.mjGEOM_CYLINDER, [obj.size_m[0], obj.size_m[1] / 2]),
-        "sphere": (mujoco.mjtGeom.mjGEOM_SPHERE, [obj.size_m[0]]),
-    }[obj.shape]
+        "box": lambda: (mujoco.mjtGeom.mjGEOM_BOX, [s / 2 for s in obj.size_m]),
+        "cylinder": lambda: (mujoco.mjtGeom.mjGEOM_CYLINDER, [obj.size_m[0], obj.size_m[1] / 2]),
+        "sphere": lambda: (mujoco.mjtGeom.mjGEOM_SPHERE, [obj.size_m[0]]),
+        "mesh": lambda: (mujoco.mjtGeom.mjGEOM_MESH, [0.0, 0.0, 0.0]),
+    }[obj.shape]()
     geom = body.add_geom(name=f"{obj.name}_geom", type=geom_type, size=size, mass=obj.mass_kg, rgba=list(obj.rgba),
                          friction=[obj.friction, 0.005, 0.0001], condim=4,
-                         contype=SCENE_CONTYPE, conaffinity=SCENE_CONAFFINITY)
+                         contype=SCENE_CONTYPE, conaffinity=SCENE_CONAFFINITY, **mesh_kw)
     if obj.texture_file is not None:  # a cube map (e.g. AprilTags on a box's faces); rgba tints it
         spec.add_texture(name=f"{obj.name}_texture", type=mujoco.mjtTexture.mjTEXTURE_CUBE,
                          file=str(texture_path(obj.texture_file)), gridsize=[3, 4], gridlayout=".U..LFRB.D..")

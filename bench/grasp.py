@@ -1,0 +1,111 @@
+"""Grasp benchmark (issue 12): functional retargeting + the open-loop kinematic baseline in the MuJoCo cell.
+
+    flock /tmp/dexstack-cpu.lock .venv/bin/python bench/grasp.py --poses 2
+
+For every shipped object (train and held-out splits, ``config/objects/*.yaml``), every human grasp of its library
+(``config/grasps/``) and ``--poses`` object placements on the table (position and yaw varied, seeded): retarget
+the human grasp to the Allegro (timed), then run the baseline (pre-grasp, approach, close, lift 10 cm, hold 2 s;
+every command through the safety gate). The object pose is the simulator's (the retargeting works in the object
+frame; perception of the pose is exercised by ``dexstack-grasp-target``). No grasp policy exists yet, so
+``heldout_success`` and ``train_success`` are null.
+
+Prints one JSON line: heldout_success, train_success (null: no policy), kinematic_success (all trials),
+kinematic_success_train, kinematic_success_heldout, contact_match (fraction of human contact fingers whose robot
+counterpart touches the object in the sim after the close), retarget_contact_match (the same, kinematically, at
+the retargeted target), retarget_ms (median), retarget_ms_p95, n_heldout_objects, n_objects, trials,
+unreachable (trials whose palm poses the arm cannot reach: counted as failures), blocked_by_table (trials with
+a robot body on the table after the close), per_object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+
+from dexstack.control.commands import CommandError  # noqa: E402
+from dexstack.grasp.baseline import OpenLoopGrasp, UnreachableError  # noqa: E402
+from dexstack.grasp.human_grasps import library  # noqa: E402
+from dexstack.perception.objects import known_objects, load_object_model  # noqa: E402
+from dexstack.retarget.functional import FunctionalRetargeter, GraspRetargetError  # noqa: E402
+from dexstack.sim.cell import SimCell  # noqa: E402
+from dexstack.sim.config import load_cell_config, with_object  # noqa: E402
+from dexstack.transforms import matrix_to_quat_xyzw, rpy_to_matrix  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--poses", type=int, default=2, help="object placements per grasp")
+    parser.add_argument("--objects", nargs="*", default=None, help="object names (default: every shipped one)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    retargeter = FunctionalRetargeter()
+    names = args.objects or known_objects()
+    cell = load_cell_config("tabletop_grasp")
+    rows, per_object = [], {}
+    for name in names:
+        model = load_object_model(name)
+        sim = SimCell(with_object(cell, name), with_camera=False)
+        baseline = OpenLoopGrasp(sim, finger_links=retargeter.config.finger_links)
+        obj_rows = []
+        for grasp in library(name):
+            for _ in range(args.poses):
+                xy = np.array([0.5, 0.0]) + rng.uniform([-0.05, -0.08], [0.05, 0.08])
+                yaw = rng.uniform(-0.3, 0.3)
+                z = float(model.extents_m[2]) / 2 + 1e-4
+                sim.place_object([*xy, z, *matrix_to_quat_xyzw(rpy_to_matrix([0.0, 0.0, yaw]))])
+                sim.reset()
+                sim.step(200)
+                row = {"object": name, "split": model.split, "kind": grasp.kind, "success": False}
+                try:
+                    target = retargeter.retarget(model, grasp.keypoints_object_m, table_z_m=-z)
+                    row.update(retarget_ms=target.retarget_ms, retarget_contact_match=target.contact_match)
+                    result = baseline.run(target)
+                    row.update(success=result.success, rise_m=round(result.rise_m, 4),
+                               slip_m=round(result.slip_m, 4), contact_match=result.contact_match,
+                               blocked_by_table=bool(result.blocked_by_table))
+                except (UnreachableError, CommandError) as exc:  # CommandError: the gate refused a command
+                    row.update(unreachable=True, error=str(exc))
+                except GraspRetargetError as exc:
+                    row.update(error=str(exc))
+                obj_rows.append(row)
+                print(json.dumps(row), file=sys.stderr)
+        rows += obj_rows
+        per_object[name] = {"split": model.split, "trials": len(obj_rows),
+                            "kinematic_success": _mean([r["success"] for r in obj_rows])}
+
+    def rate(split=None):
+        return _mean([r["success"] for r in rows if split is None or r["split"] == split])
+
+    ms = [r["retarget_ms"] for r in rows if "retarget_ms" in r]
+    print(json.dumps({
+        "heldout_success": None, "train_success": None,
+        "kinematic_success": rate(), "kinematic_success_train": rate("train"),
+        "kinematic_success_heldout": rate("heldout"),
+        "contact_match": _mean([r["contact_match"] for r in rows if "contact_match" in r]),
+        "retarget_contact_match": _mean([r["retarget_contact_match"] for r in rows if "retarget_contact_match" in r]),
+        "retarget_ms": round(float(np.median(ms)), 1) if ms else None,
+        "retarget_ms_p95": round(float(np.percentile(ms, 95)), 1) if ms else None,
+        "n_heldout_objects": sum(load_object_model(n).split == "heldout" for n in names),
+        "n_objects": len(names), "trials": len(rows),
+        "unreachable": sum(bool(r.get("unreachable")) for r in rows),
+        "blocked_by_table": sum(bool(r.get("blocked_by_table")) for r in rows),
+        "per_object": per_object,
+    }))
+    return 0
+
+
+def _mean(values) -> float | None:
+    return round(float(np.mean(values)), 3) if len(values) else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""One RGB-D frame of a human grasp -> grasp target (dexstack-grasp-target): the rendered frame through the
+object_pose core and retargeting, and every refusal with its cause."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from dexstack.cli import grasp_target  # noqa: E402
+from dexstack.grasp.from_frame import GraspFromFrame, GraspInputError, mask_depth_outside  # noqa: E402
+from dexstack.grasp.human_grasps import human_grasp  # noqa: E402
+from dexstack.perception.objects import load_object_model  # noqa: E402
+from dexstack.sim.camera import SimCamera  # noqa: E402
+from dexstack.sim.cell import SimCell  # noqa: E402
+from dexstack.sim.config import load_cell_config, with_object  # noqa: E402
+
+
+class NoHands:
+    """A detector that sees nothing (the frames here are about the object and the retargeting)."""
+
+    def detect(self, color_rgb8):
+        return []
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def scene():
+    sim = SimCell(with_object(load_cell_config("tabletop_grasp"), "can"))
+    camera = SimCamera(sim)
+    empty = camera.render()  # the can alone on the table, the human hand out of view
+    grasp = human_grasp("can", "side_power")
+    sim.set_human_hand(sim.object_pose() @ grasp.T_object_H, grasp.q_rad)
+    frame = camera.render()
+    keypoints = camera.keypoints()
+    yield sim, empty, frame, keypoints
+    camera.close()
+
+
+def _pipeline(sim, **kw):
+    cal = sim.calibration
+    return GraspFromFrame(load_object_model("can"), cal.T_parent_camera, cal.intrinsics, cal.depth_scale_m,
+                          detector=NoHands(), **kw)
+
+
+def test_a_rendered_frame_gives_the_grasp_target(scene):
+    sim, empty, frame, keypoints = scene
+    result = _pipeline(sim).estimate(frame.color_rgb8, frame.depth_mm, empty.color_rgb8, empty.depth_mm,
+                                     keypoints_base_m=keypoints)
+    assert np.linalg.norm(result.T_base_object[:3, 3] - sim.object_pose()[:3, 3]) < 0.005
+    assert result.target.contact_match >= 0.6 and result.target.max_penetration_m <= 0.004
+    assert "thumb" in result.target.human_contact_fingers
+
+
+def test_the_object_fit_ignores_the_robot_base(scene):
+    """Without the table-workspace mask, object_pose's coarse search fits the can to the robot's base."""
+    sim, empty, _, _ = scene
+    cal = sim.calibration
+    masked = mask_depth_outside(empty.depth_mm, cal.intrinsics, cal.T_parent_camera, cal.depth_scale_m,
+                                ((0.25, -0.5, -0.01), (0.9, 0.5, 0.5)))
+    assert 0 < np.count_nonzero(masked) < 0.5 * np.count_nonzero(empty.depth_mm)
+    from dexstack.perception.object_pose import ObjectPoseEstimator
+
+    est = ObjectPoseEstimator(load_object_model("can"), cal.T_parent_camera, depth_scale_m=cal.depth_scale_m)
+    fit = est.estimate(empty.color_rgb8, masked, cal.intrinsics, 0.0)
+    assert fit.tracking and np.linalg.norm(fit.T_base_object[:3, 3] - sim.object_pose()[:3, 3]) < 0.005
+
+
+def test_refusals_name_the_cause(scene):
+    sim, empty, frame, keypoints = scene
+    pipeline = _pipeline(sim)
+    with pytest.raises(GraspInputError, match="no hand in the frame"):
+        pipeline.estimate(frame.color_rgb8, frame.depth_mm)
+    with pytest.raises(GraspInputError, match="not touching 'can'"):
+        pipeline.estimate(frame.color_rgb8, frame.depth_mm, empty.color_rgb8, empty.depth_mm,
+                          keypoints_base_m=keypoints + np.array([0.0, -0.25, 0.1]))
+    no_object = np.zeros_like(empty.depth_mm)
+    with pytest.raises(GraspInputError, match="no 'can' in the frame"):
+        pipeline.estimate(frame.color_rgb8, frame.depth_mm, empty.color_rgb8, no_object, keypoints_base_m=keypoints)
+
+
+def test_cli_refuses_unknown_objects_and_missing_frames(capsys):
+    assert grasp_target.main(["--object", "mug", "--sim"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown object configuration 'mug'" in err and "'can'" in err and "'bottle'" in err
+    assert grasp_target.main(["--object", "can"]) == 2
+    assert "give --color and --depth" in capsys.readouterr().err
+    assert grasp_target.main(["--object", "can", "--color", "/nonexistent.png", "--depth", "/nonexistent.png"]) == 2
+    assert "cannot read image" in capsys.readouterr().err
