@@ -60,6 +60,8 @@ class Params:
     visible: bool = common.param(True, "false: no hand (empty arrays, or the rendered hand out of view).")
     demo: str = common.param("lift", "Demo kind (demo mode).", read_only=True, choices=DEMO_KINDS)
     seed: int = common.param(0, "Seed of the demo's parameters (demo mode).", read_only=True, min=0, max=1_000_000)
+    pace: float = common.param(1.0, "Demo mode: the demo's speed factor (0.5: twice as slow; perception on this "
+                               "machine runs a few Hz).", read_only=True, min=0.25, max=2.0)
     record: bool = common.param(False, "Demo mode: start/stop an episode on the recorder around the demo.",
                                 read_only=True)
     recorder: str = common.param("/recorder", "Recorder node whose ~/start and ~/stop the demo calls.",
@@ -123,7 +125,10 @@ class SimHandNode(Node):
             raise ValueError(f"cell '{p.cell}' has no human hand (human_hand.enabled: false)")
         self.kinematics = HumanHandKinematics(hand_config)
         self.T_rest = make_transform(hand_config.rest_xyz_m, rpy_to_matrix(hand_config.rest_rpy_rad))
+        from dataclasses import replace
+
         self.spec = sample_demo(p.demo, p.seed)
+        self.spec = replace(self.spec, speed=self.spec.speed * p.pace)
         self.demo = None  # built once the object is seen
         self.demo_state = "waiting"  # waiting -> starting -> playing -> stopping -> done
         self.object_gt = None
