@@ -41,7 +41,9 @@ class DemoSpec:
     seed: int = 0
     object_xy_m: tuple[float, float] = (0.5, 0.0)
     object_yaw_rad: float = 0.0
-    approach_yaw_rad: float = math.pi / 2  # direction the fingers point (base frame, about z): pi/2 = from -y
+    # direction the fingers point, about z from the object's x axis (people align a grasp with the cube's faces):
+    # pi/2 = across the cube toward its +y face
+    approach_yaw_rad: float = math.pi / 2
     speed: float = 1.0
     lift_m: float = 0.10
     displacement_m: tuple[float, float] = (0.0, 0.08)  # push and pick_place
@@ -75,7 +77,7 @@ def sample_demo(kind: str, seed: int) -> DemoSpec:
     spec = DemoSpec(kind=kind, seed=seed,
                     object_xy_m=(float(rng.uniform(0.46, 0.54)), float(rng.uniform(-0.05, 0.05))),
                     object_yaw_rad=float(rng.uniform(-0.3, 0.3)),
-                    approach_yaw_rad=float(side * math.pi / 2 + rng.uniform(-0.3, 0.3)),
+                    approach_yaw_rad=float(side * math.pi / 2 + rng.uniform(-0.12, 0.12)),
                     speed=float(rng.uniform(0.85, 1.15)))
     angle = float(rng.uniform(-math.pi, math.pi))
     if kind == "lift":
@@ -104,6 +106,7 @@ def smooth_step(s):
 def object_path(spec: DemoSpec, u: float, T_base_object0: np.ndarray) -> np.ndarray:
     """T_base_object at manipulation progress ``u`` in [0, 1] from the start pose ``T_base_object0``."""
     T = T_base_object0.copy()
+    u = min(1.0, max(0.0, float(u)))
     s = float(smooth_step(u))
     if spec.kind == "lift":
         T[2, 3] += spec.lift_m * s
@@ -119,7 +122,8 @@ def object_path(spec: DemoSpec, u: float, T_base_object0: np.ndarray) -> np.ndar
     else:  # tilt: lift, turn about the fingers' horizontal axis (pour-like) and hold it turned
         up, turn = float(smooth_step(u / 0.35)), float(smooth_step((u - 0.35) / 0.65))
         T[2, 3] += spec.lift_m * up
-        axis = np.array([math.cos(spec.approach_yaw_rad), math.sin(spec.approach_yaw_rad), 0.0])
+        a = spec.approach_yaw_rad + math.atan2(T_base_object0[1, 0], T_base_object0[0, 0])
+        axis = np.array([math.cos(a), math.sin(a), 0.0])
         T[:3, :3] = so3_exp(axis * spec.tilt_rad * turn) @ T[:3, :3]
     return T
 
@@ -134,7 +138,7 @@ class HumanDemo:
         self.spec = spec
         self.T_obj0 = np.asarray(T_base_object0, dtype=float)
         self.T_rest = np.asarray(T_base_rest, dtype=float)
-        a = spec.approach_yaw_rad
+        a = spec.approach_yaw_rad + math.atan2(self.T_obj0[1, 0], self.T_obj0[0, 0])  # in the base frame
         # Hand frame H in the base frame: x along the fingers (horizontal, yaw a), z down (out of the palm).
         R_hand = rpy_to_matrix((math.pi, 0.0, 0.0))
         R_hand = rpy_to_matrix((0.0, 0.0, a)) @ R_hand

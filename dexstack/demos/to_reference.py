@@ -13,7 +13,7 @@
 4. Pre-manipulation hand pose: the last hand detection within ``pre_window_s`` before the onset; its wrist frame
    relative to the object (``T_object_H``) and the retargeted robot hand joints (the pre-shape).
 5. Robot reference: the palm keeps the human's orientation relative to the object (up to the cube's 90-degree yaw
-   symmetry: the reachable equivalent closest to the home posture), placed so the object sits at the robot hand's
+   symmetry: the reachable equivalent closest to the robot hand's top grasp), placed so the object sits at the robot hand's
    grasp point; approach (joint space from home) -> reach -> close -> manipulation (palm = T_object(t) T_object_palm,
    arm IK) -> hold. Checked: IK converged (reachable), joint limits, table clearance of every hand link.
 
@@ -62,6 +62,8 @@ class ConvertConfig:
     #                                  curled fingers closing under the cube's edge are stopped by the table in sim)
     max_palm_tilt_rad: float = 1.0  # the human palm must face down onto the object within this (top grasp)
     hand_retarget: str = "allegro_right"
+    # the robot hand while reaching: "open" (the grasp posture's open hand) or "retargeted" (the human's, retargeted)
+    preshape: str = "open"
     kind: str = ""
 
     def __post_init__(self) -> None:
@@ -237,8 +239,11 @@ def robot_reference(T_obj0: np.ndarray, manip: np.ndarray, keypoints: np.ndarray
     from dexstack.policies.tracking.references import (  # noqa: PLC0415
         CLOSED_FINGER,
         CLOSED_THUMB,
+        OPEN_FINGER,
+        OPEN_THUMB,
         GRASP_CUBE_IN_PALM,
         PREGRASP_OFFSET_PALM,
+        R_TOP,
         PalmIK,
         hand_posture,
     )
@@ -261,7 +266,10 @@ def robot_reference(T_obj0: np.ndarray, manip: np.ndarray, keypoints: np.ndarray
     q_home = description.home()
     ik = PalmIK(description)
     grasp_point = GRASP_CUBE_IN_PALM["top"]
-    # The cube's 90-degree yaw symmetry: four equivalent holds; keep the reachable one closest to home.
+    # The cube's 90-degree yaw symmetry: four equivalent holds; keep the reachable one closest to the robot hand's
+    # own top grasp (R_TOP: measured to hold the cube; the same hold turned 180 deg dropped it in replay).
+    from dexstack.transforms import rotation_angle_rad  # noqa: PLC0415
+
     best = None
     for k in range(4):
         R = rpy_to_matrix((0.0, 0.0, k * math.pi / 2)) @ T_obj_palm_h[:3, :3]
@@ -271,7 +279,7 @@ def robot_reference(T_obj0: np.ndarray, manip: np.ndarray, keypoints: np.ndarray
             q = ik.solve_near(T_grasp, q_home, attempts=6, seed=k)
         except ValueError:
             continue
-        cost = float(np.abs(q[:n_arm] - q_home[:n_arm]).max())
+        cost = rotation_angle_rad(R_TOP.T @ T_grasp[:3, :3]) + 0.1 * float(np.abs(q[:n_arm] - q_home[:n_arm]).max())
         if best is None or cost < best[0]:
             best = (cost, k, T_obj_palm, q)
     if best is None:
@@ -285,6 +293,9 @@ def robot_reference(T_obj0: np.ndarray, manip: np.ndarray, keypoints: np.ndarray
         raise DemoError("unreachable: the pre-grasp pose above the object is out of the arm's reach") from None
     limits = description.limit_arrays()
     preshape = np.clip(preshape, limits["lower"][n_arm:], limits["upper"][n_arm:])
+    human_preshape = preshape
+    if c.preshape == "open":
+        preshape = hand_posture(description, OPEN_FINGER, OPEN_THUMB)
     dt = 1.0 / c.rate_hz
     manip_s = (len(manip) - 1) * dt
     rest_s = c.reach_s + c.close_s + manip_s + c.hold_s
@@ -339,7 +350,8 @@ def robot_reference(T_obj0: np.ndarray, manip: np.ndarray, keypoints: np.ndarray
             "manipulation_s": round(manip_s, 3), "max_ik_error_m": round(float(max(ik_errors)), 5),
             "min_fingertip_z_m": round(float(min_z), 4), "min_palm_z_m": round(float(palm_z), 4),
             "T_object_H": np.round(invert_transform(T_obj0) @ T_base_H, 4).tolist(),
-            "T_object_palm": np.round(T_obj_palm, 4).tolist(), "preshape_rad": np.round(preshape, 4).tolist()}
+            "T_object_palm": np.round(T_obj_palm, 4).tolist(), "preshape": c.preshape,
+            "retargeted_preshape_rad": np.round(human_preshape, 4).tolist()}
     return ref, meta
 
 
