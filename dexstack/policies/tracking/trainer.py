@@ -74,6 +74,7 @@ class TrainConfig:
     object_start_xy_m: float = 0.0
     object_start_yaw_rad: float = 0.0
     name: str = "track_cube"
+    init_bundle: str = ""  # start from this bundle's actor and observation normaliser (fine-tuning)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -123,6 +124,30 @@ def load_reference_files(paths, description) -> list:
             raise ValueError(f"reference {path} has no object pose: it cannot be tracked")
         refs.append(ref)
     return refs
+
+
+def init_from_bundle(model: ActorCritic, bundle: str, description) -> None:
+    """Copy a tracking bundle's actor, action std and observation statistics into ``model`` (the critic starts
+    fresh). ValueError if the bundle's network does not fit (other observation/action layout)."""
+    from dexstack.policies.bundles import bundle_dir  # noqa: PLC0415
+    from dexstack.policies.checkpoints import RL_GAMES_PREFIX, safe_torch_load  # noqa: PLC0415
+    from dexstack.policies.manifest import load_manifest  # noqa: PLC0415
+
+    root = bundle_dir(bundle)
+    manifest = load_manifest(root)
+    state = safe_torch_load(root / manifest.checkpoint.file)["model"]
+    actor = {k[len(RL_GAMES_PREFIX):]: v for k, v in state.items()
+             if k.startswith(RL_GAMES_PREFIX) and k != f"{RL_GAMES_PREFIX}sigma"}
+    try:
+        model.actor.load_state_dict(actor)
+    except RuntimeError as exc:
+        raise ValueError(f"--init {bundle}: its network does not fit this task: {exc}") from None
+    with torch.no_grad():
+        model.log_std.copy_(state[f"{RL_GAMES_PREFIX}sigma"].float())
+        if "running_mean_std.running_mean" in state:
+            model.normalizer.mean.copy_(state["running_mean_std.running_mean"].double())
+            model.normalizer.var.copy_(state["running_mean_std.running_var"].double())
+            model.normalizer.count.fill_(1e5)  # adapts slowly to the new references' statistics
 
 
 def export_bundle(model: ActorCritic, out: Path, manifest_yaml: dict) -> None:
@@ -211,6 +236,9 @@ def train(config: TrainConfig, out: Path, progress: bool = True, log=print) -> d
         val_env = VecTrackingEnv(val_task, val_backend, len(val_refs), seed=config.seed, auto_reset=False)
         obs = env.reset()
         model = ActorCritic(task.obs_size, task.action_size, ppo_config)
+        if config.init_bundle:
+            init_from_bundle(model, config.init_bundle, description)
+            log(f"actor and normaliser initialised from {config.init_bundle}")
         ppo = PPO(model, ppo_config)
         curves_path = out / "curves.csv"
         curves = open(curves_path, "w", newline="")  # noqa: SIM115
