@@ -16,7 +16,8 @@ the end and reported in ``OUT/train.json`` with the curves (``curves.csv``, ``cu
 From human demos (docs/demos.md): ``--references refs/*.npz`` (dexstack-demo2ref output) replaces the designed
 references, ``--val-references`` the validation set (default: the training references), e.g.
 
-    dexstack-train tracking --references refs/train/*.npz --val-references refs/val/*.npz --object-start-noise 0.015 0.15 --no-heldout --out policies/track_demos
+    dexstack-train tracking --references refs/train/*.npz --val-references refs/val/*.npz \
+        --object-start-noise 0.015 0.15 --init track_cube --no-heldout --out policies/track_demos
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@
 4. Pre-manipulation hand pose: the last hand detection within ``pre_window_s`` before the onset; its wrist frame
    relative to the object (``T_object_H``) and the retargeted robot hand joints (the pre-shape).
 5. Robot reference: the palm keeps the human's orientation relative to the object (up to the cube's 90-degree yaw
-   symmetry: the reachable equivalent closest to the robot hand's top grasp), placed so the object sits at the robot hand's
-   grasp point; approach (joint space from home) -> reach -> close -> manipulation (palm = T_object(t) T_object_palm,
+   symmetry: the reachable equivalent closest to the robot hand's top grasp), placed so the object sits at the robot
+   hand's grasp point (the robot's pre-shape is its open hand; the retargeted human one is kept in the metadata);
+   approach (joint space from home) -> reach -> close -> manipulation (palm = T_object(t) T_object_palm,
    arm IK) -> hold. Checked: IK converged (reachable), joint limits, table clearance of every hand link.
 
 Output: :class:`~dexstack.policies.reference.ReferenceTrajectory` with provenance in ``metadata``.
@@ -239,9 +240,9 @@ def robot_reference(T_obj0: np.ndarray, manip: np.ndarray, keypoints: np.ndarray
     from dexstack.policies.tracking.references import (  # noqa: PLC0415
         CLOSED_FINGER,
         CLOSED_THUMB,
+        GRASP_CUBE_IN_PALM,
         OPEN_FINGER,
         OPEN_THUMB,
-        GRASP_CUBE_IN_PALM,
         PREGRASP_OFFSET_PALM,
         R_TOP,
         PalmIK,

@@ -47,7 +47,8 @@ OUT_OF_VIEW_OFFSET_M = np.array([0.0, 0.0, -2.0])  # "visible: false" in rendere
 @dataclass
 class Params:
     mode: str = common.param("keypoints", "'keypoints': publish keypoints directly (no rendering); 'rendered': "
-                             "drive the cell's rendered human hand.", read_only=True, choices=("keypoints", "rendered", "demo"))
+                             "drive the cell's rendered human hand; 'demo': a scripted human demonstration.",
+                             read_only=True, choices=("keypoints", "rendered", "demo"))
     cell: str = common.param("tabletop_teleop", "Cell config with the human hand (rendered mode).", read_only=True)
     robot_profile: str = common.param("panda_allegro", "Robot profile.", read_only=True)
     retarget_config: str = common.param("", "Retargeting config the hand motion comes from (keypoints mode); '': "
