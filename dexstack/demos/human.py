@@ -26,7 +26,7 @@ PHASES_S = (1.0, 2.2, 2.8, 5.3, 6.3)  # end of: show, reach, close, manipulate, 
 CUBE_HALF_M = 0.025
 # The wrist above and beside the cube centre for a palm-down grasp across the top (hand frame H: x toward the
 # fingers, z out of the palm), in the frame with x along the fingers' horizontal direction and z up.
-GRASP_WRIST_OFFSET_M = np.array([-0.075, 0.0, 0.05])
+GRASP_WRIST_OFFSET_M = np.array([-0.075, -0.02, 0.06])  # palm high: fingers over the edges (measured: no ICP bias)
 PREGRASP_OFFSET_M = np.array([-0.10, 0.0, 0.08])  # added to the grasp's wrist position (same frame)
 # The hand shape on the cube: fingers wrapped over the top, thumb on the near side (JOINTS order).
 CUBE_GRASP_Q = np.array([0.6, 0.5, 0.3, 0.3, *(0.0, 0.6, 0.5, 0.3), *(0.0, 0.6, 0.5, 0.3),
