@@ -46,9 +46,9 @@ class ConvertConfig:
     outlier_m: float = 0.02
     max_gap_s: float = 1.0
     cutoff_hz: float = 2.0  # zero-phase low-pass of the object trajectory
-    onset_speed_m_s: float = 0.02
-    onset_rot_speed_rad_s: float = 0.15
-    onset_sustain_s: float = 0.4
+    onset_speed_m_s: float = 0.01  # a slow push (5 cm in 6 s) peaks at ~1.5 cm/s
+    onset_rot_speed_rad_s: float = 0.08
+    onset_sustain_s: float = 0.5
     clean_window_s: float = 0.6
     max_bias_m: float = 0.06
     pre_window_s: float = 2.5
@@ -135,26 +135,35 @@ def smooth(pose: np.ndarray, rate_hz: float, cutoff_hz: float) -> np.ndarray:
     return out
 
 
-def _rot_speed(q: np.ndarray, dt: float) -> np.ndarray:
-    d = np.abs(np.sum(q[1:] * q[:-1], axis=1)).clip(max=1.0)
-    return np.concatenate([[0.0], 2 * np.arccos(d) / dt])
+def _speeds(pose: np.ndarray, rate_hz: float, baseline_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Linear (m/s) and angular (rad/s) speed by central differences over ``baseline_s`` (less noise than
+    sample-to-sample differences; symmetric, so it does not shift the onset)."""
+    h = max(1, int(round(0.5 * baseline_s * rate_hz)))
+    n = len(pose)
+    lo, hi = np.clip(np.arange(n) - h, 0, n - 1), np.clip(np.arange(n) + h, 0, n - 1)
+    span = np.maximum(hi - lo, 1) / rate_hz
+    v = np.linalg.norm(pose[hi, :3] - pose[lo, :3], axis=1) / span
+    d = np.abs(np.sum(pose[hi, 3:] * pose[lo, 3:], axis=1)).clip(max=1.0)
+    return v, 2 * np.arccos(d) / span
 
 
 def motion_onset(pose: np.ndarray, rate_hz: float, speed_m_s: float, rot_speed_rad_s: float,
-                 sustain_s: float) -> int | None:
-    """Index of the object's motion onset: speed above the threshold for at least ``sustain_s``, traced back to
-    where it first exceeded a third of it. None if it never moves."""
-    dt = 1.0 / rate_hz
-    v = np.concatenate([[0.0], np.linalg.norm(np.diff(pose[:, :3], axis=0), axis=1) / dt])
-    moving = (v > speed_m_s) | (_rot_speed(pose[:, 3:], dt) > rot_speed_rad_s)
+                 sustain_s: float, baseline_s: float = 0.3) -> int | None:
+    """Index of the object's motion onset: speed above the threshold for at least ``sustain_s``, traced back along
+    the rising edge to where it first exceeded a third of it. None if it never moves. A jump that does not last
+    (perception re-locking) stays above the threshold only for ``baseline_s``: keep ``sustain_s`` longer."""
+    v, w = _speeds(pose, rate_hz, baseline_s)
+    moving = (v > speed_m_s) | (w > rot_speed_rad_s)
     need = max(1, int(round(sustain_s * rate_hz)))
     run = 0
     for i, m in enumerate(moving):
         run = run + 1 if m else 0
         if run >= need:
             k = i - need + 1
-            w = _rot_speed(pose[:, 3:], dt)
-            while k > 0 and (v[k - 1] > speed_m_s / 3 or w[k - 1] > rot_speed_rad_s / 3):
+            # back along the rising edge only (to a third of the threshold or a local minimum): an earlier
+            # perception jump next to the motion is not part of it
+            while k > 0 and (v[k - 1] > speed_m_s / 3 or w[k - 1] > rot_speed_rad_s / 3) and \
+                    v[k - 1] <= v[k] + 1e-9 and w[k - 1] <= w[k] + 1e-9:
                 k -= 1
             return k
     return None
@@ -180,7 +189,9 @@ def convert(tracks: DemoTracks, description, config: ConvertConfig | None = None
     except DemoError as exc:
         raise DemoError(str(exc)) from None
     obj = smooth(raw, c.rate_hz, c.cutoff_hz)
-    onset = motion_onset(obj, c.rate_hz, c.onset_speed_m_s, c.onset_rot_speed_rad_s, c.onset_sustain_s)
+    # onset on the bridged but unsmoothed track: smoothing would spread a perception jump at rest into a slow
+    # motion that runs into the real one (the symmetric speed baseline keeps the timing)
+    onset = motion_onset(raw, c.rate_hz, c.onset_speed_m_s, c.onset_rot_speed_rad_s, c.onset_sustain_s)
     if onset is None:
         raise DemoError("the object never moves (no manipulation to track)")
     onset_s = float(grid[onset])

@@ -79,13 +79,13 @@ def test_onset_is_where_the_object_starts_moving():
     pose[:, 6] = 1.0
     pose[:, 0] = 0.08 * smooth_step((t - 2.0) / 1.5)
     pose[100:103, 2] += 0.0  # (placeholder: at rest until 2.0 s)
-    k = motion_onset(pose, rate, 0.02, 0.15, 0.4)
+    k = motion_onset(pose, rate, 0.01, 0.08, 0.5)
     assert abs(t[k] - 2.0) <= 0.2, t[k]
     # a step that does not last (perception re-locking) is no onset
     still = np.zeros((len(t), 7))
     still[:, 6] = 1.0
     still[120:, 2] = 0.03
-    assert motion_onset(still, rate, 0.02, 0.15, 0.4) is None
+    assert motion_onset(still, rate, 0.01, 0.08, 0.5) is None
 
 
 def test_outliers_are_spikes_not_steps():
