@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             tracks = read_demo(directory)
             kind = _kind(tracks.info.get("task", ""))
             result = convert(tracks, description, replace(base, kind=kind))
-            name = f"demo_{kind or 'demo'}_{directory.name}"
+            name = _name(kind, tracks.info.get("task", ""), directory.name)
             ref = replace(result.reference, name=name, metadata=result.metadata)
             path = save_reference(ref, description.joints, Path(args.out) / f"{name}.npz")
             line = {"episode": str(directory), "ok": True, "reference": str(path), "kind": kind,
@@ -70,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{directory}: refused: {line['reason']}", flush=True)
     return 1 if refused else 0
+
+
+def _name(kind: str, task: str, episode: str) -> str:
+    """demo_<kind>_s<seed> for a scripted demo ('... (seed 3)'), else demo_<kind>_<episode directory>."""
+    import re  # noqa: PLC0415
+
+    seed = re.search(r"seed (\d+)", task)
+    return f"demo_{kind or 'demo'}_" + (f"s{seed.group(1)}" if seed else episode)
 
 
 def _kind(task: str) -> str:
