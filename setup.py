@@ -32,6 +32,8 @@ TOOLS = {
     "dexstack-train": "dexstack.cli.train:main",
     "dexstack-viz": "dexstack.cli.viz:main",
     "dexstack-grasp-target": "dexstack.cli.grasp_target:main",
+    "dexstack-demo2ref": "dexstack.cli.demo2ref:main",
+    "dexstack-record-demos": "dexstack.cli.record_demos:main",
 }
 
 

@@ -12,6 +12,12 @@ Several ``--seed`` values train one after the other (each ``--minutes`` long) in
 with the best *validation* success is copied to ``OUT``. Checkpoints are selected on validation references
 (references.validation_specs); the held-out references (policies/references/heldout_*.npz) are only evaluated at
 the end and reported in ``OUT/train.json`` with the curves (``curves.csv``, ``curves.png``).
+
+From human demos (docs/demos.md): ``--references refs/*.npz`` (dexstack-demo2ref output) replaces the designed
+references, ``--val-references`` the validation set (default: the training references), e.g.
+
+    dexstack-train tracking --references refs/train/*.npz --val-references refs/val/*.npz \
+        --object-start-noise 0.015 0.15 --init track_cube --no-heldout --out policies/track_demos
 """
 
 from __future__ import annotations
@@ -46,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="torch/warp device (mjwarp: cuda on a GPU)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--no-heldout", action="store_true", help="skip the final held-out evaluation")
+    parser.add_argument("--references", nargs="+", default=[], help="train on these reference files (from demos)")
+    parser.add_argument("--val-references", nargs="+", default=[], help="validation reference files")
+    parser.add_argument("--object-start-noise", nargs=2, type=float, default=(0.0, 0.0), metavar=("XY_M", "YAW_RAD"),
+                        help="randomise the object's start around the reference's (uniform +/-)")
+    parser.add_argument("--init", default="", help="fine-tune from this tracking bundle's actor (e.g. track_cube)")
+    parser.add_argument("--name", default="", help="bundle name in the manifest (default: the --out folder's)")
     args = parser.parse_args(argv)
     if args.task != "tracking":
         print(f"dexstack-train: task '{args.task}' is not implemented yet (only 'tracking')", file=sys.stderr)
@@ -63,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
                                          gate=args.gate, timestep_s=args.timestep,
                                          train_references=args.train_references,
                                          validation_references=args.validation_references,
-                                         validate_every_s=args.validate_every, device=args.device)
+                                         validate_every_s=args.validate_every, device=args.device,
+                                         reference_files=tuple(args.references),
+                                         validation_files=tuple(args.val_references),
+                                         object_start_xy_m=args.object_start_noise[0],
+                                         object_start_yaw_rad=args.object_start_noise[1],
+                                         name=args.name or out.name, init_bundle=args.init)
             summary = trainer.train(config, out / f"seed_{seed}", progress=not args.no_progress)
             print(json.dumps({"seed": seed, "samples": summary["samples"], "samples_per_s": summary["samples_per_s"],
                               "best_validation": summary["best"]}), flush=True)

@@ -5,7 +5,8 @@ Stored as ``.npz`` (read with ``allow_pickle=False``: a reference file can never
 - ``times_s`` (T,) strictly increasing from 0,
 - ``q_rad`` (T, n) joint positions, columns named by ``joint_names`` (n,) (any order; reordered on load),
 - ``object_pose`` (T, 7) optional: object position (m) and quaternion xyzw in the robot base frame,
-- ``robot_profile`` () the profile it was made for, ``name`` () and ``kind`` () (e.g. lift/push/rotate).
+- ``robot_profile`` () the profile it was made for, ``name`` () and ``kind`` () (e.g. lift/push/rotate),
+- ``metadata_json`` () optional: provenance as JSON (e.g. the demo episode and its timestamps, ``dexstack-demo2ref``).
 
 In DexTrack terms it is a kinematic hand-object trajectory already retargeted to the robot.
 """
@@ -29,6 +30,7 @@ class ReferenceTrajectory:
     name: str = ""
     kind: str = ""
     robot_profile: str = ""
+    metadata: dict | None = None  # provenance (JSON-serialisable), e.g. the demo a reference was made from
 
     @property
     def duration_s(self) -> float:
@@ -68,6 +70,10 @@ def save_reference(ref: ReferenceTrajectory, joint_names: tuple[str, ...], path:
               "robot_profile": np.array(ref.robot_profile)}
     if ref.object_pose is not None:
         arrays["object_pose"] = ref.object_pose.astype(np.float64)
+    if ref.metadata:
+        import json  # noqa: PLC0415
+
+        arrays["metadata_json"] = np.array(json.dumps(ref.metadata, default=str))
     path.parent.mkdir(parents=True, exist_ok=True)
     return _save(path, arrays)
 
@@ -106,6 +112,14 @@ def load_reference(path: Path, description: RobotDescription) -> ReferenceTrajec
         pose = pose.astype(float)
         if pose.shape != (times.size, 7) or not np.all(np.isfinite(pose)):
             raise PolicyError(f"reference {path}: object_pose must be finite with shape ({times.size}, 7)")
+    metadata = None
+    if "metadata_json" in data:
+        import json  # noqa: PLC0415
+
+        try:
+            metadata = json.loads(str(data["metadata_json"]))
+        except ValueError:
+            raise PolicyError(f"reference {path}: metadata_json is not valid JSON") from None
     return ReferenceTrajectory(times_s=times, q_rad=q, object_pose=pose,
                                name=str(data.get("name", path.stem)) or path.stem, kind=str(data.get("kind", "")),
-                               robot_profile=str(data.get("robot_profile", "")))
+                               robot_profile=str(data.get("robot_profile", "")), metadata=metadata)

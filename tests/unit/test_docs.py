@@ -21,7 +21,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 INLINE_LAUNCH = re.compile(r"(?:dexstack-launch|ros2 launch dexstack) ([a-z][\w.]*)")  # X, <name>: placeholders
-INLINE_SCRIPT = re.compile(r"`(dexstack-[a-z-]+)")
+INLINE_SCRIPT = re.compile(r"`(dexstack-[a-z0-9-]+)")
 SEPARATORS = {"&&", "||", ";", "|", "<", ">"}
 
 

@@ -62,13 +62,18 @@ class Randomization:
     joint_vel_noise_rad_s: float = 0.05
     object_pos_noise_m: float = 0.003
     object_rot_noise_rad: float = 0.02
+    # the object's start pose around the reference's (uniform, per episode): a policy trained on one demo must not
+    # memorise one start (Human2Sim2Robot); off by default
+    object_start_xy_m: float = 0.0
+    object_start_yaw_rad: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("friction_scale", "mass_scale"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"Randomization.{name} must be 0 < low <= high, got {(lo, hi)}")
-        for name in ("joint_pos_noise_rad", "joint_vel_noise_rad_s", "object_pos_noise_m", "object_rot_noise_rad"):
+        for name in ("joint_pos_noise_rad", "joint_vel_noise_rad_s", "object_pos_noise_m", "object_rot_noise_rad",
+                     "object_start_xy_m", "object_start_yaw_rad"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Randomization.{name} must be >= 0")
 
@@ -247,6 +252,13 @@ class TrackingTask:
             u = torch.rand(k, generator=generator, device=self.device, dtype=self.dtype)
             return lo_hi[0] + (lo_hi[1] - lo_hi[0]) * u
 
+        if r.object_start_xy_m > 0 or r.object_start_yaw_rad > 0:
+            obj0 = obj0.clone()
+            for axis in (0, 1):
+                obj0[:, axis] += uniform((-r.object_start_xy_m, r.object_start_xy_m))
+            half = 0.5 * uniform((-r.object_start_yaw_rad, r.object_start_yaw_rad))
+            z = torch.zeros_like(half)
+            obj0[:, 3:] = quat_mul(torch.stack([z, z, torch.sin(half), torch.cos(half)], dim=-1), obj0[:, 3:])
         return {"q": q0, "object_pose": obj0, "friction_scale": uniform(r.friction_scale),
                 "mass_scale": uniform(r.mass_scale)}
 

@@ -67,6 +67,14 @@ class TrainConfig:
     timestep_s: float = 0.005
     device: str = "cpu"
     profile: str = "panda_allegro"
+    # training from demos: reference files (dexstack-demo2ref output) instead of the designed references, and the
+    # validation files checkpoints are selected on (never the held-out demos); start-pose randomisation
+    reference_files: tuple[str, ...] = ()
+    validation_files: tuple[str, ...] = ()
+    object_start_xy_m: float = 0.0
+    object_start_yaw_rad: float = 0.0
+    name: str = "track_cube"
+    init_bundle: str = ""  # start from this bundle's actor and observation normaliser (fine-tuning)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -99,6 +107,47 @@ def load_references(specs, description) -> list:
     from dexstack.policies.tracking.references import cached_reference  # noqa: PLC0415
 
     return [cached_reference(spec, description) for spec in specs]
+
+
+def load_reference_files(paths, description) -> list:
+    """References from files (``PolicyError`` -> ValueError with the file named)."""
+    from dexstack.policies.errors import PolicyError  # noqa: PLC0415
+    from dexstack.policies.reference import load_reference  # noqa: PLC0415
+
+    refs = []
+    for path in paths:
+        try:
+            ref = load_reference(Path(path), description)
+        except PolicyError as exc:
+            raise ValueError(str(exc)) from None
+        if ref.object_pose is None:
+            raise ValueError(f"reference {path} has no object pose: it cannot be tracked")
+        refs.append(ref)
+    return refs
+
+
+def init_from_bundle(model: ActorCritic, bundle: str, description) -> None:
+    """Copy a tracking bundle's actor, action std and observation statistics into ``model`` (the critic starts
+    fresh). ValueError if the bundle's network does not fit (other observation/action layout)."""
+    from dexstack.policies.bundles import bundle_dir  # noqa: PLC0415
+    from dexstack.policies.checkpoints import RL_GAMES_PREFIX, safe_torch_load  # noqa: PLC0415
+    from dexstack.policies.manifest import load_manifest  # noqa: PLC0415
+
+    root = bundle_dir(bundle)
+    manifest = load_manifest(root)
+    state = safe_torch_load(root / manifest.checkpoint.file)["model"]
+    actor = {k[len(RL_GAMES_PREFIX):]: v for k, v in state.items()
+             if k.startswith(RL_GAMES_PREFIX) and k != f"{RL_GAMES_PREFIX}sigma"}
+    try:
+        model.actor.load_state_dict(actor)
+    except RuntimeError as exc:
+        raise ValueError(f"--init {bundle}: its network does not fit this task: {exc}") from None
+    with torch.no_grad():
+        model.log_std.copy_(state[f"{RL_GAMES_PREFIX}sigma"].float())
+        if "running_mean_std.running_mean" in state:
+            model.normalizer.mean.copy_(state["running_mean_std.running_mean"].double())
+            model.normalizer.var.copy_(state["running_mean_std.running_var"].double())
+            model.normalizer.count.fill_(1e5)  # adapts slowly to the new references' statistics
 
 
 def export_bundle(model: ActorCritic, out: Path, manifest_yaml: dict) -> None:
@@ -158,14 +207,26 @@ def train(config: TrainConfig, out: Path, progress: bool = True, log=print) -> d
     description = load_description(config.profile)
     ppo_config = PPOConfig()
     manifest_yaml = tracking_manifest(len(description.arm_joints), len(description.hand_joints), config.rate_hz,
-                                      ppo_config.hidden, config.profile)
-    manifest = parse_manifest(manifest_yaml)
+                                      ppo_config.hidden, config.profile, config.name)
     start = time.monotonic()
-    train_refs = load_references(list(BASE_SPECS.values()) + training_specs(config.train_references, config.seed),
-                                 description)
-    val_refs = load_references(validation_specs(config.validation_references), description)
+    if config.reference_files:
+        train_refs = load_reference_files(config.reference_files, description)
+        val_refs = load_reference_files(config.validation_files or config.reference_files, description)
+        manifest_yaml["description"] = (f"Residual tracking of {len(train_refs)} references from human demos "
+                                        f"(dexstack-demo2ref; PPO in the sim cell).")
+        (out / "references").mkdir(parents=True, exist_ok=True)  # the bundle carries its references
+        for path in config.reference_files:
+            shutil.copy2(path, out / "references" / Path(path).name)
+        manifest_yaml["reference"] = f"references/{Path(config.reference_files[0]).name}"
+    else:
+        train_refs = load_references(list(BASE_SPECS.values()) + training_specs(config.train_references,
+                                                                                config.seed), description)
+        val_refs = load_references(validation_specs(config.validation_references), description)
+    manifest = parse_manifest(manifest_yaml)
     log(f"{len(train_refs)} training and {len(val_refs)} validation references in {time.monotonic() - start:.1f} s")
-    task = TrackingTask(manifest, description, train_refs, device=config.device)
+    randomization = Randomization(object_start_xy_m=config.object_start_xy_m,
+                                  object_start_yaw_rad=config.object_start_yaw_rad)
+    task = TrackingTask(manifest, description, train_refs, device=config.device, randomization=randomization)
     backend = make_backend(config, config.envs, manifest.period_s)
     val_task = TrackingTask(manifest, description, val_refs, randomization=Randomization.none(), device=config.device)
     val_backend = make_backend(config, len(val_refs), manifest.period_s, ideal=True, processes=False)
@@ -175,6 +236,9 @@ def train(config: TrainConfig, out: Path, progress: bool = True, log=print) -> d
         val_env = VecTrackingEnv(val_task, val_backend, len(val_refs), seed=config.seed, auto_reset=False)
         obs = env.reset()
         model = ActorCritic(task.obs_size, task.action_size, ppo_config)
+        if config.init_bundle:
+            init_from_bundle(model, config.init_bundle, description)
+            log(f"actor and normaliser initialised from {config.init_bundle}")
         ppo = PPO(model, ppo_config)
         curves_path = out / "curves.csv"
         curves = open(curves_path, "w", newline="")  # noqa: SIM115
@@ -293,6 +357,8 @@ def select_best_seed(summaries: list[dict], out: Path) -> dict:
     for name in ("policy.yaml", "model.pt", "curves.csv", "curves.png"):
         if (src / name).is_file():
             shutil.copy2(src / name, out / name)
+    if (src / "references").is_dir():
+        shutil.copytree(src / "references", out / "references", dirs_exist_ok=True)
     return best
 
 

@@ -1,0 +1,130 @@
+"""From held-out human demos to tracking: convert each demo (dexstack-demo2ref's core), then track the reference with
+a bundle trained on other demos and replay it open-loop (Human2Sim2Robot's object-aware replay baseline).
+
+    .venv/bin/python bench/demo_tracking.py --episodes recordings/demos_heldout --bundle policies/track_demos
+
+Held-out demos: recorded with seeds never used for training or validation (docs/demos.md lists the split). Each
+demo is converted (timed: ``demo2ref_s``, mean per converted demo), refused ones are counted with their reasons.
+Evaluation is IN-PROCESS (``tracking.env``'s loop through the policy runtime and the gated sim cell, from the
+robot's home pose, the object at the reference's start, the object pose from the simulator, not perception):
+the deployed graph (perception on) does not fit this machine's time budget for 8+ demos; see docs/demos.md.
+Success: the object stays within 4 cm of its reference all along and ends within 3 cm / 0.4 rad (the existing
+metric); ``object_err_cm_mean``: mean per-frame object position error (from the end of the approach).
+
+Prints one JSON line: demo_tracking_success, demo_replay_success, n_heldout_demos, refused_demos,
+object_err_cm_mean, replay_object_err_cm_mean, demo2ref_s, per_demo (episode, seed/kind, reason or results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+
+
+def track(policy, ref, description, gate: str = "limits", timestep_s: float = 0.001) -> dict:
+    """One episode of ``policy`` on ``ref`` in-process (as ``tracking.env.evaluate``), with per-frame errors."""
+    from dexstack.policies.observation import RobotState  # noqa: PLC0415
+    from dexstack.policies.runtime import PolicyRuntime  # noqa: PLC0415
+    from dexstack.policies.tracking.env import TrackingTask  # noqa: PLC0415
+    from dexstack.policies.tracking.gated_cell import GatedCell  # noqa: PLC0415
+
+    backend = GatedCell(policy.manifest.period_s, gate=gate, timestep_s=timestep_s)
+    runtime = PolicyRuntime(description)
+    policy.reference = ref
+    runtime.stage(policy)
+    task = TrackingTask(ref, None)
+    backend.reset(ref.q_at(0.0), ref.object_pose_at(0.0))
+    period = runtime.period_s if runtime.active else policy.manifest.period_s
+    approach_s = float((ref.metadata or {}).get("approach_s", 0.0))
+    now, errors = 0.0, []
+    while now < ref.duration_s - 1e-9:
+        q, dq, obj = backend.observe()
+        targets = runtime.step(RobotState(q=q, dq=dq, object_pose=obj), now)
+        if targets is not None:
+            backend.command(targets.arm, targets.hand, period)
+        backend.advance(period)
+        now += period
+        _, _, obj = backend.observe()
+        task.step(q, obj, now, np.zeros(1))
+        if now >= approach_s:
+            errors.append(float(np.linalg.norm(obj[:3] - ref.object_pose_at(now)[:3])))
+    if hasattr(backend, "close"):
+        backend.close()
+    return {"success": bool(task.success()), "max_err_cm": round(100 * task.max_pos_err, 2),
+            "final_err_cm": round(100 * task.last_pos_err, 2),
+            "final_rot_err_rad": round(float(task.last_rot_err), 3),
+            "object_err_cm_mean": round(100 * float(np.mean(errors)), 2) if errors else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--episodes", nargs="+", required=True, help="held-out episode directories or folders")
+    parser.add_argument("--bundle", required=True, help="tracking bundle trained on other demos")
+    parser.add_argument("--gate", default="limits", choices=("full", "limits", "off"))
+    parser.add_argument("--profile", default="panda_allegro")
+    args = parser.parse_args(argv)
+
+    from dexstack.cli.demo2ref import _kind  # noqa: PLC0415
+    from dexstack.demos.episode import DemoError, read_demo  # noqa: PLC0415
+    from dexstack.demos.to_reference import ConvertConfig, convert  # noqa: PLC0415
+    from dexstack.policies import load_policy  # noqa: PLC0415
+    from dexstack.robot import load_description  # noqa: PLC0415
+
+    description = load_description(args.profile)
+    dirs: list[Path] = []
+    for item in map(Path, args.episodes):
+        dirs += [item] if list(item.glob("*.mcap")) else sorted(p for p in item.glob("episode_*") if p.is_dir())
+    tracker = load_policy(args.bundle, description)
+    replayer = load_policy("replay", description)
+    per_demo, convert_s = [], []
+    for directory in dirs:
+        start = time.monotonic()
+        row = {"episode": str(directory)}
+        try:
+            tracks = read_demo(directory)
+            row["task"] = tracks.info.get("task", "")
+            kind = _kind(row["task"])
+            result = convert(tracks, description, ConvertConfig(kind=kind))
+            convert_s.append(time.monotonic() - start)
+        except DemoError as exc:
+            row.update(refused=str(exc))
+            per_demo.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            continue
+        ref = replace(result.reference, name=directory.name, metadata=result.metadata)
+        row["tracking"] = track(tracker, ref, description, args.gate)
+        row["replay"] = track(replayer, ref, description, args.gate)
+        per_demo.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    done = [r for r in per_demo if "tracking" in r]
+
+    def rate(key):
+        return round(float(np.mean([r[key]["success"] for r in done])), 3) if done else 0.0
+
+    def err(key):
+        vals = [r[key]["object_err_cm_mean"] for r in done if r[key]["object_err_cm_mean"] is not None]
+        return round(float(np.mean(vals)), 2) if vals else None
+
+    out = {"demo_tracking_success": rate("tracking"), "demo_replay_success": rate("replay"),
+           "n_heldout_demos": len(per_demo), "n_converted": len(done),
+           "refused_demos": len(per_demo) - len(done), "object_err_cm_mean": err("tracking"),
+           "replay_object_err_cm_mean": err("replay"),
+           "demo2ref_s": round(float(np.mean(convert_s)), 3) if convert_s else None,
+           "bundle": str(args.bundle), "evaluation": "in-process (simulator object pose), gate " + args.gate,
+           "per_demo": per_demo}
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""Training from demos: the object's start is randomised around the reference's (within the bounds, both ways),
+reference files are checked, and --init copies a bundle's actor exactly (the fine-tuned policy starts as it)."""
+
+import numpy as np
+import pytest
+import torch
+
+from dexstack.policies import load_reference, reference_path
+from dexstack.policies.manifest import parse_manifest
+from dexstack.policies.tracking.ppo import ActorCritic, PPOConfig
+from dexstack.policies.tracking.task import Randomization, TrackingTask, quat_angle
+from dexstack.policies.tracking.trainer import init_from_bundle, load_reference_files, tracking_manifest
+from dexstack.robot import load_description
+
+D = load_description("panda_allegro")
+
+
+def test_object_start_is_randomised_around_the_reference():
+    ref = load_reference(reference_path("lift"), D)
+    m = parse_manifest(tracking_manifest(len(D.arm_joints), len(D.hand_joints)))
+    task = TrackingTask(m, D, [ref], randomization=Randomization(object_start_xy_m=0.015, object_start_yaw_rad=0.15),
+                        dtype=torch.float64)
+    state = task.new_state(256)
+    out = task.reset(state, torch.arange(256), torch.Generator().manual_seed(0))
+    start = torch.as_tensor(ref.object_pose_at(0.0))
+    d_xy = out["object_pose"][:, :2] - start[:2]
+    assert d_xy.abs().max() <= 0.015 + 1e-9 and d_xy.abs().max() > 0.012  # bounded, and used
+    assert (d_xy[:, 0] > 0).any() and (d_xy[:, 0] < 0).any()
+    assert torch.allclose(out["object_pose"][:, 2], start[2].expand(256))  # stays on the table
+    yaw = quat_angle(out["object_pose"][:, 3:], start[3:].expand(256, 4))
+    assert yaw.max() <= 0.15 + 1e-6 and yaw.max() > 0.12
+    plain = TrackingTask(m, D, [ref], dtype=torch.float64)  # default: no start randomisation (designed references)
+    out = plain.reset(plain.new_state(4), torch.arange(4), torch.Generator().manual_seed(0))
+    assert torch.allclose(out["object_pose"], start.expand(4, 7))
+
+
+def test_reference_files_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_reference_files([str(tmp_path / "missing.npz")], D)
+    assert len(load_reference_files([str(reference_path("push"))], D)) == 1
+
+
+def test_init_copies_the_bundles_actor():
+    m = parse_manifest(tracking_manifest(len(D.arm_joints), len(D.hand_joints)))
+    task = TrackingTask(m, D, [load_reference(reference_path("lift"), D)])
+    obs_size = task.obs_size
+    model = ActorCritic(obs_size, task.action_size, PPOConfig())
+    init_from_bundle(model, "track_cube", D)
+    from dexstack.policies import load_policy
+
+    policy = load_policy("track_cube", D)
+    x = torch.randn(3, obs_size)
+    with torch.no_grad():
+        ours = torch.clamp(model.actor(model.normalizer(x)), -1, 1)
+    theirs = np.stack([np.asarray(policy.network(row.numpy())) for row in x])
+    assert np.allclose(ours.numpy(), theirs, atol=1e-4)
+    assert float(model.normalizer.count) == pytest.approx(1e5)
+    assert not torch.allclose(model.log_std, torch.full_like(model.log_std, PPOConfig().init_log_std))
