@@ -202,7 +202,9 @@ def test_workspace_box_keeps_the_palm_and_fingertips_inside(D):
     assert "workspace: step clipped at the box boundary" in gate.interventions.counts()
 
 
-def test_the_table_stops_the_hand_links_at_its_surface(D, gate):
+def test_the_table_stops_the_hand_links_at_its_surface(D):
+    gate = SafetyGate(D, SafetyConfig(rate_hz=1.0 / DT, finger_table_penetration_m=0.015))  # one floor for all links
+    gate.update_state(D.home(), 0.0)
     target = shoulder(D, 1.6)  # fingers through the table
     q_target = np.concatenate([target, D.home(D.hand_joints)])
     assert gate.collision.table_clearance_m(q_target) < -0.02
@@ -216,6 +218,48 @@ def test_the_table_stops_the_hand_links_at_its_surface(D, gate):
     # Fingertips end closer to the table than the old palm/fingertip box (z >= 1 cm) allowed.
     gate.kinematics.update(q)
     assert min(gate.kinematics.pose(f)[2, 3] for f in D.profile.hand.fingertip_links) < 0.01
+
+
+def lowest_z_m(collision, q):
+    """(lowest finger-link point, lowest other moving point) of the capsule skeleton at ``q`` (base frame z, m)."""
+    import pinocchio as pin
+
+    pin.forwardKinematics(collision.model, collision.data, collision.kinematics._q(q))
+    finger, other = np.inf, np.inf
+    for k in collision._moving:
+        s = collision.segments[k]
+        if s.joint < 2:
+            continue
+        placement = collision.data.oMi[s.joint]
+        z = min(placement.act(s.start)[2], placement.act(s.end)[2]) - s.radius
+        if s.finger:
+            finger = min(finger, z)
+        else:
+            other = min(other, z)
+    return finger, other
+
+
+def test_fingers_may_press_on_the_table_deeper_than_the_arm_and_palm(D, gate):
+    """Issue 17 (a): a finger's setpoint below the table top is a finger pressing on it (it stops at the surface),
+    so finger links may go to finger_table_penetration_m; arm links and the palm keep table_penetration_m."""
+    c = gate.config
+    assert c.finger_table_penetration_m > c.table_penetration_m
+    target = shoulder(D, 1.6)  # hand driven into the table
+    _, q = run(gate, 0.0, 4.0, arm=(target, 1.0))
+    finger_z, other_z = lowest_z_m(gate.collision, q)
+    assert finger_z < -c.table_penetration_m - 0.002  # deeper than the arm's floor: pressing is allowed ...
+    assert finger_z >= -c.finger_table_penetration_m - 1e-4  # ... down to the fingers' floor
+    assert other_z >= -c.table_penetration_m - 1e-4
+    assert gate.collision_violation_m(q) == 0.0
+    assert gate.collision.table_clearance_m(q) >= -1e-4
+    # The same setpoint with one 15 mm floor for every link is a table collision of the finger links.
+    strict = SafetyGate(D, SafetyConfig(rate_hz=1.0 / DT, finger_table_penetration_m=c.table_penetration_m))
+    pairs = [pair for pair, _ in strict.collision.collisions(q)]
+    assert any(pair.endswith("vs table (fingers)") for pair in pairs)
+    assert strict.collision.table_clearance_m(q) == pytest.approx(finger_z + c.table_penetration_m, abs=1e-6)
+    # Nothing else was relaxed: the palm/arm floor is where it was.
+    assert gate.collision.table_clearance_m(q) == pytest.approx(
+        min(finger_z + c.finger_table_penetration_m, other_z + c.table_penetration_m), abs=1e-6)
 
 
 def test_a_push_with_fingers_at_the_table_passes_the_gate_unchanged(D, gate):
