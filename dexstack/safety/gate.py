@@ -412,11 +412,20 @@ class SafetyGate:
         return bool(np.max(np.abs(self._arm.position - final)) > 1e-4)
 
     def _seeded(self, part: _PartFilter, q_meas: np.ndarray, out: GateOutput, name: str) -> np.ndarray:
+        limit = self.config.max_tracking_error_rad
         if not part.seeded:
             part.seed(q_meas)
-        elif np.max(np.abs(part.position - q_meas)) > self.config.max_tracking_error_rad:
-            self._intervene(f"{name}: robot far from setpoint, restarting from measured state", out)
-            part.seed(q_meas)
+        elif np.max(np.abs(part.position - q_meas)) > limit:
+            if part is self._hand:
+                # A finger blocked by a grasped object is the grasp: its force is (servo stiffness x setpoint error).
+                # Restarting from the measured state dropped that force to zero every time the error reached the
+                # limit (a held cube slipped); pulling the setpoint back to the limit keeps the grip and the same
+                # bound on how far a finger jumps when the object goes away.
+                self._intervene("hand: robot far from setpoint, setpoint pulled back to max_tracking_error_rad", out)
+                part.seed(q_meas + np.clip(part.position - q_meas, -limit, limit))
+            else:
+                self._intervene(f"{name}: robot far from setpoint, restarting from measured state", out)
+                part.seed(q_meas)
         return part.position.copy()
 
     def _clamped(self, part: _PartFilter, target: np.ndarray, out: GateOutput, name: str) -> np.ndarray:

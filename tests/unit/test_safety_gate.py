@@ -366,3 +366,42 @@ def test_the_deployed_limits_load_outside_ros_exactly_as_the_node_gets_them(D, t
     bad.write_text("safety_monitor:\n  ros__parameters:\n    table_penetration_m: 0.5\n")
     with pytest.raises(ValueError, match="table_penetration_m must be in"):
         load_safety_config(str(bad))
+
+
+def test_a_blocked_finger_keeps_its_grip_within_the_tracking_error_bound(gate):
+    """Issue 17 (c, d): a finger blocked by a grasped object (measured position stuck) is the grasp; the gate pulls
+    its setpoint back to max_tracking_error_rad from the measured position instead of restarting from it, so the
+    grip force (stiffness x error) never drops to zero, and the jump when the object goes away stays bounded."""
+    limit = gate.config.max_tracking_error_rad
+    q_meas = D.home()
+    target = D.home(D.hand_joints).copy()
+    target[2] += 1.0  # one flexion joint commanded 1 rad into the object
+    errors = []
+    for k in range(100):
+        t = k * DT
+        gate.update_state(q_meas, t)  # the finger does not move: blocked
+        gate.hand_command(target, t)
+        out = gate.tick(t)
+        errors.append(out.hand_rad[2] - q_meas[N_ARM + 2])
+    errors = np.array(errors)
+    assert errors.max() <= limit + 0.05  # bounded (one tick of filter motion past the limit at most)
+    after = errors[np.argmax(errors > limit * 0.9):]  # once the limit is reached the grip stays near it ...
+    assert after.min() > 0.8 * limit  # ... never reset to zero force (the old re-seed went back to 0)
+    counts = gate.interventions.counts()
+    assert counts.get("hand: robot far from setpoint, setpoint pulled back to max_tracking_error_rad", 0) > 0
+    assert not any("restarting" in reason for reason in counts)
+
+
+def test_a_blocked_arm_still_restarts_from_the_measured_state(gate):
+    target = D.home(D.arm_joints).copy()
+    target[3] += 1.0
+    q_meas = D.home()
+    seen = []
+    for k in range(150):
+        t = k * DT
+        gate.update_state(q_meas, t)
+        gate.arm_command(D.arm_joints, [target], [0.05], t)
+        out = gate.tick(t)
+        seen.append(out.arm_rad[3] - q_meas[3])
+    assert min(seen[50:]) < 0.05  # restarted from the measured state (the stiff arm must not push on)
+    assert "arm: robot far from setpoint, restarting from measured state" in gate.interventions.counts()
