@@ -62,9 +62,10 @@ class PhysicsConfig:
     # says 5 N m per joint, more than a 10 N m/rad servo overcomes within 0.5 rad: fingers stall short of targets).
     frictionloss: dict[str, float] = field(default_factory=dict)
     # MuJoCo's friction impedance ratio (option impratio): at 1 its soft friction constraints let a grasped object
-    # creep out of a static grip (measured: a lifted cube slid out of the shipped policy's held pinch within ~3 s);
-    # at 10 the same hold kept it within 1.1 cm for 5 s. Sliding contacts still slide (pushes).
-    impratio: float = 10.0
+    # creep out of a static grip (measured: a lifted cube slid out of the shipped policy's held pinch within ~3 s,
+    # 10 cm down); at 3 the same hold kept it within 1.4 cm for 5 s (at 10: 1.1 cm). Higher values also make sliding
+    # stiffer: the open-loop push replay's error grew 3.9 -> 4.9 -> 5.6 cm at 1 -> 3 -> 10, so 3, not more.
+    impratio: float = 3.0
 
     def __post_init__(self):
         if not 0 < self.timestep_s <= 0.002:

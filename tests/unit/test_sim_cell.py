@@ -90,7 +90,7 @@ def test_friction_impedance_ratio_comes_from_the_cell_config(cell):
     from dexstack.sim.config import PhysicsConfig
 
     assert cell.model.opt.impratio == pytest.approx(cell.cell.physics.impratio)
-    assert cell.cell.physics.impratio == pytest.approx(10.0)  # config/cells/tabletop.yaml
+    assert cell.cell.physics.impratio == pytest.approx(3.0)  # config/cells/tabletop.yaml
     for bad in (0.5, 500.0):
         with pytest.raises(ValueError, match="impratio"):
             PhysicsConfig(impratio=bad)
