@@ -3,7 +3,7 @@
 action path that produces targets (the policy runtime's ActionMapper, the batched training task), so that a
 policy's targets are already inside what the gate passes and the gate's clamp only fires on real slips.
 
-Pure numpy + YAML: no ruckig, coal or rclpy here (the policy runtime imports it).
+No rclpy here (the policy runtime imports it).
 """
 
 from __future__ import annotations
@@ -22,17 +22,11 @@ def command_limits(lower: np.ndarray, upper: np.ndarray, margin_rad: float) -> t
 
 @lru_cache(maxsize=4)
 def configured_margin_rad(path: str | None = None) -> float:
-    """``position_margin_rad`` of the safety monitor's configuration file (``config/safety.yaml`` by default): what the
-    launched gate applies."""
-    from dexstack.config_loader import read_yaml
-    from dexstack.paths import data_path
+    """``position_margin_rad`` of the safety monitor's configuration file (``config/safety.yaml`` by default), read by
+    the gate's own strict loader: what the launched gate applies."""
+    from dexstack.safety.gate import load_safety_config  # lazy: gate.py imports this module
 
-    raw = read_yaml(data_path("config", "safety.yaml") if path is None else path)
-    params = ((raw or {}).get("safety_monitor") or {}).get("ros__parameters") or {}
-    margin = float(params.get("position_margin_rad", 0.0))
-    if not margin >= 0.0:
-        raise ValueError(f"position_margin_rad must be >= 0, got {margin}")
-    return margin
+    return float(load_safety_config(path).position_margin_rad)
 
 
 def description_command_limits(description, margin_rad: float | None = None) -> tuple[np.ndarray, np.ndarray]:
