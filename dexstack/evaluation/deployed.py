@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dexstack.evaluation.scoring import DeployedResult, EpisodeRecord, ScoringConfig, score_episode
+from dexstack.evaluation.scoring import DeployedResult, EpisodeRecord, ScoringConfig, intervention_note, score_episode
 from dexstack.launch.runner import LaunchedGraph
 from dexstack.launch.xml import LaunchDescription, parse_launch_file
 from dexstack.policies.reference import ReferenceTrajectory
@@ -109,6 +109,9 @@ def run_episode(probe, bundle: str, reference: ReferenceTrajectory, options: Dep
         record = probe.snapshot()
         if graph.failed():
             record.notes.append(f"nodes exited during the episode: {graph.failed()}")
+        note = intervention_note(dict(probe.diagnostics.get("safety_monitor", {})))
+        if note is not None:
+            record.notes.append(note)
         messages = dict(probe.diagnostic_messages)
     return record, messages
 

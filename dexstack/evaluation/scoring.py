@@ -171,3 +171,14 @@ def summarize(inprocess: list[bool], deployed: list[DeployedResult], deployed_gt
         "object_pose_coverage": stat(deployed, "object_pose_coverage", np.mean),
         "held_after_end": rate(r.held_after_end for r in both),
     }
+
+
+def intervention_note(safety_values: dict[str, str]) -> str | None:
+    """The safety gate's intervention counts from ``safety_monitor``'s /diagnostics values (``count[<reason>]``) as one
+    note, most frequent first (None: no intervention): what the gate changed during a deployed episode."""
+    counts = {k[len("count["):-1]: int(v) for k, v in safety_values.items()
+              if k.startswith("count[") and k.endswith("]")}
+    if not counts:
+        return None
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return "gate interventions: " + "; ".join(f"{reason} x{n}" for reason, n in ranked)

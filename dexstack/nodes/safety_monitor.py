@@ -93,6 +93,9 @@ class Params:
                                               max=0.1)
     arm_link_radius_m: float = common.param(_DEFAULTS.arm_link_radius_m, "Arm capsule radius (collision checks).",
                                             min=0.001, max=0.3)
+    finger_table_penetration_m: float = common.param(
+        _DEFAULTS.finger_table_penetration_m, "How far below the table top a setpoint's finger links may go (a finger "
+        "pressing on the table stops on it).", min=0.0, max=0.05)
     hand_link_radius_m: float = common.param(_DEFAULTS.hand_link_radius_m, "Hand capsule radius (collision checks).",
                                              min=0.001, max=0.1)
     diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", min=0.1, max=10.0)
@@ -119,6 +122,7 @@ class SafetyMonitorNode(Node):
         self.gate = SafetyGate(self.description, safety_config(self.params))
         self.state = JointStateCache(self.description.joints)
         self.gate_ms: list[float] = []
+        self._logged_s: dict[str, float] = {}  # last log time (perf_counter) per intervention reason
         self._arm_source_stamp = None  # header stamp of the last accepted arm input: kept on the output (tracing)
         self._hand_source_stamp = None  # same for the hand (None: the last accepted input had no stamp)
         profile = self.description.profile
@@ -267,8 +271,11 @@ class SafetyMonitorNode(Node):
         # tick), so the robot's velocity stays what the filter allowed.
         self._send(out.arm_rad, out.hand_rad, time_from_start_s=max(out.horizon_s, self._period_s))
         self.gate_ms.append(1000.0 * (time.perf_counter() - t0))
-        for reason in out.interventions:
-            self.get_logger().warning(f"intervention: {reason}", throttle_duration_sec=1.0)
+        for reason in out.interventions:  # throttled per reason: a chatty one must not hide the others
+            last = self._logged_s.get(reason)
+            if last is None or t0 - last >= 1.0:
+                self._logged_s[reason] = t0
+                self.get_logger().warning(f"intervention: {reason}")
         self._publish_ready(now)
 
     def _publish_diagnostics(self) -> None:

@@ -19,6 +19,7 @@ from dexstack.policies.errors import PolicyError
 from dexstack.policies.manifest import ActionSpec
 from dexstack.policies.observation import StepContext
 from dexstack.robot.description import RobotDescription
+from dexstack.safety.limits import description_command_limits
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,11 @@ def clip_raw_action(raw, clip: float | None):
 
 
 class ActionMapper:
-    def __init__(self, spec: ActionSpec, description: RobotDescription):
+    """Raw action -> joint targets, clipped into the safety gate's command limits (the description's limits shrunk
+    by ``position_margin_rad``, :func:`dexstack.safety.limits.description_command_limits`; ``margin_rad`` overrides the
+    configured margin), so that the gate passes the targets as they are."""
+
+    def __init__(self, spec: ActionSpec, description: RobotDescription, margin_rad: float | None = None):
         self.spec = spec
         self.joints = resolve_action_joints(spec.joints, description)
         self.size = len(self.joints)
@@ -62,8 +67,7 @@ class ActionMapper:
                 raise PolicyError(f"action.{key} has {len(values)} values: give 1 or one per action ({self.size})")
         self.scale = np.broadcast_to(np.asarray(spec.scale, dtype=float), (self.size,))
         self.offset = np.broadcast_to(np.asarray(spec.offset, dtype=float), (self.size,))
-        limits = description.limit_arrays()
-        self.lower, self.upper = limits["lower"], limits["upper"]
+        self.lower, self.upper = description_command_limits(description, margin_rad)
 
     def base(self, ctx: StepContext) -> np.ndarray:
         """What the raw action is added to (full joint vector)."""
@@ -84,6 +88,6 @@ class ActionMapper:
             raise PolicyError(f"policy produced {raw.size} actions, expected {self.size}")
         q = self.base(ctx)
         q[self.index] += self.scale * raw
-        q = np.clip(q, self.lower, self.upper)
+        q = np.clip(q, self.lower, self.upper)  # the gate's command limits: nothing for it to clamp
         return JointTargets(arm=q[: self.n_arm] if self.commands_arm else None,
                             hand=q[self.n_arm:] if self.commands_hand else None)

@@ -12,7 +12,16 @@ SRDF's "adjacent/default" entries are. Fingers against each other are not checke
 
 **The table** is the half-space below ``table_top_z_m`` (base frame), not a box around the palm and fingertips: each
 link's geometry must stay above ``table_top_z_m - table_penetration_m``. A setpoint that presses a fingertip onto the
-table (as a push does) lies slightly *below* the surface, so a small penetration of the setpoint is allowed.
+table (as a push does) lies *below* the surface, so a penetration of the setpoint is allowed, per kind of link:
+
+- links moved by the arm (arm links, the palm and the finger bases on the flange): ``table_penetration_m``, small:
+  the arm's servos are stiff, a setpoint below the surface is a large force;
+- finger links (moved by a hand joint): ``finger_table_penetration_m``. A position-servoed finger whose setpoint lies
+  below the surface stops on it and presses with (servo stiffness x depth), bounded by the finger's effort limit:
+  contact, not penetration. Measured in the MuJoCo cell on the shipped push (``track_cube``, no gate): fingertip
+  setpoints 23 mm below the top while MuJoCo reported the tip touching the table (<= 2.5 mm contact depth), the
+  cube pushed; the fingertip capsule (12 mm) matches the cell's fingertip sphere (12 mm), so the capsule model and
+  the physics agree on where contact starts.
 :meth:`CollisionModel.table_clearance_m` is the pure function a training env uses to see the same limit.
 """
 
@@ -31,7 +40,8 @@ from dexstack.robot.kinematics import Kinematics
 @dataclass(frozen=True)
 class CollisionConfig:
     table_top_z_m: float = 0.0  # table surface height in the robot base frame
-    table_penetration_m: float = 0.015  # how far below the surface a setpoint's geometry may go (pressing on it)
+    table_penetration_m: float = 0.015  # how far below the surface a setpoint's arm/palm geometry may go
+    finger_table_penetration_m: float = 0.03  # ... and its finger links' (a finger pressing on the table)
     arm_link_radius_m: float = 0.055
     hand_link_radius_m: float = 0.012
 
@@ -39,6 +49,8 @@ class CollisionConfig:
         out = []
         if not 0.0 <= self.table_penetration_m <= 0.1:
             out.append("table_penetration_m must be in [0, 0.1]")
+        if not 0.0 <= self.finger_table_penetration_m <= 0.05:
+            out.append("finger_table_penetration_m must be in [0, 0.05]")
         if not 0.0 < self.arm_link_radius_m <= 0.3 or not 0.0 < self.hand_link_radius_m <= 0.1:
             out.append("arm_link_radius_m must be in (0, 0.3] and hand_link_radius_m in (0, 0.1]")
         return out
@@ -52,6 +64,7 @@ class _Segment:
     radius: float
     hand: bool
     name: str
+    finger: bool = False  # moved by a hand joint (a finger link): may press on the table deeper
 
 
 def _capsule_placement(start: np.ndarray, end: np.ndarray) -> tuple[pin.SE3, float]:
@@ -84,9 +97,13 @@ class CollisionModel:
             placement, length = _capsule_placement(s.start, s.end)
             self.geometry.addGeometryObject(pin.GeometryObject(
                 s.name, s.joint, placement, coal.Capsule(s.radius, length)))
+        up = np.array([0.0, 0.0, 1.0])
         floor = self.config.table_top_z_m - self.config.table_penetration_m
         self.table_id = self.geometry.addGeometryObject(pin.GeometryObject(
-            "table", 0, pin.SE3.Identity(), coal.Halfspace(np.array([0.0, 0.0, 1.0]), floor)))
+            "table", 0, pin.SE3.Identity(), coal.Halfspace(up, floor)))
+        finger_floor = self.config.table_top_z_m - self.config.finger_table_penetration_m
+        self.finger_table_id = self.geometry.addGeometryObject(pin.GeometryObject(
+            "table (fingers)", 0, pin.SE3.Identity(), coal.Halfspace(up, finger_floor)))
         self.pair_names: list[str] = []
         self._pairs(description)
         self.geometry_data = pin.GeometryData(self.geometry)
@@ -99,6 +116,7 @@ class CollisionModel:
         self._ends = np.array([self.segments[k].end for k in self._moving])
         self._radii = np.array([self.segments[k].radius for k in self._moving])
         self._joints = [self.segments[k].joint for k in self._moving]
+        self._floors = np.array([finger_floor if self.segments[k].finger else floor for k in self._moving])
         self._above_first = np.array([j >= 2 for j in self._joints])  # as the table pairs: joint 1 stands on it
 
     # ------------------------------------------------------------------ geometry from the description
@@ -120,7 +138,8 @@ class CollisionModel:
             for p, to_hand, target in points:
                 hand = j in hand_joints or to_hand
                 radius = self.config.hand_link_radius_m if hand else self.config.arm_link_radius_m
-                out.append(_Segment(j, np.zeros(3), p, radius, hand, f"{m.names[j]}->{target}"))
+                out.append(_Segment(j, np.zeros(3), p, radius, hand, f"{m.names[j]}->{target}",
+                                    finger=j in hand_joints))
         return out
 
     def _pairs(self, d: RobotDescription) -> None:
@@ -141,14 +160,15 @@ class CollisionModel:
             self.geometry.addCollisionPair(pin.CollisionPair(a, b))
         for k, s in enumerate(self.segments):
             if s.joint >= 2:  # the base and the first (vertical-axis) joint stand on the table
-                self.geometry.addCollisionPair(pin.CollisionPair(k, self.table_id))
+                table = self.finger_table_id if s.finger else self.table_id
+                self.geometry.addCollisionPair(pin.CollisionPair(k, table))
         # Leave out what touches already at home: the skeleton overlapping where links meet.
         data = pin.GeometryData(self.geometry)
         pin.computeCollisions(self.model, self.data, self.geometry, data, self.kinematics._q(d.home()), False)
         home = [k for k, r in enumerate(data.collisionResults) if r.isCollision()]
         for k in reversed(home):
             pair = self.geometry.collisionPairs[k]
-            if self.table_id in (pair.first, pair.second):
+            if {self.table_id, self.finger_table_id} & {pair.first, pair.second}:
                 name = self.geometry.geometryObjects[pair.first].name
                 raise ValueError(f"the robot's home pose is in the table: {name}")
             self.geometry.removeCollisionPair(pair)
@@ -191,14 +211,14 @@ class CollisionModel:
         return total
 
     def table_clearance_m(self, q_rad: np.ndarray) -> float:
-        """Signed distance (m) of the lowest moving geometry above the table's limit ``table_top_z_m -
-        table_penetration_m`` (>= 0: allowed). Pure and cheap (FK + capsule end points): for training envs."""
+        """Signed distance (m) of the moving geometry closest to its table limit (``table_top_z_m -
+        table_penetration_m``, finger links ``table_top_z_m - finger_table_penetration_m``; >= 0: allowed). Pure and
+        cheap (FK + capsule end points): for training envs."""
         pin.forwardKinematics(self.model, self.data, self.kinematics._q(q_rad))
         # z of a point p in joint j's frame = (R_j p + t_j)_z = R_j[2] . p + t_j[2]; only moving links above joint 1.
         rz = np.array([self.data.oMi[j].rotation[2] for j in self._joints])
         tz = np.array([self.data.oMi[j].translation[2] for j in self._joints])
         z0 = np.einsum("ij,ij->i", rz, self._starts) + tz
         z1 = np.einsum("ij,ij->i", rz, self._ends) + tz
-        low = np.minimum(z0, z1) - self._radii
-        lowest = float(np.min(low[self._above_first]))
-        return lowest - (self.config.table_top_z_m - self.config.table_penetration_m)
+        clearance = np.minimum(z0, z1) - self._radii - self._floors
+        return float(np.min(clearance[self._above_first]))

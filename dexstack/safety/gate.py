@@ -32,6 +32,7 @@ from dexstack.diagnostics import ReasonCounter
 from dexstack.robot.description import RobotDescription
 from dexstack.robot.kinematics import Kinematics
 from dexstack.safety.collision import CollisionConfig, CollisionModel
+from dexstack.safety.limits import command_limits
 
 WORKSPACE_MODES = ("clip", "reject")
 PLANNED_SETTLE_TIMEOUT_S = 5.0  # longest a planned trajectory may run past its end time to reach its last point
@@ -57,11 +58,13 @@ class SafetyConfig:
     hand_max_step_rad: float = 2.5
     table_top_z_m: float = 0.0  # the table: no link below table_top_z_m - table_penetration_m (see collision.py)
     table_penetration_m: float = 0.015
+    finger_table_penetration_m: float = 0.03  # finger links pressing on the table (see collision.py)
     arm_link_radius_m: float = 0.055  # capsule skeleton of the robot for the collision checks
     hand_link_radius_m: float = 0.012
 
     def collision_config(self) -> CollisionConfig:
         return CollisionConfig(table_top_z_m=self.table_top_z_m, table_penetration_m=self.table_penetration_m,
+                               finger_table_penetration_m=self.finger_table_penetration_m,
                                arm_link_radius_m=self.arm_link_radius_m, hand_link_radius_m=self.hand_link_radius_m)
 
     def errors(self) -> list[str]:
@@ -193,8 +196,7 @@ class SafetyGate:
             ("hand", d.hand_joints, c.hand_max_acceleration_rad_s2, c.hand_max_jerk_rad_s3),
         ):
             lim = d.limit_arrays(joints)
-            lower = np.minimum(lim["lower"] + margin, (lim["lower"] + lim["upper"]) / 2)
-            upper = np.maximum(lim["upper"] - margin, (lim["lower"] + lim["upper"]) / 2)
+            lower, upper = command_limits(lim["lower"], lim["upper"], margin)
             parts[part] = _PartFilter(lower, upper, c.velocity_scale * lim["velocity"], a_max, j_max, 1.0 / c.rate_hz)
         self._arm, self._hand = parts["arm"], parts["hand"]
         n_arm, m = len(d.arm_joints), c.max_outside_limits_rad
@@ -410,11 +412,20 @@ class SafetyGate:
         return bool(np.max(np.abs(self._arm.position - final)) > 1e-4)
 
     def _seeded(self, part: _PartFilter, q_meas: np.ndarray, out: GateOutput, name: str) -> np.ndarray:
+        limit = self.config.max_tracking_error_rad
         if not part.seeded:
             part.seed(q_meas)
-        elif np.max(np.abs(part.position - q_meas)) > self.config.max_tracking_error_rad:
-            self._intervene(f"{name}: robot far from setpoint, restarting from measured state", out)
-            part.seed(q_meas)
+        elif np.max(np.abs(part.position - q_meas)) > limit:
+            if part is self._hand:
+                # A finger blocked by a grasped object is the grasp: its force is (servo stiffness x setpoint error).
+                # Restarting from the measured state dropped that force to zero every time the error reached the
+                # limit (a held cube slipped); pulling the setpoint back to the limit keeps the grip and the same
+                # bound on how far a finger jumps when the object goes away.
+                self._intervene("hand: robot far from setpoint, setpoint pulled back to max_tracking_error_rad", out)
+                part.seed(q_meas + np.clip(part.position - q_meas, -limit, limit))
+            else:
+                self._intervene(f"{name}: robot far from setpoint, restarting from measured state", out)
+                part.seed(q_meas)
         return part.position.copy()
 
     def _clamped(self, part: _PartFilter, target: np.ndarray, out: GateOutput, name: str) -> np.ndarray:

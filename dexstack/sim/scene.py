@@ -85,6 +85,7 @@ def build_spec(description: RobotDescription, cell: CellConfig, camera: TrueCame
     spec.option.timestep = cell.physics.timestep_s
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
     spec.option.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
+    spec.option.impratio = cell.physics.impratio  # stiff friction: a static grip holds (see PhysicsConfig)
     spec.visual.global_.offwidth = max(spec.visual.global_.offwidth, 1280)
     spec.visual.global_.offheight = max(spec.visual.global_.offheight, 960)
     spec.visual.map.znear = 0.01  # fraction of the model extent

@@ -8,6 +8,7 @@ import pytest
 from dexstack.evaluation.scoring import (
     EpisodeRecord,
     ScoringConfig,
+    intervention_note,
     object_pose_coverage,
     realtime_factor,
     score_episode,
@@ -116,3 +117,12 @@ def test_sim_cell_places_the_object_and_keeps_it_across_resets():
     np.testing.assert_allclose(cell.object_pose()[:3, 3], [0.45, -0.05, 0.025], atol=1e-6)
     with pytest.raises(ValueError, match="7 finite"):
         cell.place_object([0.45, 0.0, 0.025])
+
+
+def test_the_gates_interventions_become_one_note_most_frequent_first():
+    values = {"estopped": "False", "count[collision: step clipped before contact]": "3",
+              "count[hand: robot far from setpoint, setpoint pulled back to max_tracking_error_rad]": "12",
+              "interventions_total": "15"}
+    assert intervention_note(values) == ("gate interventions: hand: robot far from setpoint, setpoint pulled back to "
+                                         "max_tracking_error_rad x12; collision: step clipped before contact x3")
+    assert intervention_note({"estopped": "False", "interventions_total": "0"}) is None

@@ -16,6 +16,7 @@ from dexstack.policies import PolicyError, load_policy
 from dexstack.policies.manifest import write_manifest
 from dexstack.policies.networks import build_mlp
 from dexstack.robot import load_description
+from dexstack.safety.limits import description_command_limits
 
 D = load_description("panda_allegro")
 N = len(D.joints)
@@ -54,8 +55,8 @@ def state():
 
 
 def expected_targets(raw: torch.Tensor) -> np.ndarray:
-    limits = D.limit_arrays()
-    return np.clip(0.05 * np.clip(raw.detach().numpy().reshape(-1), -1, 1), limits["lower"], limits["upper"])
+    lower, upper = description_command_limits(D)  # the safety gate's command limits
+    return np.clip(0.05 * np.clip(raw.detach().numpy().reshape(-1), -1, 1), lower, upper)
 
 
 def test_torchscript_bundle_runs_the_scripted_network(tmp_path, state):

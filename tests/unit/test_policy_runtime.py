@@ -28,6 +28,8 @@ from dexstack.policies.manifest import ActionSpec, write_manifest
 from dexstack.policies.networks import build_mlp
 from dexstack.policies.observation import ObservationBuilder
 from dexstack.robot import load_description
+from dexstack.safety.gate import GateOutput
+from dexstack.safety.limits import configured_margin_rad, description_command_limits
 from tests.profiles import PROFILES
 
 D = load_description("panda_allegro")
@@ -128,16 +130,40 @@ def test_action_modes():
     last = D.home() + 0.01
     ctx = StepContext(state=s, t_s=1.0, period_s=0.05, reference=ref, last_target=last)
     raw = np.full(N, 0.5)
+    lower, upper = description_command_limits(D)  # the gate's: the limits shrunk by safety.yaml's margin
+    limits = D.limit_arrays()
+    assert np.all(lower > limits["lower"]) and np.all(upper < limits["upper"])
     residual = ActionMapper(ActionSpec(mode="residual", scale=(0.1,)), D).targets(raw, ctx)
-    np.testing.assert_allclose(residual.full(s.q, N_ARM),
-                               np.clip(ref.q_at(1.05) + 0.05, D.limit_arrays()["lower"], D.limit_arrays()["upper"]))
+    np.testing.assert_allclose(residual.full(s.q, N_ARM), np.clip(ref.q_at(1.05) + 0.05, lower, upper))
     delta = ActionMapper(ActionSpec(mode="delta", scale=(0.1,)), D).targets(raw, ctx)
-    np.testing.assert_allclose(delta.full(s.q, N_ARM),
-                               np.clip(last + 0.05, D.limit_arrays()["lower"], D.limit_arrays()["upper"]))
+    np.testing.assert_allclose(delta.full(s.q, N_ARM), np.clip(last + 0.05, lower, upper))
     hand_only = ActionMapper(ActionSpec(mode="absolute", joints="hand", scale=(10.0,)), D)
     out = hand_only.targets(np.ones(N - N_ARM), ctx)
     assert out.arm is None
-    np.testing.assert_allclose(out.hand, D.limit_arrays(D.hand_joints)["upper"])  # clipped into the limits
+    np.testing.assert_allclose(out.hand, limits["upper"][N_ARM:] - configured_margin_rad())  # inside the gate's
+    unmargined = ActionMapper(ActionSpec(mode="absolute", joints="hand", scale=(10.0,)), D, margin_rad=0.0)
+    np.testing.assert_allclose(unmargined.targets(np.ones(N - N_ARM), ctx).hand, limits["upper"][N_ARM:])
+
+
+def test_policy_targets_at_the_limits_pass_the_gate_unclamped():
+    """A policy saturating every joint (e.g. a reference closing the hand onto its limits) sends targets the gate
+    takes as they are: its clamp fires on real slips only (deployed runs logged 'target clamped' every step)."""
+    from dexstack.safety.gate import SafetyConfig, SafetyGate
+
+    gate = SafetyGate(D, SafetyConfig(position_margin_rad=configured_margin_rad()))
+    ctx = StepContext(state=state(), t_s=1.0, period_s=0.05, reference=ramp_reference(), last_target=D.home())
+    mapper = ActionMapper(ActionSpec(mode="absolute", scale=(10.0,)), D)
+    for sign in (1.0, -1.0):
+        targets = mapper.targets(np.full(N, sign), ctx)
+        out = GateOutput()
+        assert np.array_equal(gate._clamped(gate._hand, targets.hand, out, "hand"), targets.hand)
+        assert np.array_equal(gate._clamped(gate._arm, targets.arm, out, "arm"), targets.arm)
+        assert out.interventions == []
+    # and the same targets through the raw description limits would have been clamped
+    raw_limits = ActionMapper(ActionSpec(mode="absolute", scale=(10.0,)), D, margin_rad=0.0)
+    out = GateOutput()
+    gate._clamped(gate._hand, raw_limits.targets(np.ones(N), ctx).hand, out, "hand")
+    assert out.interventions == ["hand: target clamped into joint limits"]
 
 
 def test_actions_command_whole_parts_only():
@@ -206,7 +232,8 @@ def test_replay_targets_the_reference_one_period_ahead(tmp_path):
     t0 = 50.0
     for k in range(5):
         out = runtime.step(state(), t0 + 0.05 * k)
-        np.testing.assert_allclose(np.concatenate([out.arm, out.hand]), ref.q_at(0.05 * k + 0.05), atol=1e-9)
+        np.testing.assert_allclose(np.concatenate([out.arm, out.hand]),
+                                   np.clip(ref.q_at(0.05 * k + 0.05), *description_command_limits(D)), atol=1e-9)
 
 
 def network_bundle(tmp_path, name: str, reference: str) -> str:
@@ -353,6 +380,7 @@ def test_a_network_bundle_made_for_a_profile_runs_on_it(profile, tmp_path):
     assert out.arm.shape == (len(d.arm_joints),) and out.hand.shape == (len(d.hand_joints),)
     # zero network, residual action: the reference one control period ahead
     ahead = np.array([np.interp(0.04, t, q_ref[:, j]) for j in range(n)])
+    ahead = np.clip(ahead, *description_command_limits(d))  # inside the safety gate's command limits
     np.testing.assert_allclose(np.concatenate([out.arm, out.hand]), ahead, atol=1e-9)
     other = next((p for p in PROFILES if p != profile), None)
     if other is not None:  # ... and the same bundle on the other robot is refused before anything runs

@@ -202,7 +202,9 @@ def test_workspace_box_keeps_the_palm_and_fingertips_inside(D):
     assert "workspace: step clipped at the box boundary" in gate.interventions.counts()
 
 
-def test_the_table_stops_the_hand_links_at_its_surface(D, gate):
+def test_the_table_stops_the_hand_links_at_its_surface(D):
+    gate = SafetyGate(D, SafetyConfig(rate_hz=1.0 / DT, finger_table_penetration_m=0.015))  # one floor for all links
+    gate.update_state(D.home(), 0.0)
     target = shoulder(D, 1.6)  # fingers through the table
     q_target = np.concatenate([target, D.home(D.hand_joints)])
     assert gate.collision.table_clearance_m(q_target) < -0.02
@@ -216,6 +218,48 @@ def test_the_table_stops_the_hand_links_at_its_surface(D, gate):
     # Fingertips end closer to the table than the old palm/fingertip box (z >= 1 cm) allowed.
     gate.kinematics.update(q)
     assert min(gate.kinematics.pose(f)[2, 3] for f in D.profile.hand.fingertip_links) < 0.01
+
+
+def lowest_z_m(collision, q):
+    """(lowest finger-link point, lowest other moving point) of the capsule skeleton at ``q`` (base frame z, m)."""
+    import pinocchio as pin
+
+    pin.forwardKinematics(collision.model, collision.data, collision.kinematics._q(q))
+    finger, other = np.inf, np.inf
+    for k in collision._moving:
+        s = collision.segments[k]
+        if s.joint < 2:
+            continue
+        placement = collision.data.oMi[s.joint]
+        z = min(placement.act(s.start)[2], placement.act(s.end)[2]) - s.radius
+        if s.finger:
+            finger = min(finger, z)
+        else:
+            other = min(other, z)
+    return finger, other
+
+
+def test_fingers_may_press_on_the_table_deeper_than_the_arm_and_palm(D, gate):
+    """Issue 17 (a): a finger's setpoint below the table top is a finger pressing on it (it stops at the surface),
+    so finger links may go to finger_table_penetration_m; arm links and the palm keep table_penetration_m."""
+    c = gate.config
+    assert c.finger_table_penetration_m > c.table_penetration_m
+    target = shoulder(D, 1.6)  # hand driven into the table
+    _, q = run(gate, 0.0, 4.0, arm=(target, 1.0))
+    finger_z, other_z = lowest_z_m(gate.collision, q)
+    assert finger_z < -c.table_penetration_m - 0.002  # deeper than the arm's floor: pressing is allowed ...
+    assert finger_z >= -c.finger_table_penetration_m - 1e-4  # ... down to the fingers' floor
+    assert other_z >= -c.table_penetration_m - 1e-4
+    assert gate.collision_violation_m(q) == 0.0
+    assert gate.collision.table_clearance_m(q) >= -1e-4
+    # The same setpoint with one 15 mm floor for every link is a table collision of the finger links.
+    strict = SafetyGate(D, SafetyConfig(rate_hz=1.0 / DT, finger_table_penetration_m=c.table_penetration_m))
+    pairs = [pair for pair, _ in strict.collision.collisions(q)]
+    assert any(pair.endswith("vs table (fingers)") for pair in pairs)
+    assert strict.collision.table_clearance_m(q) == pytest.approx(finger_z + c.table_penetration_m, abs=1e-6)
+    # Nothing else was relaxed: the palm/arm floor is where it was.
+    assert gate.collision.table_clearance_m(q) == pytest.approx(
+        min(finger_z + c.finger_table_penetration_m, other_z + c.table_penetration_m), abs=1e-6)
 
 
 def test_a_push_with_fingers_at_the_table_passes_the_gate_unchanged(D, gate):
@@ -322,3 +366,44 @@ def test_the_deployed_limits_load_outside_ros_exactly_as_the_node_gets_them(D, t
     bad.write_text("safety_monitor:\n  ros__parameters:\n    table_penetration_m: 0.5\n")
     with pytest.raises(ValueError, match="table_penetration_m must be in"):
         load_safety_config(str(bad))
+
+
+def test_a_blocked_finger_keeps_its_grip_within_the_tracking_error_bound(D, gate):
+    """Issue 17 (c, d): a finger blocked by a grasped object (measured position stuck) is the grasp; the gate pulls
+    its setpoint back to max_tracking_error_rad from the measured position instead of restarting from it, so the
+    grip force (stiffness x error) never drops to zero, and the jump when the object goes away stays bounded."""
+    limit = gate.config.max_tracking_error_rad
+    N_ARM = len(D.arm_joints)
+    q_meas = D.home()
+    target = D.home(D.hand_joints).copy()
+    j = int(np.argmax(D.limit_arrays(D.hand_joints)["upper"] - target))  # the joint with the most room to close
+    target[j] += 1.0  # commanded 1 rad into the object
+    errors = []
+    for k in range(100):
+        t = k * DT
+        gate.update_state(q_meas, t)  # the finger does not move: blocked
+        gate.hand_command(target, t)
+        out = gate.tick(t)
+        errors.append(out.hand_rad[j] - q_meas[N_ARM + j])
+    errors = np.array(errors)
+    assert errors.max() <= limit + 0.05  # bounded (one tick of filter motion past the limit at most)
+    after = errors[np.argmax(errors > limit * 0.9):]  # once the limit is reached the grip stays near it ...
+    assert after.min() > 0.8 * limit  # ... never reset to zero force (the old re-seed went back to 0)
+    counts = gate.interventions.counts()
+    assert counts.get("hand: robot far from setpoint, setpoint pulled back to max_tracking_error_rad", 0) > 0
+    assert not any("restarting" in reason for reason in counts)
+
+
+def test_a_blocked_arm_still_restarts_from_the_measured_state(D, gate):
+    target = D.home(D.arm_joints).copy()
+    target[3] += 1.0 if D.limit_arrays(D.arm_joints)["upper"][3] - target[3] > 1.1 else -1.0
+    q_meas = D.home()
+    seen = []
+    for k in range(150):
+        t = k * DT
+        gate.update_state(q_meas, t)
+        gate.arm_command(D.arm_joints, [target], [0.05], t)
+        out = gate.tick(t)
+        seen.append(abs(out.arm_rad[3] - q_meas[3]))
+    assert min(seen[50:]) < 0.05  # restarted from the measured state (the stiff arm must not push on)
+    assert "arm: robot far from setpoint, restarting from measured state" in gate.interventions.counts()

@@ -83,3 +83,14 @@ def test_depth_image_matches_the_table_plane_through_the_calibration(cell):
         checked += 1
         assert image.depth_mm[v, u] == pytest.approx(1000 * z_cam, abs=3.0), (u, v)
     assert checked >= 3
+
+
+def test_friction_impedance_ratio_comes_from_the_cell_config(cell):
+    """Issue 17 (c): MuJoCo's default impratio 1 let a grasped cube creep out of a static grip; the cell sets it."""
+    from dexstack.sim.config import PhysicsConfig
+
+    assert cell.model.opt.impratio == pytest.approx(cell.cell.physics.impratio)
+    assert cell.cell.physics.impratio == pytest.approx(3.0)  # config/cells/tabletop.yaml
+    for bad in (0.5, 500.0):
+        with pytest.raises(ValueError, match="impratio"):
+            PhysicsConfig(impratio=bad)

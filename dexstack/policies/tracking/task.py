@@ -24,6 +24,7 @@ from dexstack.policies.errors import PolicyError
 from dexstack.policies.manifest import PolicyManifest
 from dexstack.policies.reference import ReferenceTrajectory
 from dexstack.robot.description import RobotDescription
+from dexstack.safety.limits import description_command_limits
 
 # End of the approach phase as a fraction of a reference's duration (references.PHASES_S: 3 s of 8): episodes start
 # there, robot at the reference and object at rest (the free-space approach teaches nothing).
@@ -193,9 +194,9 @@ class TrackingTask:
         self.period_s = manifest.period_s
         self.n_joints = len(description.joints)
         self.n_arm = len(description.arm_joints)
-        limits = description.limit_arrays()
-        self.lower = self._t(limits["lower"])
-        self.upper = self._t(limits["upper"])
+        lower, upper = description_command_limits(description)  # the safety gate's: targets pass it unclamped
+        self.lower = self._t(lower)
+        self.upper = self._t(upper)
         spec = manifest.action
         action_joints = resolve_action_joints(spec.joints, description)
         index = {name: i for i, name in enumerate(description.joints)}
