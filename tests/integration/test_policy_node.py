@@ -139,20 +139,24 @@ def test_live_swaps_reject_bad_bundles_and_never_gap(ros_node, graph, bundles):
     assert describe(ros_node)["active"]["name"] == "replay"
     start = len(arrivals.items)
 
-    marks = {}
+    marks, swaps_s = {}, []  # swaps_s: (start, end) monotonic time of each parameter call
     for name in ("plus", "minus"):
         time.sleep(1.0)
         marks[name] = len(arrivals.items)
+        t0 = time.monotonic()
         result = set_policy(ros_node, str(bundles[name]))
+        swaps_s.append((t0, time.monotonic()))
         assert result.successful, result.reason
     time.sleep(1.0)
     marks["bad"] = len(arrivals.items)
+    t0 = time.monotonic()
     missing = set_policy(ros_node, str(bundles["missing"]))
     assert not missing.successful and "not_there.pt does not exist" in missing.reason
     assert "keeping 'minus'" in missing.reason
     wrong = set_policy(ros_node, str(bundles["wrong_size"]))
     assert not wrong.successful and f"does not take an observation of size {2 * N}" in wrong.reason, wrong.reason
     unknown = set_policy(ros_node, "no_such_bundle")
+    swaps_s.append((t0, time.monotonic()))
     assert not unknown.successful and "unknown policy 'no_such_bundle'" in unknown.reason
     time.sleep(1.0)
     end = len(arrivals.items)
@@ -162,7 +166,14 @@ def test_live_swaps_reject_bad_bundles_and_never_gap(ros_node, graph, bundles):
 
     times = np.array([t for t, _ in arrivals.items[start:end]])
     gaps = np.diff(times)
-    assert gaps.max() < 1.5 * PERIOD_S, f"command gap of {1000 * gaps.max():.1f} ms (period {1000 * PERIOD_S:.0f} ms)"
+    # A swap must not stall the command stream: the gaps spanning a swap (or a refused one) are no longer than the
+    # stream's gaps elsewhere in the same run (a loaded machine delays timers everywhere, not only at swaps).
+    at_swap = np.array([any(t0 - PERIOD_S <= b and a <= t1 + PERIOD_S for t0, t1 in swaps_s)
+                        for a, b in zip(times[:-1], times[1:])])
+    assert at_swap.any() and (~at_swap).any()
+    worst_elsewhere = max(gaps[~at_swap].max(), PERIOD_S)
+    assert gaps[at_swap].max() < 1.5 * worst_elsewhere, (
+        f"command gap of {1000 * gaps[at_swap].max():.1f} ms at a swap, {1000 * worst_elsewhere:.1f} ms elsewhere")
     assert np.median(gaps) == pytest.approx(PERIOD_S, rel=0.1)
 
     # Who commanded: the reference's joint 1 moves slowly (< 0.03 rad per step); the swaps jump by the bundles'

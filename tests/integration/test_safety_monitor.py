@@ -132,7 +132,7 @@ def test_an_absurd_target_is_refused_whole_and_reported_to_the_sender(cell):
     cell.stream(1.0, arm=target)
     assert not [t for t, _ in cell.arm_out.items if t > start + 0.05]  # nothing forwarded
     np.testing.assert_allclose(cell.q(), q0, atol=5e-3)  # the robot held
-    assert wait_for(lambda: rejected, 3.0)
+    assert wait_for(lambda: rejected.items, 3.0)
     status = rejected.last
     assert "panda_joint1 target 50.000 rad" in status.message and "refused" in status.message
     assert wait_for(lambda: cell.counts().get("arm: target too far outside the joint limits, refused", 0) > 0, 3.0)
