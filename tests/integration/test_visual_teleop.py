@@ -65,9 +65,13 @@ def test_robot_follows_the_rendered_hand_through_perception_and_holds_when_it_le
         # ... the hand driver commands too (their stamped mirror: teleop's hand_command_stamped is on).
         assert wait_for(lambda: len({_ns(m.header.stamp) for _, m in hand_driver.items} & {
             _ns(m.header.stamp) for _, m in keypoints.items if len(m.poses) == 21}) > 15, 10.0)
-        mirrored = {_ns(m.header.stamp) for _, m in list(hand_driver.items)}
+        mirrored = {_ns(m.header.stamp) for _, m in list(hand_driver.items)} - {0}
         time.sleep(0.5)  # the keypoints of those frames may be queued behind them in this process
-        assert mirrored <= {_ns(m.header.stamp) for _, m in keypoints.items} | {0}  # camera stamps only
+        # Camera stamps, not the time of sending: most are the stamp of a keypoint message. This process
+        # takes the keypoints best-effort and may miss a few on a busy machine, so not all of them must be seen here;
+        # a command stamped with its send time would match none.
+        seen = {_ns(m.header.stamp) for _, m in keypoints.items}
+        assert len(mirrored & seen) >= 0.5 * len(mirrored), (len(mirrored & seen), len(mirrored))
 
         def arm_moved() -> float:
             q_arm = np.array([m.points[0].positions for _, m in list(driver.items)])
