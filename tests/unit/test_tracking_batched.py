@@ -14,7 +14,7 @@ from dexstack.policies.action import ActionMapper, clip_raw_action
 from dexstack.policies.manifest import parse_manifest
 from dexstack.policies.observation import ObservationBuilder, RobotState, StepContext
 from dexstack.policies.runtime import PolicyRuntime
-from dexstack.policies.tracking.cpu_backend import CommandPath, MujocoBatch, WorkerPool, load_safety_config
+from dexstack.policies.tracking.cpu_backend import CommandPath, MujocoBatch, WorkerPool
 from dexstack.policies.tracking.env import TrackingTask as SingleTask
 from dexstack.policies.tracking.physics import CellBackend
 from dexstack.policies.tracking.ppo import ActorCritic, PPOConfig
@@ -22,6 +22,7 @@ from dexstack.policies.tracking.references import HELD_OUT, training_specs, vali
 from dexstack.policies.tracking.task import Measured, Randomization, TrackingTask
 from dexstack.policies.tracking.trainer import deterministic_actor, export_bundle, tracking_manifest
 from dexstack.robot import load_description
+from dexstack.safety.gate import load_safety_config
 
 D = load_description("panda_allegro")
 N, N_ARM = len(D.joints), len(D.arm_joints)

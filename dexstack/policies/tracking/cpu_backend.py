@@ -26,35 +26,23 @@ from __future__ import annotations
 import copy
 import multiprocessing as mp
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from multiprocessing import shared_memory
-from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 from mujoco import rollout  # noqa: E402
 
 from dexstack.control.commands import CommandError  # noqa: E402
-from dexstack.paths import data_path  # noqa: E402
-from dexstack.safety.gate import SafetyConfig, SafetyGate  # noqa: E402
+from dexstack.safety.gate import SafetyConfig, SafetyGate, load_safety_config  # noqa: E402
 from dexstack.sim import SimCell  # noqa: E402
 from dexstack.sim.scene import OBJECT_JOINT  # noqa: E402
 
 DEFAULT_TIMESTEP_S = 0.005
 GATE_MODES = ("full", "limits", "off")
 OPEN_WORKSPACE_M = ((-100.0, -100.0, -100.0), (100.0, 100.0, 100.0))
-
-
-def load_safety_config(path=None) -> SafetyConfig:
-    """The safety monitor's parameters from ``config/safety.yaml`` (the launch files' file) as a SafetyConfig."""
-    raw = yaml.safe_load(Path(path or data_path("config", "safety.yaml")).read_text())
-    params = raw["safety_monitor"]["ros__parameters"]
-    names = {f.name for f in fields(SafetyConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in names}
-    return SafetyConfig(**values)
 
 
 class OpenWorkspaceGate(SafetyGate):
