@@ -59,7 +59,6 @@ class RosIO:
         if "ROS_AUTOMATIC_DISCOVERY_RANGE" not in os.environ:  # a workstation that chose a range keeps it
             force_localhost_dds()
         import rclpy
-        from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import CameraInfo, Image, JointState
         from trajectory_msgs.msg import JointTrajectory
 
@@ -87,16 +86,7 @@ class RosIO:
 
         self.rejection: str | None = None  # the safety monitor's last refusal of an arm command
         self.safety = SafetyLink(n, self._on_rejected)
-        self._executor = SingleThreadedExecutor()
-        self._executor.add_node(n)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self._executor.spin()
-        except Exception:  # noqa: BLE001  (shutdown races)
-            pass
+        self._spinner = common.BackgroundSpin(n, name="calibrate")
 
     def _on_rejected(self, msg) -> None:
         if msg.name.endswith("arm"):  # "safety_monitor/arm"
@@ -169,10 +159,7 @@ class RosIO:
         self.arm_pub.publish(msg)
 
     def close(self) -> None:
-        self._executor.shutdown()
-        self.node.destroy_node()
-        if self._rclpy.ok():
-            self._rclpy.shutdown()
+        self._spinner.close()
 
 
 def workspace_box(safety_config: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -16,7 +16,6 @@ import json
 import os
 import struct
 import sys
-import threading
 import time
 import zlib
 from datetime import UTC, datetime
@@ -43,13 +42,12 @@ def write_png(path: Path, rgb8: np.ndarray) -> None:
 def run(args: argparse.Namespace) -> int:
     force_localhost_dds()  # before rclpy loads: the sim entry point never lets DDS leave loopback
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from std_srvs.srv import Trigger
 
     from dexstack.control.scripted import load_motion
     from dexstack.launch.runner import LaunchedGraph
     from dexstack.launch.xml import parse_launch_file
-    from dexstack.nodes.common import call_service
+    from dexstack.nodes.common import BackgroundSpin, call_service
     from dexstack.nodes.monitor import GraphMonitor
     from dexstack.robot.description import load_description
     from dexstack.sim.config import load_cell_config
@@ -67,10 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     rclpy.init()
     monitor = GraphMonitor()
-    executor = SingleThreadedExecutor()
-    executor.add_node(monitor)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = BackgroundSpin(monitor, name="demo-monitor")
     graph = LaunchedGraph(launch, log_dir=run_dir / "logs").start()
     print(f"[demo] started {[n.name for n in graph.nodes]} (logs in {run_dir / 'logs'})")
     ok, notes = True, []
@@ -106,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         report = monitor.report()
         codes = graph.stop()
-        executor.shutdown()
-        spinner.join(timeout=2.0)
+        spinner.close(destroy_nodes=False, shutdown_rclpy=False)
     final = report.get("final_joint_positions_rad")
     expected = np.concatenate([motion.arm_rad[-1], motion.hand_rad[-1]])
     if final is not None:

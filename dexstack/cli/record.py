@@ -121,25 +121,6 @@ class _Keys:
         termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
 
 
-def _spin(node):
-    """Spin ``node`` in a background thread; returns a function that stops the thread and shuts rclpy down."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-
-    def shutdown() -> None:
-        executor.shutdown()
-        thread.join(timeout=5.0)
-        node.destroy_node()
-        rclpy.shutdown()
-
-    return shutdown
-
-
 def run_ui(args: argparse.Namespace) -> int:
     from dexstack.rosenv import force_localhost_dds
 
@@ -148,6 +129,8 @@ def run_ui(args: argparse.Namespace) -> int:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from std_srvs.srv import SetBool, Trigger
+
+    from dexstack.nodes.common import BackgroundSpin
 
     rclpy.init()
     node = rclpy.create_node("record_ui")
@@ -168,7 +151,7 @@ def run_ui(args: argparse.Namespace) -> int:
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     clients = {a: node.create_client(Trigger, f"{args.node}/{a}") for a in ("start", "stop", "discard")}
     success_client = node.create_client(SetBool, f"{args.node}/set_success")
-    shutdown = _spin(node)
+    shutdown = BackgroundSpin(node, name="record-cli").close
 
     def call(action: str) -> None:
         if action in clients:
@@ -302,9 +285,11 @@ def run_replay(args: argparse.Namespace) -> int:
         force_localhost_dds()
     import rclpy
 
+    from dexstack.nodes.common import BackgroundSpin
+
     rclpy.init()
     node = rclpy.create_node("record_replay")
-    shutdown = _spin(node)
+    shutdown = BackgroundSpin(node, name="record-cli").close
     try:
         n = replay_episode(node, args.episode, speed=args.speed, goto_start=args.goto_start, settle_s=args.settle_s)
         time.sleep(0.5)  # let the last messages leave

@@ -17,7 +17,6 @@ Reusable by any bench (grasping, V-GPS): :func:`run_deployed` takes a bundle, re
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,28 +62,6 @@ def graph_description(bundle: str, reference: str, options: DeployedOptions) -> 
     return description
 
 
-class _Spinner:
-    """The probe spun by a background executor thread."""
-
-    def __init__(self, node) -> None:
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(node)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while not self._stop.is_set():
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2.0)
-        self.executor.shutdown()
-
-
 def run_episode(probe, bundle: str, reference: ReferenceTrajectory, options: DeployedOptions, log_dir: Path
                 ) -> tuple[EpisodeRecord, dict[str, str]]:
     """Start the graph, wait for the policy's first command, record until the reference's end + the hold time."""
@@ -121,6 +98,7 @@ def run_deployed(bundle: str, references: list[ReferenceTrajectory], options: De
     """Each reference in a fresh launched graph; one scored result per reference (in order)."""
     import rclpy
 
+    from dexstack.nodes.common import BackgroundSpin
     from dexstack.nodes.episode_probe import EpisodeProbe
 
     options = options or DeployedOptions()
@@ -133,7 +111,7 @@ def run_deployed(bundle: str, references: list[ReferenceTrajectory], options: De
         from rclpy.parameter import Parameter
 
         probe.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, True)])
-    spinner = _Spinner(probe)
+    spinner = BackgroundSpin(probe, name="deployed-eval-probe")
     results = []
     tmp = None
     try:
@@ -154,10 +132,7 @@ def run_deployed(bundle: str, references: list[ReferenceTrajectory], options: De
                          f"max={result.max_position_error_m:.3f} m end={result.final_position_error_m:.3f} m "
                          f"held={result.held_after_end} coverage={result.object_pose_coverage:.2f}")
     finally:
-        spinner.close()
-        probe.destroy_node()
+        spinner.close(shutdown_rclpy=own_context)
         if tmp is not None:
             tmp.cleanup()
-        if own_context:
-            rclpy.shutdown()
     return results

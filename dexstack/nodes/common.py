@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -220,6 +221,51 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None) ->
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+class BackgroundSpin:
+    """Spin nodes in a background thread (tools and probes that also run their own logic on the main thread).
+
+    ``close()`` stops the thread and joins it *before* anything is destroyed: a daemon thread still inside rclpy's C++
+    wait when the interpreter exits ends the process with "terminate called without an active exception" (SIGABRT),
+    whatever exit code the tool meant to return. The loop uses ``spin_once`` with a short timeout so the stop flag is
+    seen promptly even when no message arrives."""
+
+    def __init__(self, *nodes: Node, poll_s: float = 0.05, name: str = "spin") -> None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.nodes = nodes
+        self.executor = SingleThreadedExecutor(context=nodes[0].context if nodes else None)
+        for node in nodes:
+            self.executor.add_node(node)
+        self._poll_s = poll_s
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.executor.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=self._poll_s)
+            except (rclpy.executors.ExternalShutdownException, rclpy.executors.ShutdownException):
+                return
+            except Exception:
+                if self.executor.context.ok() and not self._stop.is_set():
+                    raise
+                return  # the context was shut down mid-take (Ctrl-C): a stop, not a crash
+
+    def close(self, *, destroy_nodes: bool = True, shutdown_rclpy: bool = True, timeout_s: float = 10.0) -> None:
+        """Stop and join the thread, then (optionally) destroy the nodes and shut rclpy's context down."""
+        self._stop.set()
+        self.thread.join(timeout=timeout_s)
+        if self.thread.is_alive():  # a callback that never returns: say so instead of aborting at exit
+            print(f"[dexstack] {self.thread.name} thread did not stop within {timeout_s} s", file=sys.stderr)
+        self.executor.shutdown(timeout_sec=1.0)
+        if destroy_nodes:
+            for node in self.nodes:
+                node.destroy_node()
+        if shutdown_rclpy and self.executor.context.ok():
+            self.executor.context.try_shutdown()
 
 
 def control_time_s(node: Node) -> float:
