@@ -125,8 +125,9 @@ def run(seconds: float) -> dict:
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
     from std_srvs.srv import Trigger
+
+    from dexstack.nodes.common import BackgroundSpin
 
     work = Path(tempfile.mkdtemp(prefix="bench_record_"))
     out = work / "episodes"
@@ -149,9 +150,7 @@ def run(seconds: float) -> dict:
                 diag.update({kv.key: kv.value for kv in status.values})
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = BackgroundSpin(node)
 
     def call(name: str) -> Trigger.Response:
         client = node.create_client(Trigger, f"/recorder/{name}")
@@ -197,9 +196,7 @@ def run(seconds: float) -> dict:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown()
+        spinner.close()
     result = {
         "image_hz": round(stats[COLOR]["hz"], 2),
         "depth_hz": round(stats[DEPTH]["hz"], 2),

@@ -104,6 +104,7 @@ def estop_latency(estops: int) -> float:
     from dexstack.launch.runner import LaunchedGraph
     from dexstack.launch.xml import parse_launch_file
     from dexstack.nodes import common
+    from dexstack.nodes.safety_link import SafetyLink
     from dexstack.robot import load_description
     from tests.ros_harness import SpinningNode, call_service, wait_for
 
@@ -115,13 +116,17 @@ def estop_latency(estops: int) -> float:
     node.create_subscription(JointTrajectory, d.profile.arm.command.topic,
                              lambda _m: received.append(time.monotonic()), common.COMMAND_QOS)
     pub = node.create_publisher(JointTrajectory, "/dexstack/arm/command", common.COMMAND_QOS)
+    safety = SafetyLink(node)
     latencies = []
     with tempfile.TemporaryDirectory() as logs, LaunchedGraph(parse_launch_file("sim_cell"), log_dir=Path(logs)):
-        assert wait_for(lambda: pub.get_subscription_count() > 0, 60.0), "safety_monitor did not come up"
+        # Ready = the monitor has joint states and passes commands (a matched subscriber alone is not: under load
+        # the first stream was refused while the monitor still waited for /joint_states).
+        assert wait_for(lambda: safety.ready, 60.0), "safety_monitor did not become ready"
         estop = node.create_client(Trigger, "/safety_monitor/estop")
         assert estop.wait_for_service(timeout_sec=30.0)
         for _ in range(estops):
             call_service(node, Trigger, "/safety_monitor/reset", Trigger.Request())
+            assert wait_for(lambda: safety.ready, 10.0), "safety_monitor not ready after the reset"
             target = d.home(d.arm_joints)
             end = time.monotonic() + 1.0
             while time.monotonic() < end:  # stream commands at 100 Hz

@@ -35,7 +35,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -281,8 +280,8 @@ def run(seconds: float, live_seconds: float, hand_pose: dict[str, str]) -> dict:
     force_localhost_dds()
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
 
+    from dexstack.nodes.common import BackgroundSpin
     from dexstack.robot import load_description
 
     work = Path(tempfile.mkdtemp(prefix="bench_visual_teleop_"))
@@ -292,9 +291,7 @@ def run(seconds: float, live_seconds: float, hand_pose: dict[str, str]) -> dict:
     description = load_description("panda_allegro")
     rclpy.init()
     node = rclpy.create_node("bench_visual_teleop")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = BackgroundSpin(node)
     result: dict = {}
     try:
         obs = Observer(node, description)
@@ -328,9 +325,7 @@ def run(seconds: float, live_seconds: float, hand_pose: dict[str, str]) -> dict:
                 graph.stop()
             result.update({f"live_{k}": v for k, v in live_metrics(live, description).items()})
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown()
+        spinner.close()
         shutil.rmtree(work, ignore_errors=True)
     return result
 

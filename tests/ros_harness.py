@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -78,18 +77,16 @@ class SpinningNode:
     """A node of the test process, spun by an executor in a background thread."""
 
     def __init__(self, name: str):
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
 
+        from dexstack.nodes.common import BackgroundSpin
+
         self.node = Node(name)
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
+        self._spin = BackgroundSpin(self.node, name=name)
+        self.executor = self._spin.executor
 
     def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
+        self._spin.close(shutdown_rclpy=False)  # the rclpy_context fixture owns the context
 
 
 @pytest.fixture

@@ -128,7 +128,6 @@ def run(args: argparse.Namespace) -> int:
     force_localhost_dds()  # before rclpy loads
     os.environ.setdefault("MUJOCO_GL", "egl")
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
 
     from dexstack.calibration import load_camera_calibration
     from dexstack.cli.demo import write_png
@@ -152,10 +151,9 @@ def run(args: argparse.Namespace) -> int:
                                                      "max_num_hands": str(args.max_num_hands)})
     rclpy.init()
     node = rclpy.create_node("dexstack_demo_visual_teleop")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    from dexstack.nodes.common import BackgroundSpin
+
+    spinner = BackgroundSpin(node, name="visual-teleop-demo")
     observer = LoopObserver(node, description)
     graph = LaunchedGraph(launch, log_dir=run_dir / "logs").start()
     print(f"[demo] started {[n.name for n in graph.nodes]} (logs in {run_dir / 'logs'})")
@@ -178,8 +176,7 @@ def run(args: argparse.Namespace) -> int:
         record = observer.record()
         diagnostics = dict(observer.diagnostics)
         codes = graph.stop()
-        executor.shutdown()
-        spinner.join(timeout=2.0)
+        spinner.close(destroy_nodes=False, shutdown_rclpy=False)
     record.save(run_dir / "record.npz")
     figures = evaluate(record, description, calibration.T_parent_camera, calibration.intrinsics)
     if not reasons:

@@ -7,7 +7,6 @@ object pose by a remap (perception is exercised by bench/deployed_policy.py)."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -38,7 +37,6 @@ def short_reference(tmp_path) -> tuple[ReferenceTrajectory, str]:
 
 
 def test_cube_placed_reference_anchored_and_held_after_its_end(rclpy_context, short_reference, tmp_path):
-    from rclpy.executors import SingleThreadedExecutor
 
     ref, path = short_reference
     options = DeployedOptions(gt_object_pose=True, launch_args={"object_start": f"{PLACED_XY[0]} {PLACED_XY[1]} 0.025"})
@@ -52,10 +50,7 @@ def test_cube_placed_reference_anchored_and_held_after_its_end(rclpy_context, sh
     probe.create_subscription(JointTrajectory, "/dexstack/arm/command",
                               lambda m: commands.append((time.monotonic(), np.array(m.points[0].positions))),
                               common.COMMAND_QOS)
-    executor = SingleThreadedExecutor()
-    executor.add_node(probe)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
+    spin = common.BackgroundSpin(probe)
     graph = LaunchedGraph(description, log_dir=tmp_path / "logs").start()
     try:
         assert wait_for(lambda: len(commands) > 0, 60.0), f"no policy command\n{dump_logs(graph)}"
@@ -66,8 +61,7 @@ def test_cube_placed_reference_anchored_and_held_after_its_end(rclpy_context, sh
         assert not graph.failed(), dump_logs(graph)
     finally:
         codes = graph.stop()
-        executor.shutdown()
-        probe.destroy_node()
+        spin.close(shutdown_rclpy=False)
     assert all(c == 0 for c in codes.values()), f"nodes did not exit cleanly: {codes}\n{dump_logs(graph)}"
     # placed: the cube rests where the launch argument put it
     np.testing.assert_allclose(record.gt_pose[-1][:3], [*PLACED_XY, 0.025], atol=3e-3)

@@ -6,7 +6,6 @@ rates per simulated second."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -24,7 +23,6 @@ RTF = 0.25
 
 
 def test_policy_and_gate_run_on_the_simulation_clock(rclpy_context, tmp_path):
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
 
     description = parse_launch_file("sim_policy", {"policy": "replay", "use_sim_time": "true"})
@@ -44,10 +42,7 @@ def test_policy_and_gate_run_on_the_simulation_clock(rclpy_context, tmp_path):
                              common.COMMAND_QOS)
     node.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory", lambda _m: gate_sim.append(sim_now()),
                              common.COMMAND_QOS)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
+    spin = common.BackgroundSpin(node)
     graph = LaunchedGraph(description, log_dir=tmp_path / "logs").start()
     try:
         assert wait_for(lambda: len(policy_sim) > 5 and len(gate_sim) > 5, 60.0), dump_logs(graph)
@@ -58,8 +53,7 @@ def test_policy_and_gate_run_on_the_simulation_clock(rclpy_context, tmp_path):
         assert not graph.failed(), dump_logs(graph)
     finally:
         codes = graph.stop()
-        executor.shutdown()
-        node.destroy_node()
+        spin.close(shutdown_rclpy=False)
     assert all(c == 0 for c in codes.values()), f"nodes did not exit cleanly: {codes}\n{dump_logs(graph)}"
     walls, sims = np.array(clock).T
     rate = np.polyfit(walls[-len(walls) // 2:], sims[-len(sims) // 2:], 1)[0]
