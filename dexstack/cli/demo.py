@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     from std_srvs.srv import Trigger
 
-    from dexstack.control.scripted import load_motion
+    from dexstack.control.scripted import default_motion, load_motion
     from dexstack.launch.runner import LaunchedGraph
     from dexstack.launch.xml import parse_launch_file
     from dexstack.nodes.common import BackgroundSpin, call_service
@@ -57,9 +57,12 @@ def run(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     cell = load_cell_config(args.cell)
     description = load_description(cell.robot_profile)
+    args.motion = args.motion or default_motion(description.profile.name)
     motion = load_motion(args.motion, description)
     start_delay_s = 3.0  # the recorder starts its episode before the motion does
     launch = parse_launch_file("sim_demo", {"cell": args.cell, "motion": args.motion,
+                                            "robot_profile": description.profile.name,
+                                            "calibration": cell.calibration,
                                             "start_delay_s": str(start_delay_s),
                                             "output_dir": str(run_dir / "recordings")})
 
@@ -224,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                         "follows a rendered human hand through the real perception path")
     parser.add_argument("--cell", default=None, help="cell configuration (config/cells/<name>.yaml; default "
                         "tabletop, tabletop_teleop for visual_teleop)")
-    parser.add_argument("--motion", default="demo", help="scripted motion (config/motions/<name>.yaml)")
+    parser.add_argument("--motion", default=None, help="scripted motion (config/motions/<name>.yaml; default: "
+                        "demo_<robot_profile> if the cell's robot has one, else demo)")
     parser.add_argument("--output", default="runs", help="folder for the run report (default: ./runs)")
     parser.add_argument("--settle-s", type=float, default=2.0, help="watch this long after the motion ends")
     parser.add_argument("--startup-timeout-s", type=float, default=60.0)

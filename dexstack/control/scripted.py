@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dexstack.config_loader import ConfigError, check_keys, read_yaml, resolve_data_file
+from dexstack.paths import data_path
 from dexstack.robot.description import RobotDescription
 
 
@@ -35,6 +36,13 @@ class ScriptedMotion:
 
 def motion_path(name_or_path: str) -> Path:
     return resolve_data_file(name_or_path, "config/motions", what="motion", error=MotionError, known_as="motions")
+
+
+def default_motion(robot_profile: str, name: str = "demo") -> str:
+    """The motion ``name`` made for ``robot_profile``: ``<name>_<robot_profile>`` when that file exists, else
+    ``name`` (a motion names joints, so each robot has its own; the unsuffixed one is the default profile's)."""
+    specific = f"{name}_{robot_profile}"
+    return specific if (data_path("config", "motions") / f"{specific}.yaml").is_file() else name
 
 
 def load_motion(name_or_path: str, description: RobotDescription) -> ScriptedMotion:

@@ -1,11 +1,15 @@
 """The demo's verdict checks every keyframe at its time, so a robot that never moved fails it; gate readiness."""
 
 import numpy as np
+import pytest
 
-from dexstack.control.scripted import load_motion
+from dexstack.control.scripted import default_motion, load_motion
 from dexstack.control.verdict import check_keyframes
+from dexstack.retarget.arm import ArmIK
 from dexstack.robot import load_description
 from dexstack.safety import SafetyConfig, SafetyGate
+from dexstack.safety.gate import load_safety_config
+from tests.profiles import PROFILES
 
 D = load_description("panda_allegro")
 MOTION = load_motion("demo", D)
@@ -65,3 +69,19 @@ def test_gate_readiness_says_why_it_is_not_ready():
     gate.estop("test")
     ready, reason = gate.readiness(2.0)
     assert not ready and "e-stop" in reason
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_has_a_demo_motion_the_gate_lets_through(profile):
+    """dexstack-sim-demo's default motion for each shipped robot (demo_<profile>.yaml, else demo.yaml) loads for that
+    robot, and every pose along it keeps the palm and fingertips inside the deployed workspace box and free of self
+    and table collisions: the gate would execute it, not clip it (a Panda motion on the UR5 fails to load)."""
+    description = load_description(profile)
+    motion = load_motion(default_motion(profile), description)
+    gate = SafetyGate(description, load_safety_config())
+    for t in np.arange(0.0, motion.duration_s + 1e-9, 0.1):
+        q = np.concatenate([motion.arm_at(t), motion.hand_at(t)])
+        assert gate.workspace_violation_m(q) == 0.0, (profile, t)
+        assert gate.collision_violation_m(q) == 0.0, (profile, t, gate.collision.colliding_pair_indices(q))
+    lean = ArmIK(description).forward(motion.arm_rad[1])[:3, 3]  # the motion leans beside the cube, not onto it
+    assert lean[2] > 0.15 and np.linalg.norm(lean[:2] - [0.5, 0.0]) > 0.1, lean
