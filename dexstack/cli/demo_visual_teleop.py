@@ -68,11 +68,15 @@ class LoopObserver:
 
     @staticmethod
     def _ns(stamp) -> int:
-        return stamp.sec * 1_000_000_000 + stamp.nanosec
+        from dexstack.nodes.common import stamp_to_ns  # rclpy loads after the DDS range is set
+
+        return stamp_to_ns(stamp)
 
     @staticmethod
     def _points(msg) -> np.ndarray:
-        return np.array([[p.position.x, p.position.y, p.position.z] for p in msg.poses]).reshape(-1, 3)
+        from dexstack.nodes.common import points_from_pose_array
+
+        return points_from_pose_array(msg)
 
     def _on_kp(self, msg) -> None:
         with self.lock:

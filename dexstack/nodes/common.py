@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -147,6 +148,11 @@ def stamp_from_ns(stamp_ns: int):
 
 def stamp_to_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def points_from_pose_array(msg) -> np.ndarray:
+    """(N, 3) positions (m) of a geometry_msgs/PoseArray (keypoints are sent as poses without orientation)."""
+    return np.array([[p.position.x, p.position.y, p.position.z] for p in msg.poses], dtype=float).reshape(-1, 3)
 
 
 def diagnostic_array(node: Node, reports: list[StatusReport]) -> DiagnosticArray:

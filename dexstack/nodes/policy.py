@@ -226,7 +226,7 @@ class PolicyNode(Node):
         self.inputs.update_object(np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w]), common.control_time_s(self))
 
     def _on_keypoints(self, msg: PoseArray) -> None:
-        points = None if not msg.poses else np.array([[p.position.x, p.position.y, p.position.z] for p in msg.poses])
+        points = None if not msg.poses else common.points_from_pose_array(msg)
         if points is not None and points.shape != (21, 3):
             self.errors.add(f"hand keypoints: {len(msg.poses)} points, expected 21")
             points = None

@@ -104,7 +104,7 @@ class TeleopNode(Node):
         if len(msg.poses) != 21:
             self.rejected.add(f"hand keypoints: expected 21 poses, got {len(msg.poses)}")
             return
-        kp = np.array([[p.position.x, p.position.y, p.position.z] for p in msg.poses])
+        kp = common.points_from_pose_array(msg)
         try:
             command = self.controller.step(kp, q, time.monotonic())
         except KeypointError as exc:
