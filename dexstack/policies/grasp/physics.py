@@ -109,7 +109,7 @@ class MultiObjectBatch:
 
     def reset(self, ids, q, object_pose, friction_scale, mass_scale) -> None:
         ids = np.asarray(ids, dtype=int)
-        for g, (batch, gids) in enumerate(self.groups):
+        for g, (batch, _ids) in enumerate(self.groups):
             sel = np.flatnonzero(self._group[ids] == g)
             if sel.size == 0:
                 continue

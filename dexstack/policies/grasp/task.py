@@ -42,8 +42,16 @@ import torch
 from dexstack.grasp.episode import GraspPhases
 from dexstack.policies.grasp.bank import GraspEpisode
 from dexstack.policies.manifest import PolicyManifest
-from dexstack.policies.tracking.task import (_FIELDS, Measured, Randomization, TaskState, TrackingTask, positive_w,
-                                             quat_conj, quat_mul)
+from dexstack.policies.tracking.task import (
+    _FIELDS,
+    Measured,
+    Randomization,
+    TaskState,
+    TrackingTask,
+    positive_w,
+    quat_conj,
+    quat_mul,
+)
 from dexstack.robot.description import RobotDescription
 
 FORCE_CLAMP_N = 20.0
@@ -222,7 +230,8 @@ class GraspTask(TrackingTask):
                              (palm_pos - state.last_palm_pos) / self.period_s)
         obj_vel = torch.where(lifting, (v_obj - v_palm).norm(dim=-1), v_obj.norm(dim=-1))
         wrist_vel = torch.where(lifting, torch.zeros_like(obj_vel), v_palm.norm(dim=-1))
-        parts = {"links": c.w_links * torch.exp(-c.k_links * e_links), "wrist": c.w_wrist * torch.exp(-c.k_wrist * e_wrist),
+        parts = {"links": c.w_links * torch.exp(-c.k_links * e_links),
+                 "wrist": c.w_wrist * torch.exp(-c.k_wrist * e_wrist),
                  "contact": c.w_contact * contact, "impulse": c.w_impulse * impulse, "lift": c.w_lift * lift,
                  "object_vel": -c.w_object_vel * obj_vel, "wrist_vel": -c.w_wrist_vel * wrist_vel,
                  "action": -c.w_action * (raw ** 2).mean(-1)}

@@ -172,7 +172,7 @@ def _rows(writer, f, row: dict) -> None:
 
 def train(config: GraspTrainConfig, out: Path, log=print) -> dict:
     """Teacher (PPO) then student (DAgger) into ``out``; returns the summary written to ``train.json``."""
-    from dexstack.policies.grasp.env import History, VecGraspEnv  # noqa: PLC0415
+    from dexstack.policies.grasp.env import VecGraspEnv  # noqa: PLC0415
     from dexstack.policies.tracking.ppo import PPO, ActorCritic, PPOConfig  # noqa: PLC0415
     from dexstack.policies.tracking.trainer import deterministic_actor, export_bundle  # noqa: PLC0415
 
