@@ -276,6 +276,14 @@ def test_grasp_policy_waits_without_a_target_and_runs_the_reach_then_the_network
     out = policy.act(ctx)
     assert policy.status["phase"] == "grasp" and np.isfinite(out.hand).all()
     assert not np.allclose(out.hand, policy.reference.q_at(2.5 + PERIOD_S)[7:])  # the network's residual
+    # perception loses the object behind the closing hand: the last pose is kept (static before the lift) ...
+    blind = StepContext(RobotState(q=ref.q_at(2.55), dq=0 * q, object_pose=None), 2.55, PERIOD_S, ref, q.copy())
+    assert policy.act(blind) is not None and policy.status["object_pose"].startswith("predicted")
+    assert np.allclose(blind.state.object_pose, pose)
+    # ... but not for ever
+    late = StepContext(RobotState(q=ref.q_at(6.0), dq=0 * q, object_pose=None), 6.0, PERIOD_S, ref, q.copy())
+    with pytest.raises(PolicyError, match="object pose is lost"):
+        policy.act(late)
     # the object has moved since the target was made: nothing sent, the reason given
     moved = pose.copy()
     moved[0] += 0.05

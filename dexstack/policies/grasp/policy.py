@@ -132,6 +132,7 @@ class _Kinematics:
 class GraspPolicy(NetworkPolicy):
     max_object_shift_m = 0.03
     max_object_turn_rad = 0.3
+    max_object_prediction_s = 3.0
 
     def __init__(self, manifest, description, reference, network):
         if manifest.action.mode != "residual":
@@ -205,13 +206,15 @@ class GraspPolicy(NetworkPolicy):
         ref = plan.reference
         return ReferenceTrajectory(ref.times_s, ref.q_rad, ref.object_pose, name=f"grasp_{target.object_name}_{digest}",
                                    kind="grasp", robot_profile=description.profile.name,
-                                   metadata={TARGET_KEY: data, "t_pregrasp_s": float(ref.times_s[1])})
+                                   metadata={TARGET_KEY: data, "t_pregrasp_s": float(ref.times_s[1]),
+                                             "t_lift_s": float(ref.times_s[3])})
 
     # ------------------------------------------------------------------ run
     def _reset_run(self) -> None:
         self.reference = self.planned_reference
         self._anchored, self._refusal, self._hold = False, None, None
         self._history: list[np.ndarray] = []
+        self._last_object: tuple[np.ndarray, np.ndarray, float] | None = None  # (pose, T_base_palm, t_s)
         self.status = {"phase": "waiting for a grasp target" if self.target is None else "starting"}
 
     def reset(self, ctx: StepContext) -> None:
@@ -259,6 +262,7 @@ class GraspPolicy(NetworkPolicy):
         if not self._history:
             self.status = {**self.status, "phase": "grasp"}
         T_base_palm, links_base = self.kinematics(np.asarray(ctx.state.q, dtype=float))
+        self._object_pose(ctx, T_base_palm)
         ctx.info["grasp"] = GraspInput(self.target.T_object_palm, self.target.link_positions_object_m,
                                        self.target.contact_mask, T_base_palm, links_base)
         ctx.last_action = self._last_action
@@ -270,6 +274,23 @@ class GraspPolicy(NetworkPolicy):
             raise PolicyError(f"policy '{self.name}' produced non-finite actions")
         self._last_action = raw
         return self.action.targets(raw, ctx)
+
+    def _object_pose(self, ctx: StepContext, T_base_palm: np.ndarray) -> None:
+        """The hand hides the object as it closes, and perception may lose it: then the last pose seen is kept,
+        moved with the palm once the hand has closed (an object in the hand goes where the palm goes), for at most
+        ``max_object_prediction_s``."""
+        pose = ctx.state.object_pose
+        if pose is not None:
+            self._last_object = (np.asarray(pose, dtype=float), T_base_palm, ctx.t_s)
+            return
+        if self._last_object is None or ctx.t_s - self._last_object[2] > self.max_object_prediction_s:
+            raise PolicyError("the object pose is lost (none received)")
+        pose, T_palm_then, t_then = self._last_object
+        T = pose_to_transform(pose[:3], pose[3:])
+        if t_then >= self.reference.metadata["t_lift_s"]:
+            T = T_base_palm @ invert_transform(T_palm_then) @ T
+        ctx.state.object_pose = np.concatenate([T[:3, 3], matrix_to_quat_xyzw(T[:3, :3])])
+        self.status = {**self.status, "object_pose": f"predicted ({ctx.t_s - t_then:.1f} s)"}
 
     def dry_run(self, ctx: StepContext) -> None:
         """The base check (first step), plus one network step at the pre-grasp when there is a target."""
