@@ -136,6 +136,12 @@ def test_velocity_penalties_and_lift_term(task, episodes):
     _step(task, state, GraspMeasured(m.q, m.dq, moved, m.palm, m.links, m.force))
     assert state.parts["object_vel"].item() == pytest.approx(-c.w_object_vel * 0.2, abs=1e-4)
     assert state.parts["wrist_vel"].item() == pytest.approx(0.0, abs=1e-6)
+    # a contact blow-up flings the object 10 m in a period: the penalty saturates and the episode fails
+    flung = m.object_pose.clone()
+    flung[0, 0] += 10.0
+    _, failed, _ = _step(task, state, GraspMeasured(m.q, m.dq, flung, m.palm, m.links, m.force))
+    assert state.parts["object_vel"].item() == pytest.approx(-c.w_object_vel * c.max_vel_m_s, abs=1e-4)
+    assert bool(failed)
     # in the lift: object and palm rise together (no slip, no penalty); the lift term follows the reference height
     state = _state_at(task, ph.t_lift_s + 0.5)
     _step(task, state, m)

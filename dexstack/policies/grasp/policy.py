@@ -257,12 +257,17 @@ class GraspPolicy(NetworkPolicy):
                 self._hold = JointTargets(arm=last[:n].copy(), hand=last[n:].copy())
                 self.status = {**self.status, "phase": "holding"}
             return self._hold
-        if ctx.t_s < self.reference.metadata["t_pregrasp_s"] - 1e-6:  # the reach: the reference as it is
+        T_base_palm, links_base = self.kinematics(np.asarray(ctx.state.q, dtype=float))
+        reach = ctx.t_s < self.reference.metadata["t_pregrasp_s"] - 1e-6
+        try:
+            self._object_pose(ctx, T_base_palm)
+        except PolicyError:
+            if not reach:
+                raise
+        if reach:  # the reach: the reference as it is
             return self.action.targets(np.zeros(self.action.size), ctx)
         if not self._history:
             self.status = {**self.status, "phase": "grasp"}
-        T_base_palm, links_base = self.kinematics(np.asarray(ctx.state.q, dtype=float))
-        self._object_pose(ctx, T_base_palm)
         ctx.info["grasp"] = GraspInput(self.target.T_object_palm, self.target.link_positions_object_m,
                                        self.target.contact_mask, T_base_palm, links_base)
         ctx.last_action = self._last_action

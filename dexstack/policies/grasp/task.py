@@ -25,11 +25,11 @@ Reward per control step (:class:`GraspTaskConfig`), FunGrasp's terms plus the li
 - ``w_lift exp(-k_lift |z - z_ref|)``: the object's height against the reference's, from the lift on (not in
   FunGrasp's list: its lift is scripted; here the arm's residual can help or hurt it);
 - ``- w_object_vel |v_object|`` before the lift (do not push the object), ``|v_object - v_palm|`` after (slip);
-- ``- w_wrist_vel |v_palm|`` before the lift; ``- w_action |a|^2``.
+- ``- w_wrist_vel |v_palm|`` before the lift; ``- w_action |a|^2`` (velocities saturate at ``max_vel_m_s``).
 
 Success (issue 12): at the episode's end the object has risen >= ``success_rise_m`` and moved < ``max_slip_m``
-relative to the palm over the hold. Failure (early end): the object fell (``drop_m`` below its start), or in the
-hold it is not lifted by ``hold_min_rise_m`` (it dropped back).
+relative to the palm over the hold. Failure (early end): the object fell (``drop_m`` below its start), was flung
+(``max_object_palm_m`` from the palm), or in the hold it is not lifted by ``hold_min_rise_m`` (it dropped back).
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ class GraspTaskConfig:
     max_slip_m: float = 0.02
     drop_m: float = 0.05
     hold_min_rise_m: float = 0.03
+    max_vel_m_s: float = 2.0  # velocity penalties saturate here
+    max_object_palm_m: float = 0.5  # an object this far from the palm was flung: the episode fails
     phases: GraspPhases = field(default_factory=GraspPhases)
 
     def __post_init__(self) -> None:
@@ -228,8 +230,9 @@ class GraspTask(TrackingTask):
         v_obj = torch.where(fresh[:, None], torch.zeros_like(obj_pos), (obj_pos - state.last_obj_pos) / self.period_s)
         v_palm = torch.where(fresh[:, None], torch.zeros_like(obj_pos),
                              (palm_pos - state.last_palm_pos) / self.period_s)
-        obj_vel = torch.where(lifting, (v_obj - v_palm).norm(dim=-1), v_obj.norm(dim=-1))
-        wrist_vel = torch.where(lifting, torch.zeros_like(obj_vel), v_palm.norm(dim=-1))
+        # clamped: an object flung by a contact blow-up (5 ms physics steps) must not swamp the returns
+        obj_vel = torch.where(lifting, (v_obj - v_palm).norm(dim=-1), v_obj.norm(dim=-1)).clamp(max=c.max_vel_m_s)
+        wrist_vel = torch.where(lifting, torch.zeros_like(obj_vel), v_palm.norm(dim=-1)).clamp(max=c.max_vel_m_s)
         parts = {"links": c.w_links * torch.exp(-c.k_links * e_links),
                  "wrist": c.w_wrist * torch.exp(-c.k_wrist * e_wrist),
                  "contact": c.w_contact * contact, "impulse": c.w_impulse * impulse, "lift": c.w_lift * lift,
@@ -247,7 +250,8 @@ class GraspTask(TrackingTask):
         state.last_obj_pos, state.last_palm_pos = obj_pos.clone(), palm_pos.clone()
         state.last_action, state.last_target = raw, targets
         in_hold = t >= ph.t_hold_s + self.period_s
-        failed = (state.rise < -c.drop_m) | (in_hold & (state.rise < c.hold_min_rise_m))
+        flung = (obj_pos - palm_pos).norm(dim=-1) > c.max_object_palm_m
+        failed = (state.rise < -c.drop_m) | (in_hold & (state.rise < c.hold_min_rise_m)) | flung
         timeout = t >= self.bank.duration_s[state.ref] - 1e-6
         return reward, failed, timeout
 
