@@ -359,8 +359,14 @@ def plot_curves(csv_path: Path, png_path: Path) -> bool:
     teacher = [r for r in rows if r["stage"] == "teacher"]
     student = [r for r in rows if r["stage"] == "student"]
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.5))
-    ax[0].plot([float(r["samples"]) for r in teacher], [float(r["mean_reward"]) for r in teacher])
+    rewards = np.array([float(r["mean_reward"]) for r in teacher])
+    ax[0].plot([float(r["samples"]) for r in teacher], rewards)
     ax[0].set(title="teacher mean reward / step", xlabel="samples")
+    if len(rewards) > 4:  # a physics blow-up batch would flatten the rest: zoom on the 5-100th percentiles
+        lo, hi = np.percentile(rewards, [5, 100])
+        ax[0].set_ylim(lo - 0.2 * (hi - lo), hi + 0.1 * (hi - lo))
+        if rewards.min() < lo - 0.2 * (hi - lo):
+            ax[0].set_title(f"teacher mean reward / step (min {rewards.min():.3g}, off scale)", fontsize=9)
     xs = [float(r["samples"]) for r in teacher]
     ax[1].plot(xs, [float(r["success_rate"]) for r in teacher], label="train (last 100 episodes)")
     ax[1].plot(xs, [float(r["contact_fraction"]) for r in teacher], label="contact fraction")
