@@ -16,7 +16,10 @@ the frame's stamp:
 - ``dexstack/grasp/target`` (std_msgs/String): the whole target as JSON (``target_to_dict``: palm pose and joints,
   pre-grasp, links and contact mask in the object frame, ``T_base_object``), the ``policy`` node's grasp input;
 
-and answers success with a one-line summary (contact match, retargeting time). Any failure (no frame yet, no hand,
+and answers success with a one-line summary (contact match, retargeting time). ``compute_on_start`` makes the first
+target by itself (from the first frame that gives one, retried about once a second); ``sim_human_grasp`` (the
+simulated cell only) takes the human hand from the object's grasp library instead of the detector, the object's
+pose still from the frame. Any failure (no frame yet, no hand,
 no object, a hand not touching it, no non-penetrating solution) answers ``success: false`` with the cause and
 publishes nothing, so a consumer keeps the previous target. ``object`` may be changed while running; an unknown
 object is refused (the known ones listed) and the old one kept.
