@@ -6,10 +6,19 @@ For every shipped object (train and held-out splits, ``config/objects/*.yaml``),
 (``config/grasps/``) and ``--poses`` object placements on the table (position and yaw varied, seeded): retarget
 the human grasp to the Allegro (timed), then run the baseline (pre-grasp, approach, close, lift 10 cm, hold 2 s;
 every command through the safety gate). The object pose is the simulator's (the retargeting works in the object
-frame; perception of the pose is exercised by ``dexstack-grasp-target``). No grasp policy exists yet, so
-``heldout_success`` and ``train_success`` are null.
+frame; perception of the pose is exercised by ``dexstack-grasp-target``).
 
-Prints one JSON line: heldout_success, train_success (null: no policy), kinematic_success (all trials),
+The grasp policy (``--policy``, default the shipped ``fungrasp_allegro``; ``--policy ''`` skips it) runs on its own
+placements of the same library grasps (``--poses`` per grasp, seed ``20000 + --seed``: never the training or
+validation placements), in the MuJoCo grasp cell at ``--timestep-s`` (the cell's 1 ms by default; training used
+5 ms) behind the full safety gate, no latency, the simulator's object pose: its network as the runtime loads it
+(normaliser, clip, observation history) on the batched task's observation (equal to the runtime's field by field,
+tests/unit/test_grasp_policy.py). The same episodes are also run with a zero residual (the planned grasp alone:
+the open-loop baseline on the policy's physics), ``zero_residual_success``. Placements whose arm plan fails count
+as failures for both.
+
+Prints one JSON line: heldout_success, train_success (the policy; null without one), zero_residual_success(_train,
+_heldout), policy_trials, policy_unplanned, kinematic_success (all trials),
 kinematic_success_train, kinematic_success_heldout, contact_match (fraction of human contact fingers whose robot
 counterpart touches the object in the sim after the close), retarget_contact_match (the same, kinematically, at
 the retargeted target), retarget_ms (median), retarget_ms_p95, n_heldout_objects, n_objects, trials,
@@ -45,13 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poses", type=int, default=2, help="object placements per grasp")
     parser.add_argument("--objects", nargs="*", default=None, help="object names (default: every shipped one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--policy", default="fungrasp_allegro", help="grasp bundle ('' to skip)")
+    parser.add_argument("--timestep-s", type=float, default=0.001, help="physics timestep of the policy trials")
+    parser.add_argument("--skip-kinematic", action="store_true", help="only the policy (and its zero residual)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     retargeter = FunctionalRetargeter()
     names = args.objects or known_objects()
     cell = load_cell_config("tabletop_grasp")
     rows, per_object = [], {}
-    for name in names:
+    for name in ([] if args.skip_kinematic else names):
         model = load_object_model(name)
         sim = SimCell(with_object(cell, name), with_camera=False)
         baseline = OpenLoopGrasp(sim, finger_links=retargeter.config.finger_links)
@@ -86,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         return _mean([r["success"] for r in rows if split is None or r["split"] == split])
 
     ms = [r["retarget_ms"] for r in rows if "retarget_ms" in r]
+    policy = evaluate_policy(args.policy, names, args.poses, args.seed, args.timestep_s) if args.policy else {}
     print(json.dumps({
-        "heldout_success": None, "train_success": None,
+        "heldout_success": policy.get("heldout_success"), "train_success": policy.get("train_success"),
+        **{k: v for k, v in policy.items() if k not in ("heldout_success", "train_success")},
         "kinematic_success": rate(), "kinematic_success_train": rate("train"),
         "kinematic_success_heldout": rate("heldout"),
         "contact_match": _mean([r["contact_match"] for r in rows if "contact_match" in r]),
@@ -101,6 +115,72 @@ def main(argv: list[str] | None = None) -> int:
         "per_object": per_object,
     }))
     return 0
+
+
+def evaluate_policy(bundle: str, names: list[str], poses: int, seed: int, timestep_s: float) -> dict:
+    """The grasp policy and its zero residual on the same episodes (see the module doc)."""
+    import time
+
+    import torch
+
+    from dexstack.grasp.human_grasps import library
+    from dexstack.policies import load_policy
+    from dexstack.policies.grasp.bank import build_episodes
+    from dexstack.policies.grasp.env import VecGraspEnv
+    from dexstack.policies.grasp.physics import MultiObjectBatch
+    from dexstack.policies.grasp.task import GraspTask
+    from dexstack.policies.grasp.trainer import validate
+    from dexstack.policies.tracking.cpu_backend import CommandPath
+    from dexstack.policies.tracking.task import Randomization
+    from dexstack.robot import load_description
+
+    torch.set_num_threads(1)
+    d = load_description("panda_allegro")
+    policy = load_policy(bundle, d)
+    history = int(policy.manifest.params.get("history", 1))
+    objects = [n for n in names if library(n)]
+    episodes, counts = build_episodes(objects, poses, 20_000 + seed, d)
+    task = GraspTask(policy.manifest, d, episodes, randomization=Randomization.none())
+    backend = MultiObjectBatch([e.object_name for e in episodes], policy.manifest.period_s, task.link_names,
+                               CommandPath.ideal("full", timestep_s))
+    env = VecGraspEnv(task, backend, auto_reset=False)
+
+    def act(x: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(np.stack([policy.network(row.numpy()) for row in x]), dtype=torch.float32)
+
+    t0 = time.monotonic()
+    learned = validate(env, act, history)["per_episode"]
+    zero = validate(env, lambda x: torch.zeros(x.shape[0], task.action_size), history)["per_episode"]
+    split = {n: load_object_model(n).split for n in objects}
+    unplanned = {s: sum(counts_per for o, counts_per in _unplanned(objects, poses, episodes).items()
+                        if split[o] == s) for s in ("train", "heldout")}
+
+    def rate(values, s=None):
+        ok = [v for v, e in zip(values, episodes) if s is None or split[e.object_name] == s]
+        n = len(ok) + (sum(unplanned.values()) if s is None else unplanned[s])
+        return round(sum(ok) / n, 3) if n else None
+
+    missing = _unplanned(objects, poses, episodes)
+
+    def of(values, o):
+        ok = [v for v, e in zip(values, episodes) if e.object_name == o]
+        return round(sum(ok) / (len(ok) + missing[o]), 3) if ok or missing[o] else None
+
+    per_object = {o: {"split": split[o], "trials": sum(e.object_name == o for e in episodes) + missing[o],
+                      "policy": of(learned, o), "zero_residual": of(zero, o)} for o in objects}
+    return {"heldout_success": rate(learned, "heldout"), "train_success": rate(learned, "train"),
+            "policy_success": rate(learned), "zero_residual_success": rate(zero),
+            "zero_residual_success_train": rate(zero, "train"), "zero_residual_success_heldout": rate(zero, "heldout"),
+            "policy_trials": len(episodes) + sum(unplanned.values()), "policy_unplanned": counts["unreachable"],
+            "policy_bundle": str(policy.manifest.root), "policy_timestep_s": timestep_s,
+            "policy_eval_s": round(time.monotonic() - t0, 1), "policy_per_object": per_object}
+
+
+def _unplanned(objects, poses, episodes) -> dict[str, int]:
+    """Trials per object whose arm plan failed (placements x grasps minus the planned episodes)."""
+    from dexstack.grasp.human_grasps import library
+
+    return {o: poses * len(library(o)) - sum(e.object_name == o for e in episodes) for o in objects}
 
 
 def _mean(values) -> float | None:

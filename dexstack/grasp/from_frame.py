@@ -73,11 +73,16 @@ class GraspFromFrame:
 
     def estimate(self, color_rgb8: np.ndarray, depth: np.ndarray, object_color_rgb8: np.ndarray | None = None,
                  object_depth: np.ndarray | None = None, table_z_base_m: float | None = 0.0,
-                 keypoints_base_m: np.ndarray | None = None) -> FrameGrasp:
+                 keypoints_base_m: np.ndarray | None = None,
+                 keypoints_object_m: np.ndarray | None = None) -> FrameGrasp:
         """The grasp target of one frame. ``object_*``: a frame to take the object's pose from instead (the
         same view without the hand, when the hand hides too much of the object). ``keypoints_base_m``: skip the
-        hand detector and use these (ground truth in the sim, for isolating the retargeting)."""
-        if keypoints_base_m is None:
+        hand detector and use these (ground truth in the sim, for isolating the retargeting);
+        ``keypoints_object_m``: the same in the object frame (a library human grasp: only the object's pose comes
+        from the frame)."""
+        if keypoints_object_m is not None:
+            score = 1.0
+        elif keypoints_base_m is None:
             pipeline = HandPipeline(self.detector, self.T_base_camera, HandPipelineConfig(), self.depth_scale_m)
             result = pipeline.process(color_rgb8, depth, self.camera, 0.0)
             hand = result.primary
@@ -97,7 +102,11 @@ class GraspFromFrame:
         if not pose.tracking:
             raise GraspInputError(f"no '{self.model.name}' in the frame: {pose.reason or pose.lost_kind}")
         T_base_object = pose.T_base_object
-        kp_object = transform_points(invert_transform(T_base_object), keypoints_base_m)
+        if keypoints_object_m is not None:
+            kp_object = np.asarray(keypoints_object_m, dtype=float)
+            keypoints_base_m = transform_points(T_base_object, kp_object)
+        else:
+            kp_object = transform_points(invert_transform(T_base_object), keypoints_base_m)
         table_z = None
         if table_z_base_m is not None:  # the table plane in the object frame (object upright on it)
             table_z = float(table_z_base_m - T_base_object[2, 3])

@@ -13,8 +13,13 @@ the frame's stamp:
   profile's hand joint order;
 - ``dexstack/grasp/contacts`` (geometry_msgs/PoseArray): the positions of the links that should touch the object;
 - ``dexstack/grasp/object_pose`` (geometry_msgs/PoseStamped): the object's pose in the frame the target was made in;
+- ``dexstack/grasp/target`` (std_msgs/String): the whole target as JSON (``target_to_dict``: palm pose and joints,
+  pre-grasp, links and contact mask in the object frame, ``T_base_object``), the ``policy`` node's grasp input;
 
-and answers success with a one-line summary (contact match, retargeting time). Any failure (no frame yet, no hand,
+and answers success with a one-line summary (contact match, retargeting time). ``compute_on_start`` makes the first
+target by itself (from the first frame that gives one, retried about once a second); ``sim_human_grasp`` (the
+simulated cell only) takes the human hand from the object's grasp library instead of the detector, the object's
+pose still from the frame. Any failure (no frame yet, no hand,
 no object, a hand not touching it, no non-penetrating solution) answers ``success: false`` with the cause and
 publishes nothing, so a consumer keeps the previous target. ``object`` may be changed while running; an unknown
 object is refused (the known ones listed) and the old one kept.
@@ -23,12 +28,14 @@ object is refused (the known ones listed) and the old one kept.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import Pose, PoseArray, PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from dexstack.calibration import load_camera_calibration
@@ -39,6 +46,7 @@ from dexstack.transforms import transform_to_pose
 TOPICS = {"palm": "dexstack/grasp/palm_pose", "pregrasp": "dexstack/grasp/pregrasp_pose",
           "joints": "dexstack/grasp/hand_joints", "contacts": "dexstack/grasp/contacts",
           "object": "dexstack/grasp/object_pose"}
+TARGET_TOPIC = "dexstack/grasp/target"  # std_msgs/String: the whole target as JSON (the policy node's input)
 
 
 def _known_object(name: str) -> str | None:
@@ -62,6 +70,13 @@ class Params:
                                     min=-1.0, max=2.0)
     sync_tolerance_s: float = common.param(0.015, "Color and depth pair if their stamps differ by at most this (s).",
                                            min=0.0, max=0.5)
+    sim_human_grasp: str = common.param(
+        "", "Simulation only: the human hand is this grasp kind of the object's library (config/grasps/) instead of "
+            "detected (MediaPipe misses the rendered hand holding an object, docs/grasp.md); the object's pose still "
+            "comes from the frame. '': detect the hand.", read_only=True)
+    compute_on_start: bool = common.param(
+        False, "Make a target from the first frame that gives one (retried about once a second) without waiting "
+               "for ~/compute.", read_only=True)
 
 
 def _pose(T: np.ndarray) -> Pose:
@@ -84,6 +99,9 @@ class GraspTargetNode(Node):
         self.pubs = {k: self.create_publisher(JointState if k == "joints" else PoseArray if k == "contacts"
                                               else PoseStamped, topic, common.LATCHED_QOS)
                      for k, topic in TOPICS.items()}
+        self.target_pub = self.create_publisher(String, TARGET_TOPIC, common.LATCHED_QOS)
+        self._auto = p.compute_on_start  # still to make the first target by itself
+        self._last_try_s = -1e9
         self.input = RgbdInput(self, self.calibration, p.sync_tolerance_s, self._on_frame)
         self.create_service(Trigger, "~/compute", self._on_compute)
         self.get_logger().info(f"grasp_target up: object '{p.object}', call ~/compute to make a target from the "
@@ -95,6 +113,13 @@ class GraspTargetNode(Node):
 
     def _on_frame(self, stamp_ns, header, rgb, depth, camera) -> None:
         self._frame = (header, rgb, depth, camera)
+        now = time.monotonic()
+        if self._auto and now - self._last_try_s >= 1.0:
+            self._last_try_s = now
+            ok, message = self._compute()
+            if ok:
+                self._auto = False
+                self.get_logger().info(f"grasp target from the first usable frame: {message}")
 
     def _pipeline(self, camera):
         from dexstack.grasp.from_frame import GraspFromFrame
@@ -111,18 +136,21 @@ class GraspTargetNode(Node):
         return pipeline
 
     def _on_compute(self, request, response):
-        from dexstack.grasp.from_frame import GraspInputError
+        response.success, response.message = self._compute()
+        return response
+
+    def _compute(self) -> tuple[bool, str]:
+        from dexstack.grasp.from_frame import GraspInputError, target_to_dict
 
         if self._frame is None:
-            response.success, response.message = False, "no RGB-D frame received yet (is the camera running?)"
-            return response
+            return False, "no RGB-D frame received yet (is the camera running?)"
         header, rgb, depth, camera = self._frame
         try:
-            result = self._pipeline(camera).estimate(rgb, depth, table_z_base_m=self.params.table_z_m)
+            result = self._pipeline(camera).estimate(rgb, depth, table_z_base_m=self.params.table_z_m,
+                                                     keypoints_object_m=self._library_keypoints())
         except GraspInputError as exc:
-            self.get_logger().warning(f"no grasp target: {exc}")
-            response.success, response.message = False, str(exc)
-            return response
+            self.get_logger().warning(f"no grasp target: {exc}", throttle_duration_sec=5.0)
+            return False, str(exc)
         target, T_base_object = result.target, result.T_base_object
         stamp, frame = header.stamp, self.base_frame
         for key, T in (("palm", target.T_base_palm(T_base_object)),
@@ -144,11 +172,24 @@ class GraspTargetNode(Node):
         contacts.poses = [_pose(np.block([[np.eye(3), p[:, None]], [np.zeros((1, 3)), np.ones((1, 1))]]))
                           for p in p_base]
         self.pubs["contacts"].publish(contacts)
-        response.success = True
-        response.message = json.dumps({"object": target.object_name, "contact_match": round(target.contact_match, 3),
-                                       "human_contact_fingers": list(target.human_contact_fingers),
-                                       "retarget_ms": round(target.retarget_ms, 1)})
-        return response
+        data = target_to_dict(target, T_base_object)
+        data["stamp_s"] = stamp.sec + 1e-9 * stamp.nanosec
+        self.target_pub.publish(String(data=json.dumps(data)))
+        return True, json.dumps({"object": target.object_name, "contact_match": round(target.contact_match, 3),
+                                 "human_contact_fingers": list(target.human_contact_fingers),
+                                 "retarget_ms": round(target.retarget_ms, 1)})
+
+    def _library_keypoints(self):
+        """The configured library grasp's keypoints (object frame), or None to detect the hand."""
+        if not self.params.sim_human_grasp:
+            return None
+        from dexstack.grasp.from_frame import GraspInputError
+        from dexstack.grasp.human_grasps import human_grasp
+
+        try:
+            return human_grasp(self.params.object, self.params.sim_human_grasp).keypoints_object_m
+        except (KeyError, ValueError) as exc:
+            raise GraspInputError(f"sim_human_grasp '{self.params.sim_human_grasp}': {exc}") from None
 
     def destroy_node(self) -> None:
         for pipeline in self._pipelines.values():

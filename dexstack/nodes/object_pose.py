@@ -77,6 +77,9 @@ class Params:
     max_prediction_s: float = common.param(2.0, "Longest constant-velocity prediction (s).", min=0.0, max=10.0)
     max_attached_s: float = common.param(10.0, "Longest prediction of an object moving with the palm (s).",
                                          min=0.0, max=60.0)
+    table_roi: bool = common.param(
+        False, "Ignore depth outside the table workspace box (dexstack.grasp.from_frame.DEFAULT_OBJECT_ROI_M, base "
+               "frame): the coarse search otherwise may fit a can to the robot's own base.", read_only=True)
 
 
 def estimator_config(p: Params) -> ObjectPoseConfig:
@@ -142,6 +145,11 @@ class ObjectPoseNode(Node):
         t_s = stamp_ns * 1e-9
         T_palm = self.palm.palm_at(stamp_ns) if self.palm is not None else None
         prediction = self.keeper.predict(t_s, T_palm) if self.params.keep_pose else None
+        if self.params.table_roi:
+            from dexstack.grasp.from_frame import DEFAULT_OBJECT_ROI_M, mask_depth_outside
+
+            depth = mask_depth_outside(depth, camera, self.calibration.T_parent_camera,
+                                       self.calibration.depth_scale_m, DEFAULT_OBJECT_ROI_M)
         result = self.estimator.estimate(rgb, depth, camera, t_s,
                                          None if prediction is None else prediction.T_base_object)
         self.process_ms = 1000.0 * (time.perf_counter() - t0)

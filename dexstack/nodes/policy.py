@@ -3,7 +3,9 @@
 Inputs: ``/joint_states`` (every arm and hand joint; separate arm/hand messages are fine), and when the active
 policy's observation asks for them ``/dexstack/object_pose`` (geometry_msgs/PoseStamped, robot base frame) and
 ``/dexstack/hand_keypoints`` (geometry_msgs/PoseArray, 21 points). The reference trajectory is the bundle's or the
-``reference`` parameter's (policies/references/<name>.npz).
+``reference`` parameter's (policies/references/<name>.npz). A ``grasp`` policy's reference is a grasp target: it
+also takes ``/dexstack/grasp/target`` (std_msgs/String, the grasp_target node's JSON), each new one set as the
+``reference`` parameter, so validated like a swap.
 
 Outputs, once per control period: ``/dexstack/arm/command`` (trajectory_msgs/JointTrajectory: one point, the
 position target, ``time_from_start`` = one control period) and ``/dexstack/hand/command``
@@ -34,8 +36,9 @@ import torch
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import PoseArray, PoseStamped
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -58,6 +61,7 @@ from dexstack.robot.description import load_description
 
 OBJECT_POSE_TOPIC = "dexstack/object_pose"
 KEYPOINTS_TOPIC = "dexstack/hand_keypoints"
+GRASP_TARGET_TOPIC = "dexstack/grasp/target"  # std_msgs/String, JSON (grasp_target node), for 'grasp' policies
 ARM_COMMAND_TOPIC = "dexstack/arm/command"  # the safety monitor's inputs
 HAND_COMMAND_TOPIC = "dexstack/hand/command"
 
@@ -77,7 +81,7 @@ class Params:
                                    "Empty: no policy (nothing is sent). Changing it swaps at a step boundary; a "
                                    "bad bundle is refused with the reason and the running policy keeps running.")
     reference: str = common.param("", "Reference trajectory (policies/references/<name>.npz or a path); empty: the "
-                                      "bundle's own.")
+                                      "bundle's own. A 'grasp' policy's: a grasp target (file or JSON text).")
     enabled: bool = common.param(True, "Send commands. Re-enabling restarts the reference from its beginning.")
     rate_hz: float = common.param(0.0, "Control rate; 0 = the bundle's control_rate_hz.", min=0.0, max=500.0)
     device: str = common.param("cpu", "Torch device for network policies (cpu, cuda, cuda:1).",
@@ -140,7 +144,7 @@ class PolicyNode(Node):
         self.hand_pub = self.create_publisher(Float64MultiArray, HAND_COMMAND_TOPIC, common.COMMAND_QOS)
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, "joint_states", self._on_joint_state, common.STATE_QOS)
-        self._object_sub = self._keypoints_sub = None
+        self._object_sub = self._keypoints_sub = self._grasp_sub = None
         self.safety = SafetyLink(self) if self.params.wait_for_safety else None
         self._stage_pending()
         self.create_service(Trigger, "~/list", self._on_list)
@@ -216,6 +220,21 @@ class PolicyNode(Node):
         if "hand_keypoints" in policy.needs and self._keypoints_sub is None:
             self._keypoints_sub = self.create_subscription(PoseArray, KEYPOINTS_TOPIC, self._on_keypoints,
                                                            common.SENSOR_QOS)
+        if "grasp_target" in policy.needs and self._grasp_sub is None:
+            self._grasp_sub = self.create_subscription(String, GRASP_TARGET_TOPIC, self._on_grasp_target,
+                                                       common.LATCHED_QOS)
+
+    def _on_grasp_target(self, msg: String) -> None:
+        """A new grasp target (JSON, from grasp_target) becomes the ``reference`` parameter: validated exactly as a
+        parameter set (planned on the loader thread; a bad or unreachable target is refused, the old one kept)."""
+        if msg.data == self.params.reference:
+            return
+        result = self.set_parameters([Parameter("reference", value=msg.data)])[0]
+        if result.successful:
+            self.get_logger().info("new grasp target accepted")
+        else:
+            self.errors.add(f"grasp target refused: {result.reason[:300]}")
+            self.get_logger().warning(f"grasp target refused: {result.reason}")
 
     # ------------------------------------------------------------------ inputs (executor thread)
     def _on_joint_state(self, msg: JointState) -> None:

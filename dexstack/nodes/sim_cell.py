@@ -35,7 +35,7 @@ from dexstack.nodes.camera_info import camera_info_msg  # noqa: E402
 from dexstack.nodes.sim_operator import OperatorSide  # noqa: E402  (the rendered human hand, operator camera)
 from dexstack.nodes.tf import TfPublisher  # noqa: E402
 from dexstack.sim.cell import SimCell  # noqa: E402
-from dexstack.sim.config import load_cell_config  # noqa: E402
+from dexstack.sim.config import load_cell_config, with_object  # noqa: E402
 from dexstack.sim.placement import object_start_pose  # noqa: E402
 from dexstack.transforms import transform_to_pose  # noqa: E402
 
@@ -64,6 +64,8 @@ class Params:
     real_time_factor: float = common.param(
         1.0, "Physics pace: simulated seconds per wall second (1: real time; lower: slower, for graphs run with "
              "use_sim_time on a loaded machine).", min=0.01, max=1.0)
+    object: str = common.param("", "Object on the table: config/objects/<name>.yaml replaces the cell's ('': the "
+                                   "cell's own).", read_only=True)
     object_start: str = common.param(
         "", "Object's start pose: '' or 'cell' (the cell config's), 'reference:<name>' (that reference's start), "
             "or 'x y z [yaw]' (m, rad).", read_only=True)
@@ -74,6 +76,8 @@ class SimCellNode(Node):
         super().__init__("sim_cell")
         self.params = common.declare_params(self, Params)
         cell_config = load_cell_config(self.params.cell)
+        if self.params.object:  # an unknown name: the node exits with the known ones listed
+            cell_config = with_object(cell_config, self.params.object)
         if self.params.robot_profile and cell_config.robot_profile != self.params.robot_profile:
             # the other nodes of the graph (safety monitor, teleop, ...) would check and command another robot
             raise ValueError(f"cell '{self.params.cell}' carries robot profile '{cell_config.robot_profile}', but "

@@ -10,6 +10,7 @@ from dexstack.policies import vgps as _vgps  # noqa: F401  (registers vgps)
 from dexstack.policies.action import JointTargets
 from dexstack.policies.bundles import bundle_dir, list_bundles, list_references, reference_path
 from dexstack.policies.errors import PolicyError
+from dexstack.policies.grasp import policy as _grasp  # noqa: F401  (registers grasp)
 from dexstack.policies.manifest import PolicyManifest, load_manifest, parse_manifest
 from dexstack.policies.observation import RobotState, StepContext, register_field
 from dexstack.policies.reference import ReferenceTrajectory, load_reference, save_reference

@@ -70,6 +70,13 @@ class Policy:
                       reference: ReferenceTrajectory | None) -> Policy:
         return cls(manifest, description, reference)
 
+    @classmethod
+    def resolve_reference(cls, name: str, manifest: PolicyManifest,
+                          description: RobotDescription) -> ReferenceTrajectory:
+        """The reference named by the manifest or the node's ``reference`` parameter: a reference file (npz) by
+        default; a type may take something else there (``grasp``: a grasp target) and make its reference."""
+        return load_reference(reference_path(name, manifest.root), description)
+
     def reset(self, ctx: StepContext) -> None:
         """Called on the control thread when this policy takes over (start, swap, restart)."""
 
@@ -144,14 +151,14 @@ def build_policy(manifest: PolicyManifest, description: RobotDescription, device
         raise PolicyError(f"policy '{manifest.name}' has type '{manifest.type}', which is not registered "
                           f"(known: {sorted(_TYPES)})")
     check_device(device)
+    cls = _TYPES[manifest.type]
     ref = reference if isinstance(reference, ReferenceTrajectory) else None
     name = reference if isinstance(reference, str) and reference else manifest.reference
     if ref is None and name:
-        ref = load_reference(reference_path(name, manifest.root), description)
+        ref = cls.resolve_reference(name, manifest, description)
     if ref is not None and ref.robot_profile and ref.robot_profile != description.profile.name:
         raise PolicyError(f"reference '{ref.name}' was made for robot '{ref.robot_profile}', this robot is "
                           f"'{description.profile.name}'")
-    cls = _TYPES[manifest.type]
     if cls.uses_reference and ref is None:
         raise PolicyError(f"policy '{manifest.name}' ({manifest.type}) needs a reference trajectory: set 'reference' "
                           f"in its manifest or the node's 'reference' parameter")

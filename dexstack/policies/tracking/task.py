@@ -183,6 +183,9 @@ class Measured:
 class TrackingTask:
     """Observation, action, reward, termination, success and reset logic of the tracking task for N envs."""
 
+    # observation field name -> batched builder (task, state, measured, window, relative); subclasses extend it
+    FIELDS: dict = {}
+
     def __init__(self, manifest: PolicyManifest, description: RobotDescription, references: list[ReferenceTrajectory],
                  config: TaskConfig | None = None, randomization: Randomization | None = None, device: str = "cpu",
                  dtype: torch.dtype = torch.float32):
@@ -211,9 +214,9 @@ class TrackingTask:
         self.commands_hand = bool((self.action_index >= self.n_arm).any())
         self._fields = []
         for f in manifest.observation:
-            if f.name not in _FIELDS:
+            if f.name not in self.FIELDS:
                 raise PolicyError(f"observation field '{f.name}' has no batched implementation "
-                                  f"(batched: {sorted(_FIELDS)})")
+                                  f"(batched: {sorted(self.FIELDS)})")
             self._fields.append((f, self._t(np.broadcast_to(f.scale, (f.size,))),
                                  self._t(np.broadcast_to(f.offset, (f.size,))),
                                  self._t(np.asarray(f.steps, dtype=float)) * self.period_s))
@@ -283,7 +286,7 @@ class TrackingTask:
     # -------------------------------------------------------------------------------- observation
     def observe(self, state: TaskState, m: Measured) -> torch.Tensor:
         """(N, obs_size): the manifest's fields in order, ``(value - offset) * scale``."""
-        parts = [(_FIELDS[f.name](self, state, m, window, f.relative) - offset) * scale
+        parts = [(self.FIELDS[f.name](self, state, m, window, f.relative) - offset) * scale
                  for f, scale, offset, window in self._fields]
         return torch.cat(parts, dim=-1)
 
@@ -368,3 +371,4 @@ _FIELDS = {
     "last_action": lambda task, s, m, w, rel: s.last_action,
     "phase": _phase,
 }
+TrackingTask.FIELDS = _FIELDS

@@ -1,0 +1,83 @@
+"""Grasp episodes for training and evaluation: object x human grasp x placement -> retargeted target + plan.
+
+The targets come from retargeting the synthetic human grasps of the library (``config/grasps/``, made with the
+rendered hand's kinematics), so no image is needed in training. Each human grasp is retargeted once (its object
+frame target does not depend on the placement); each placement on the table (position and yaw, seeded, the
+ranges of ``bench/grasp.py``) gets its arm plan (:func:`dexstack.grasp.episode.plan_grasp`). Placements the arm
+cannot reach are skipped and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dexstack.grasp.baseline import UnreachableError
+from dexstack.grasp.episode import GraspPhases, GraspPlan, plan_grasp
+from dexstack.grasp.human_grasps import library
+from dexstack.perception.objects import load_object_model
+from dexstack.retarget.arm import ArmIK, ArmIKConfig
+from dexstack.retarget.functional import FunctionalRetargeter, GraspRetargetError, GraspTarget
+from dexstack.robot.description import RobotDescription
+from dexstack.transforms import rpy_to_matrix
+
+PLACEMENT_CENTER_XY_M = (0.5, 0.0)
+PLACEMENT_HALF_RANGE_XY_M = (0.05, 0.08)
+PLACEMENT_HALF_RANGE_YAW_RAD = 0.3
+
+
+@dataclass(frozen=True)
+class GraspEpisode:
+    object_name: str
+    kind: str  # the human grasp's kind (side_power, top_precision)
+    target: GraspTarget
+    plan: GraspPlan
+
+
+def placement(rng: np.random.Generator, height_m: float) -> np.ndarray:
+    """T_base_object of a random placement on the table (``height_m``: the object's extent along z)."""
+    c, h = np.asarray(PLACEMENT_CENTER_XY_M), np.asarray(PLACEMENT_HALF_RANGE_XY_M)
+    xy = c + rng.uniform(-h, h)
+    T = np.eye(4)
+    T[:3, :3] = rpy_to_matrix([0.0, 0.0, rng.uniform(-PLACEMENT_HALF_RANGE_YAW_RAD, PLACEMENT_HALF_RANGE_YAW_RAD)])
+    T[:3, 3] = (*xy, height_m / 2 + 1e-4)
+    return T
+
+
+def build_episodes(objects: list[str], placements: int, seed: int, description: RobotDescription,
+                   phases: GraspPhases | None = None, retargeter: FunctionalRetargeter | None = None,
+                   log=None) -> tuple[list[GraspEpisode], dict]:
+    """Episodes of ``objects`` (every library grasp x ``placements``); returns (episodes, counts)."""
+    from dexstack.safety.gate import SafetyGate, load_safety_config  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    retargeter = retargeter or FunctionalRetargeter(description=description)
+    ik = ArmIK(description, ArmIKConfig(max_iterations=200, posture_weight=1e-4))
+    gate = SafetyGate(description, load_safety_config())
+    n_arm = len(description.arm_joints)
+    episodes, counts = [], {"unreachable": 0, "retarget_failed": 0, "planned": 0}
+    for name in objects:
+        model = load_object_model(name)
+        for grasp in library(name):
+            z = float(model.extents_m[2]) / 2 + 1e-4
+            try:
+                target = retargeter.retarget(model, grasp.keypoints_object_m, table_z_m=-z)
+            except GraspRetargetError as exc:
+                counts["retarget_failed"] += placements
+                if log:
+                    log(f"{name} {grasp.kind}: {exc}")
+                continue
+            for k in range(placements):
+                T = placement(rng, float(model.extents_m[2]))
+                try:
+                    plan = plan_grasp(target, T, description.home(), ik, description, phases,
+                                      collision_m=lambda qa, qh: gate.collision_violation_m(np.concatenate((qa, qh))),
+                                      name=f"{name}_{grasp.kind}_{k}")
+                except UnreachableError:
+                    counts["unreachable"] += 1
+                    continue
+                assert plan.reference.q_rad.shape[1] == n_arm + len(description.hand_joints)
+                episodes.append(GraspEpisode(name, grasp.kind, target, plan))
+                counts["planned"] += 1
+    return episodes, counts
