@@ -110,8 +110,8 @@ class TrajectoryBatch:
         # The segment t falls in: the last point at or before t (searchsorted 'right' - 1), as the single follower.
         k = np.clip((times <= t[:, None]).sum(axis=1) - 1, 0, times.shape[1] - 2)
         t0, t1 = times[idx, k], times[idx, k + 1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            alpha = ((t - t0) / (t1 - t0))[:, None]
+        span = t1 - t0  # > 0 and finite wherever ``inner`` is used (times strictly increase); 1 elsewhere
+        alpha = ((t - t0) / np.where(np.isfinite(span) & (span > 0.0), span, 1.0))[:, None]
         inner = (1.0 - alpha) * q[idx, k] + alpha * q[idx, k + 1]
         before = (t <= times[:, 0])[:, None]
         after = (t >= times[idx, last])[:, None]
