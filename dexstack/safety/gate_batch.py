@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from ruckig import InputParameter, OutputParameter, Result, Ruckig, RuckigError
 
-from dexstack.control.trajectory import TrajectoryBatch
+from dexstack.control.trajectory import TrajectoryFollower
 from dexstack.diagnostics import ReasonCounter
 from dexstack.robot.description import RobotDescription
 from dexstack.robot.kinematics import Kinematics
@@ -139,7 +139,7 @@ class GateBatch:
         self.q_meas = np.zeros((N, self.n))
         self.has_state = np.zeros(N, dtype=bool)
         self.state_time = np.full(N, -np.inf)
-        self.arm_ref = TrajectoryBatch(N, self.n_arm)
+        self.arm_ref: list[TrajectoryFollower | None] = [None] * N  # the arm's input reference per row
         self.arm_ref_valid = np.zeros(N, dtype=bool)
         self.arm_ref_end = np.full(N, -np.inf)
         self.arm_cmd_time = np.full(N, -np.inf)
@@ -234,15 +234,17 @@ class GateBatch:
             for i in new[~ok]:
                 self.intervene(int(i), REFUSAL_REASONS[REFUSED_NO_STATE])
             start = np.where(seeded[:, None], self.arm.position[new], self.q_meas[new, : self.n_arm])
-            self.arm_ref.hold(new[ok], start[ok])
+            for i, q0 in zip(new[ok], start[ok]):
+                self.arm_ref[i] = TrajectoryFollower(q0)
             self.arm_ref_valid[new[ok]] = True
             taken = np.ones(len(rows), dtype=bool)
             taken[np.flatnonzero(fresh)[~ok]] = False
             rows, now_s, q = rows[taken], now_s[taken], q[taken]
         else:
             taken = np.ones(len(rows), dtype=bool)
-        self.arm_ref.set(rows, now_s, times_s, q)
-        self.arm_ref_end[rows] = self.arm_ref.end_time_s(rows)
+        for i, t, points in zip(rows, now_s, q):
+            self.arm_ref[i].set(t, times_s, points)
+            self.arm_ref_end[i] = self.arm_ref[i].end_time_s
         self.arm_cmd_time[rows] = now_s
         # A planned trajectory (several points) runs to its last point even after its end time, since the filter
         # may trail the reference at the limits; a stream of single points stops with the stream (watchdog).
@@ -368,8 +370,8 @@ class GateBatch:
         if arm_live.any():
             # Track the reference and its velocity, so timed trajectories are followed without lag.
             a_rows, a_t = rows[arm_live], t[arm_live]
-            ref = self._clamped(self.arm, a_rows, self.arm_ref.sample(a_t, a_rows), reasons, "arm")
-            ref_next = self.arm.clip(self.arm_ref.sample(a_t + dt, a_rows))
+            ref = self._clamped(self.arm, a_rows, self._sample_arm_ref(a_rows, a_t), reasons, "arm")
+            ref_next = self.arm.clip(self._sample_arm_ref(a_rows, a_t + dt))
             q_new[arm_live, :n_arm] = self._filtered(self.arm, a_rows, ref, (ref_next - ref) / dt, reasons, "arm",
                                                      steps[arm_live])
         if hand_live.any():
@@ -392,6 +394,9 @@ class GateBatch:
         out.hand_rad[rows] = q_safe[:, n_arm:]
         out.arm_valid[rows], out.hand_valid[rows] = arm_live, hand_live
         return out
+
+    def _sample_arm_ref(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return np.array([self.arm_ref[i].sample(ti) for i, ti in zip(rows, t)])
 
     def _finishing_planned(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
         """A planned trajectory's last point not reached yet (bounded: a blocked robot does not keep it alive)."""

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from dexstack.control.commands import CommandError
-from dexstack.control.trajectory import TrajectoryBatch, TrajectoryFollower
 from dexstack.robot import load_description
 from dexstack.safety.gate import SafetyGate, load_safety_config
 from dexstack.safety.gate_batch import TAKEN, GateBatch
@@ -248,22 +247,3 @@ def test_training_pattern_in_one_call_per_period(D):
     for k, gate in enumerate(gates):
         assert batch.counters[k].counts() == gate.interventions.counts()
 
-
-def test_trajectory_batch_samples_as_the_single_follower():
-    rng = np.random.default_rng(2)
-    singles = [TrajectoryFollower(rng.normal(size=3)) for _ in range(4)]
-    batch = TrajectoryBatch(4, 3)
-    batch.hold(np.arange(4), np.array([f.sample(0.0) for f in singles]))
-    for it in range(30):
-        rows = np.flatnonzero(rng.random(4) < 0.5)
-        k = int(rng.integers(0, 4))
-        times = np.cumsum(rng.uniform(0.0 if it % 3 else 0.01, 0.3, k))
-        pts = rng.normal(size=(len(rows), k, 3))
-        start = np.full(len(rows), it * 0.1)
-        for j, i in enumerate(rows):
-            singles[i].set(start[j], times, pts[j])
-        batch.set(rows, start, times, pts)
-        for t in np.linspace(it * 0.1 - 0.05, it * 0.1 + 1.0, 13):
-            expect = np.array([f.sample(t) for f in singles])
-            np.testing.assert_array_equal(batch.sample(np.full(4, t)), expect)
-        np.testing.assert_array_equal(batch.end_time_s(), [f.end_time_s for f in singles])
