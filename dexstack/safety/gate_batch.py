@@ -201,9 +201,10 @@ class GateBatch:
     def update_state(self, rows: np.ndarray, q: np.ndarray, now_s: np.ndarray) -> None:
         """Measured joint positions (len(rows), n), description order; rows with a non-finite value are ignored."""
         good = np.isfinite(q).all(axis=1)
-        for i in np.asarray(rows)[~good]:
-            self.intervene(int(i), "state: malformed joint state ignored")
-        rows, q, now_s = np.asarray(rows)[good], q[good], np.asarray(now_s, dtype=float)[good]
+        if not good.all():
+            for i in np.asarray(rows)[~good]:
+                self.intervene(int(i), "state: malformed joint state ignored")
+            rows, q, now_s = np.asarray(rows)[good], q[good], np.asarray(now_s, dtype=float)[good]
         self.q_meas[rows] = q
         self.has_state[rows] = True
         self.state_time[rows] = now_s
@@ -276,9 +277,13 @@ class GateBatch:
         rows, now_s = np.asarray(rows), np.asarray(now_s, dtype=float)
         verdict = np.full(len(rows), TAKEN)
         outside, jump = self.absurd(name, rows, points)
+        estopped = self.estopped[rows]
+        if not (outside.any() or jump.any() or estopped.any()):  # the common case: every row takes it
+            verdict[~take(rows, points, now_s)] = REFUSED_NO_STATE
+            return verdict
         verdict[jump] = REFUSED_JUMP
         verdict[outside] = REFUSED_OUTSIDE
-        verdict[self.estopped[rows]] = REFUSED_ESTOP
+        verdict[estopped] = REFUSED_ESTOP
         for k in np.flatnonzero(verdict != TAKEN):
             self.intervene(int(rows[k]), REFUSAL_REASONS[verdict[k]].format(part=name))
         ok = verdict == TAKEN
@@ -323,17 +328,18 @@ class GateBatch:
     def tick(self, now_s: np.ndarray) -> TickBatch:
         """One control period of every row at its time ``now_s`` (N,)."""
         N, n_arm, c = self.n_rows, self.n_arm, self.config
-        now = np.broadcast_to(np.asarray(now_s, dtype=float), (N,))
+        now = np.asarray(now_s, dtype=float)
         reasons: list[list[str]] = [[] for _ in range(N)]
         out = TickBatch(np.zeros((N, n_arm)), np.zeros(N, dtype=bool), np.zeros((N, self.n - n_arm)),
                         np.zeros(N, dtype=bool), np.zeros(N), reasons)
         running = ~self.estopped
         fresh = self.state_fresh(now)
-        stale = running & ~fresh
-        for i in np.flatnonzero(stale & (self.arm_active | self.hand_active)):
-            self.intervene(int(i), "watchdog: /joint_states stale, holding", reasons)
-            self.clear_inputs(np.array([i]))
-        rows = np.flatnonzero(running & fresh)
+        ticking = running & fresh
+        if not ticking.all():
+            for i in np.flatnonzero(running & ~fresh & (self.arm_active | self.hand_active)):
+                self.intervene(int(i), "watchdog: /joint_states stale, holding", reasons)
+                self.clear_inputs(np.array([i]))
+        rows = np.flatnonzero(ticking)
         if rows.size == 0:
             return out
         dt = 1.0 / c.rate_hz
@@ -346,26 +352,30 @@ class GateBatch:
         arm_live = self.arm_ref_valid[rows] & ((t - self.arm_cmd_time[rows] <= c.command_timeout_s)
                                                | (t <= self.arm_ref_end[rows]) | self._finishing_planned(rows, t))
         hand_live = self.hand_valid[rows] & (t - self.hand_cmd_time[rows] <= c.command_timeout_s)
-        for i in rows[self.arm_active[rows] & ~arm_live]:
-            self.intervene(int(i), "watchdog: arm command stream stale, holding", reasons)
-            self.arm_ref_valid[i] = False
-            self.arm.seed(np.array([i]), self.arm.position[i:i + 1])
-        for i in rows[self.hand_active[rows] & ~hand_live]:
-            self.intervene(int(i), "watchdog: hand command stream stale, holding", reasons)
-            self.hand_valid[i] = False
-            self.hand.seed(np.array([i]), self.hand.position[i:i + 1])
+        if not (arm_live.all() and hand_live.all()):
+            for i in rows[self.arm_active[rows] & ~arm_live]:
+                self.intervene(int(i), "watchdog: arm command stream stale, holding", reasons)
+                self.arm_ref_valid[i] = False
+                self.arm.seed(np.array([i]), self.arm.position[i:i + 1])
+            for i in rows[self.hand_active[rows] & ~hand_live]:
+                self.intervene(int(i), "watchdog: hand command stream stale, holding", reasons)
+                self.hand_valid[i] = False
+                self.hand.seed(np.array([i]), self.hand.position[i:i + 1])
         self.arm_active[rows], self.hand_active[rows] = arm_live, hand_live
         live = arm_live | hand_live
-        rows, t, steps, arm_live, hand_live = rows[live], t[live], steps[live], arm_live[live], hand_live[live]
-        if rows.size == 0:
-            return out
+        if not live.all():
+            rows, t, steps, arm_live, hand_live = rows[live], t[live], steps[live], arm_live[live], hand_live[live]
+            if rows.size == 0:
+                return out
 
         q_meas = self.q_meas[rows]
         q_prev = np.concatenate([self._seeded(self.arm, rows, q_meas[:, :n_arm], reasons, "arm"),
                                  self._seeded(self.hand, rows, q_meas[:, n_arm:], reasons, "hand")], axis=1)
         # A part that is not commanded stays where it is measured: check the setpoint against that, not its filter.
-        q_prev[~arm_live, :n_arm] = q_meas[~arm_live, :n_arm]
-        q_prev[~hand_live, n_arm:] = q_meas[~hand_live, n_arm:]
+        if not arm_live.all():
+            q_prev[~arm_live, :n_arm] = q_meas[~arm_live, :n_arm]
+        if not hand_live.all():
+            q_prev[~hand_live, n_arm:] = q_meas[~hand_live, n_arm:]
         q_new = q_prev.copy()
         if arm_live.any():
             # Track the reference and its velocity, so timed trajectories are followed without lag.
@@ -401,6 +411,8 @@ class GateBatch:
     def _finishing_planned(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
         """A planned trajectory's last point not reached yet (bounded: a blocked robot does not keep it alive)."""
         within = self.arm_final_valid[rows] & (t - self.arm_ref_end[rows] <= PLANNED_SETTLE_TIMEOUT_S)
+        if not within.any():
+            return within
         final = self.arm.clip(self.arm_final[rows])
         return within & (np.abs(self.arm.position[rows] - final).max(axis=1) > 1e-4)
 
