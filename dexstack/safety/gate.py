@@ -16,6 +16,10 @@ step further than ``arm_max_step_rad`` / ``hand_max_step_rad`` from the measured
 from its previous point). Watchdogs: a part whose command stream is stale
 stops (holds its last output); a stale ``/joint_states`` stops everything. The e-stop latches: nothing passes until
 a reset, which needs fresh state. Every intervention is counted by reason.
+
+The rules themselves are :class:`~dexstack.safety.gate_batch.GateBatch` (written once, for N robots at once: the
+training envs run it batched); SafetyGate is a GateBatch of one robot plus the validation of ROS inputs and the
+refusal messages.
 """
 
 from __future__ import annotations
