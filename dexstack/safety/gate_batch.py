@@ -329,6 +329,8 @@ class GateBatch:
         """One control period of every row at its time ``now_s`` (N,)."""
         N, n_arm, c = self.n_rows, self.n_arm, self.config
         now = np.asarray(now_s, dtype=float)
+        if now.ndim == 0:
+            now = np.full(N, float(now))
         reasons: list[list[str]] = [[] for _ in range(N)]
         out = TickBatch(np.zeros((N, n_arm)), np.zeros(N, dtype=bool), np.zeros((N, self.n - n_arm)),
                         np.zeros(N, dtype=bool), np.zeros(N), reasons)
