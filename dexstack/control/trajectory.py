@@ -46,4 +46,3 @@ class TrajectoryFollower:
     @property
     def end_time_s(self) -> float:
         return float(self._times[-1])
-
