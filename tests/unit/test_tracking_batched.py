@@ -200,29 +200,60 @@ def test_training_commands_pass_the_safety_gate_limits_and_rate():
     assert np.abs(ungated.ctrl[0][-1, act] - q0).max() > np.abs(batch.ctrl[0][0, act] - q0).max()
 
 
-def test_open_workspace_gate_is_the_gate_with_an_open_box():
-    from dataclasses import replace
-
-    from dexstack.policies.tracking.cpu_backend import OPEN_WORKSPACE_M, OpenWorkspaceGate
+@pytest.mark.parametrize("gate", ["limits", "full"])
+def test_batched_gate_sends_what_one_deployed_gate_per_env_sends(gate):
+    """The backend's GateBatch against the previous per-env path (one SafetyGate per env, the policy node's messages,
+    5 ticks per period, the driver's ramp): the same per-physics-step controls, refusals and interventions, with
+    absurd, non-finite and table-bound targets among them."""
+    from dexstack.control.commands import CommandError
     from dexstack.safety.gate import SafetyGate
 
-    cfg = replace(load_safety_config(), workspace_min_m=OPEN_WORKSPACE_M[0], workspace_max_m=OPEN_WORKSPACE_M[1])
-    gates = [SafetyGate(D, cfg), OpenWorkspaceGate(D, cfg)]
-    q = D.home()
-    outs = [[], []]
-    for g, out in zip(gates, outs):
-        g.update_state(q, 0.0)
-        t = 0.0
-        for k in range(20):
-            g.arm_command(D.arm_joints, [q[:N_ARM] + 0.3 * np.sin(k / 3)], [0.05], t)
-            g.hand_command(q[N_ARM:] + 0.2 * np.cos(k / 3), t)
-            for _ in range(5):
-                t += 0.01
-                g.update_state(q, t)
-                o = g.tick(t)
-                out.append(np.concatenate([o.arm_rad, o.hand_rad]))
-    np.testing.assert_array_equal(np.array(outs[0]), np.array(outs[1]))
-    assert np.ptp(np.array(outs[0])[:, 0]) > 0.1
+    N, lim = 3, D.limit_arrays()
+    batch = MujocoBatch(N, 0.05, CommandPath.ideal(gate, 0.005))
+    gates = [SafetyGate(D, batch.safety) for _ in range(N)]
+    q = np.tile(np.clip(D.home(), lim["lower"] + 0.05, lim["upper"] - 0.05), (N, 1))
+    batch.reset(np.arange(N), q, np.tile([0.5, 0.0, 0.025, 0, 0, 0, 1.0], (N, 1)), np.ones(N), np.ones(N))
+    now, setpoint, refused = batch.now_s.copy(), q.copy(), 0
+    for i, g in enumerate(gates):  # a new episode, as the backend starts one
+        g.estop("episode reset")
+        g.update_state(q[i], now[i])
+        g.reset(now[i])
+    rng = np.random.default_rng(5)
+    per, frac = batch.per_tick, (np.arange(batch.per_tick) / batch.per_tick)[:, None]
+    for period in range(45):
+        targets = setpoint + rng.normal(0.0, 0.1, setpoint.shape)
+        if period > 2:
+            targets[:, 1] = D.home()[1] + 1.8  # the shoulder down: the hand into the table
+        targets[rng.random(N) < 0.1] = lim["upper"] + 1.0  # absurd: refused whole
+        targets[rng.random(N) < 0.05, -1] = np.nan  # malformed hand command
+        q_meas = setpoint + rng.normal(0.0, 0.01, setpoint.shape)
+        batch.out["q"][:] = q_meas
+        batch._controls(targets)
+        for i, g in enumerate(gates):  # the previous per-env path
+            g.update_state(q_meas[i], now[i])
+            try:
+                g.arm_command(D.arm_joints, [targets[i, :N_ARM]], [0.05], now[i])
+                g.hand_command(targets[i, N_ARM:], now[i])
+            except CommandError:
+                refused += 1
+            prev, expect = setpoint[i].copy(), np.empty((batch.nstep, len(D.joints)))
+            for k in range(batch.n_ticks):
+                out = g.tick(now[i] + k * batch.tick_s)
+                new = prev.copy()
+                if out.arm_rad is not None:
+                    new[:N_ARM] = out.arm_rad
+                if out.hand_rad is not None:
+                    new[N_ARM:] = out.hand_rad
+                expect[k * per:(k + 1) * per, :N_ARM] = prev[:N_ARM] + frac * (new[:N_ARM] - prev[:N_ARM])
+                expect[k * per:(k + 1) * per, N_ARM:] = new[N_ARM:]
+                prev = new
+            np.testing.assert_allclose(batch.ctrl[i][:, batch.act_ids], expect, rtol=0, atol=1e-9)
+            setpoint[i] = prev
+            now[i] += 0.05
+        assert batch.refused_count == refused
+    for i, g in enumerate(gates):
+        assert batch.gate.counters[i].counts() == g.interventions.counts()
+    assert refused > 0 and any(r.startswith("collision") for g in gates for r in g.interventions.counts())
 
 
 def test_observation_latency_and_drops_come_from_the_rollout_history():

@@ -3,9 +3,10 @@
 Per control period and environment, what the deployed graph does to a policy command, at the same rates:
 
 1. the ``policy`` node's command (a one-point arm trajectory reaching the target after one period, hand positions)
-   goes through :class:`dexstack.safety.gate.SafetyGate` (the pure gate of ``safety_monitor``, configured from
-   ``config/safety.yaml``), ticked at its ``rate_hz`` (100 Hz: 5 ticks per 50 ms period): joint-limit margin,
-   jerk-limited filter (ruckig), workspace box;
+   goes through the safety gate's rules (:class:`dexstack.safety.gate_batch.GateBatch`: ``safety_monitor``'s
+   :class:`~dexstack.safety.gate.SafetyGate` is the same rules for one robot; configured from
+   ``config/safety.yaml``), all N environments at once, ticked at its ``rate_hz`` (100 Hz: 5 ticks per 50 ms
+   period): joint-limit margin, jerk-limited filter (ruckig), workspace box, self/table collisions;
 2. each gate output reaches ``sim_cell``'s driver as ``safety_monitor`` sends it: the arm ramps linearly from its
    current setpoint to the output over the tick (joint_trajectory_controller), the hand steps;
 3. the physics of those setpoints runs in C: the whole period's per-physics-step controls are one array and one
@@ -35,31 +36,25 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from mujoco import rollout  # noqa: E402
 
-from dexstack.control.commands import CommandError  # noqa: E402
-from dexstack.safety.gate import SafetyConfig, SafetyGate, load_safety_config  # noqa: E402
+from dexstack.control.commands import CommandError, validate_positions, validate_trajectory  # noqa: E402
+from dexstack.safety.gate import SafetyConfig, load_safety_config  # noqa: E402
+from dexstack.safety.gate_batch import TAKEN, GateBatch  # noqa: E402
 from dexstack.sim import SimCell  # noqa: E402
 from dexstack.sim.scene import OBJECT_JOINT  # noqa: E402
 
 DEFAULT_TIMESTEP_S = 0.005
 GATE_MODES = ("full", "limits", "off")
-OPEN_WORKSPACE_M = ((-100.0, -100.0, -100.0), (100.0, 100.0, 100.0))
-
-
-class OpenWorkspaceGate(SafetyGate):
-    """The gate with its workspace box opened (``OPEN_WORKSPACE_M``): the box can never fire there, so its forward
-    kinematics is skipped (~45% of a tick); every other rule (margins, filter, watchdogs, re-seeding) is the gate's."""
-
-    def workspace_violation_m(self, q: np.ndarray) -> float:
-        return 0.0
+OPEN_WORKSPACE_M = ((-100.0, -100.0, -100.0), (100.0, 100.0, 100.0))  # a box the robot cannot leave: the gate
+# skips its forward kinematics (GateBatch: the box holds the robot's reach)
 
 
 @dataclass(frozen=True)
 class CommandPath:
     """How commands and observations travel between the policy and the physics."""
 
-    # "full": through SafetyGate at its rate, configured as config/safety.yaml (joint-limit margin, jerk-limited
-    # filter, workspace box); "limits": the same gate with the workspace box opened (its clipping bisection costs
-    # ~10x the filter per tick, and the box is being replaced by a table model); "off": targets straight to the driver.
+    # "full": through the safety gate at its rate, configured as config/safety.yaml (joint-limit margin, jerk-limited
+    # filter, workspace box, collisions); "limits": the same gate with the workspace box opened (the table and
+    # self-collision checks stay; the box's forward kinematics per tick goes); "off": targets straight to the driver.
     gate: str = "limits"
     timestep_s: float = DEFAULT_TIMESTEP_S
     joint_latency_s: tuple[float, float] = (0.0, 0.008)  # uniform per step: /joint_states age at the policy tick
@@ -128,13 +123,11 @@ class MujocoBatch:
         self.last_obj_obs = np.zeros((n_envs, 7))
         self.rng = np.random.default_rng(seed)
         self.safety = safety or load_safety_config()
-        gate_type = SafetyGate
         if self.path.gate == "limits":
             self.safety = replace(self.safety, workspace_min_m=OPEN_WORKSPACE_M[0], workspace_max_m=OPEN_WORKSPACE_M[1])
-            gate_type = OpenWorkspaceGate
-        self.gates = [gate_type(d, self.safety) for _ in range(n_envs)] if self.path.gate != "off" else []
+        self.gate = GateBatch(d, self.safety, n_envs) if self.path.gate != "off" else None
         self.tick_s = 1.0 / self.safety.rate_hz
-        self.n_ticks = int(round(period_s / self.tick_s)) if self.gates else 1
+        self.n_ticks = int(round(period_s / self.tick_s)) if self.gate else 1
         self.per_tick = self.nstep // self.n_ticks
         if self.per_tick * self.n_ticks != self.nstep:
             raise ValueError(f"the gate's {self.tick_s} s tick is not a multiple of the timestep {model.opt.timestep}")
@@ -147,7 +140,8 @@ class MujocoBatch:
     def reset(self, ids: np.ndarray, q: np.ndarray, object_pose: np.ndarray, friction_scale: np.ndarray,
               mass_scale: np.ndarray) -> None:
         friction, mass, inertia = self.nominal
-        for k, i in enumerate(np.asarray(ids, dtype=int)):
+        ids = np.asarray(ids, dtype=int)
+        for k, i in enumerate(ids):
             m = self.models[i]
             m.geom_friction[self.obj_geom] = friction * np.array([friction_scale[k], 1.0, 1.0])
             m.body_mass[self.obj_body] = mass * mass_scale[k]
@@ -161,52 +155,70 @@ class MujocoBatch:
             self.setpoint[i] = q[k]
             self.obj_hist[i] = object_pose[k]
             self.last_obj_obs[i] = object_pose[k]
-            if self.gates:  # a new episode: the gate forgets its inputs and re-seeds from the measured state
-                gate = self.gates[i]
-                self.now_s[i] += 1.0
-                gate.estop("episode reset")
-                gate.update_state(q[k], self.now_s[i])
-                gate.reset(self.now_s[i])
             self.out["unstable"][i] = 0.0
             for key, value in (("q", q[k]), ("q_obs", q[k]), ("dq", 0.0), ("dq_obs", 0.0),
                                ("object_pose", object_pose[k]), ("object_pose_obs", object_pose[k])):
                 self.out[key][i] = value
+        if self.gate:  # a new episode: the gate forgets its inputs and re-seeds from the measured state
+            self.now_s[ids] += 1.0
+            self.gate.estop(ids, "episode reset")
+            self.gate.update_state(ids, np.asarray(q, dtype=float), self.now_s[ids])
+            self.gate.reset(ids, self.now_s[ids])
 
     # ------------------------------------------------------------------ step
     def _controls(self, targets: np.ndarray) -> None:
         """Fill ``self.ctrl`` (N, nstep, nu) with the driver setpoints of the period (arm ramps, hand steps)."""
         n_arm, per = self.n_arm, self.per_tick
-        frac = (np.arange(per) / per)[:, None]  # setpoint sampled at each physics step's start
-        setpoints = np.empty((self.nstep, self.n))
-        for i in range(self.n_envs):
-            prev = self.setpoint[i].copy()
-            if self.gates:
-                gate, now = self.gates[i], self.now_s[i]
-                gate.update_state(self.out["q"][i], now)
-                try:  # a refused command (absurd target) leaves the gate holding, as on the deployed path
-                    gate.arm_command(self.description.arm_joints, [targets[i, :n_arm]], [self.period_s], now)
-                    gate.hand_command(targets[i, n_arm:], now)
-                except CommandError:
-                    self.refused_count += 1
-                for k in range(self.n_ticks):
-                    out = gate.tick(now + k * self.tick_s)
-                    new = prev.copy()
-                    if out.arm_rad is not None:
-                        new[:n_arm] = out.arm_rad
-                    if out.hand_rad is not None:
-                        new[n_arm:] = out.hand_rad
-                    rows = setpoints[k * per:(k + 1) * per]
-                    rows[:, :n_arm] = prev[:n_arm] + frac * (new[:n_arm] - prev[:n_arm])
-                    rows[:, n_arm:] = new[n_arm:]
-                    prev = new
-                self.now_s[i] = now + self.period_s
-            else:  # the policy's one-point trajectory straight to the driver: a ramp over the period
-                new = targets[i]
-                setpoints[:, :n_arm] = prev[:n_arm] + frac * (new[:n_arm] - prev[:n_arm])
-                setpoints[:, n_arm:] = new[n_arm:]
-                prev = np.asarray(new, dtype=float)
-            self.setpoint[i] = prev
-            self.ctrl[i][:, self.act_ids] = setpoints
+        frac = (np.arange(per) / per)[None, :, None]  # setpoint sampled at each physics step's start
+        setpoints = np.empty((self.n_envs, self.nstep, self.n))
+        prev = self.setpoint.copy()
+        if self.gate:
+            now = self.now_s
+            self._commands(targets, now)
+            for k in range(self.n_ticks):
+                out = self.gate.tick(now + k * self.tick_s)
+                new = prev.copy()
+                new[out.arm_valid, :n_arm] = out.arm_rad[out.arm_valid]
+                new[out.hand_valid, n_arm:] = out.hand_rad[out.hand_valid]
+                rows = setpoints[:, k * per:(k + 1) * per]
+                rows[..., :n_arm] = prev[:, None, :n_arm] + frac * (new[:, None, :n_arm] - prev[:, None, :n_arm])
+                rows[..., n_arm:] = new[:, None, n_arm:]
+                prev = new
+            self.now_s = now + self.period_s
+        else:  # the policy's one-point trajectory straight to the driver: a ramp over the period
+            new = targets
+            setpoints[..., :n_arm] = prev[:, None, :n_arm] + frac * (new[:, None, :n_arm] - prev[:, None, :n_arm])
+            setpoints[..., n_arm:] = new[:, None, n_arm:]
+            prev = np.array(new, dtype=float)
+        self.setpoint[:] = prev
+        self.ctrl[:, :, self.act_ids] = setpoints
+
+    def _commands(self, targets: np.ndarray, now: np.ndarray) -> None:
+        """The measured state and the policy node's messages of every env to the gate: the arm's one-point
+        trajectory, then (if the arm's was taken) the hand's positions. A refused command (absurd or non-finite
+        target) leaves the gate holding, as on the deployed path; non-finite ones are refused with the deployed
+        validation's reason."""
+        n_arm, rows = self.n_arm, np.arange(self.n_envs)
+        self.gate.update_state(rows, self.out["q"], now)  # the gate sees the measured state once per period
+        finite_arm = np.isfinite(targets[:, :n_arm]).all(axis=1)
+        for i in rows[~finite_arm]:
+            self._invalid(i, "arm", validate_trajectory, self.description.arm_joints, [targets[i, :n_arm]],
+                          [self.period_s], self.description.arm_joints)
+        taken = np.zeros(self.n_envs, dtype=bool)
+        taken[finite_arm] = self.gate.arm_command(rows[finite_arm], np.array([self.period_s]),
+                                                  targets[finite_arm, None, :n_arm], now[finite_arm]) == TAKEN
+        finite_hand = np.isfinite(targets[:, n_arm:]).all(axis=1)
+        for i in rows[taken & ~finite_hand]:
+            self._invalid(i, "hand", validate_positions, targets[i, n_arm:], self.n - n_arm, "hand command")
+        hand = rows[taken & finite_hand]
+        hand_taken = self.gate.hand_command(hand, targets[hand, n_arm:], now[hand]) == TAKEN
+        self.refused_count += int(self.n_envs - hand_taken.sum())
+
+    def _invalid(self, i: int, part: str, validate, *args) -> None:
+        try:
+            validate(*args)
+        except CommandError as exc:
+            self.gate.intervene(int(i), f"{part}: {exc}")
 
     def step(self, targets: np.ndarray) -> dict[str, np.ndarray]:
         """One control period for every env with full joint targets (N, n); returns true and observed states."""
