@@ -78,6 +78,7 @@ class TrainConfig:
     init_std: float = 0.0  # > 0: fine-tuning explores with this action std instead of the bundle's
     critic_warmup: int = 0  # PPO iterations that train only the fresh critic before the actor moves (fine-tuning)
     object_drop_prob: float = -1.0  # >= 0: periods without a fresh object pose (default: CommandPath's)
+    object_drop_burst_periods: float = 0.0  # mean run of dropped periods (0: independent; CommandPath)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -109,10 +110,10 @@ def make_backend(config: TrainConfig, n_envs: int, period_s: float, ideal: bool 
         return MjWarpBatch(n_envs, period_s, timestep_s=config.timestep_s, device=config.device)
     if ideal:
         path = CommandPath.ideal(config.gate, config.timestep_s)
-    elif config.object_drop_prob >= 0.0:
-        path = CommandPath(gate=config.gate, timestep_s=config.timestep_s, object_drop_prob=config.object_drop_prob)
     else:
-        path = CommandPath(gate=config.gate, timestep_s=config.timestep_s)
+        drops = {} if config.object_drop_prob < 0.0 else {"object_drop_prob": config.object_drop_prob}
+        path = CommandPath(gate=config.gate, timestep_s=config.timestep_s,
+                           object_drop_burst_periods=config.object_drop_burst_periods, **drops)
     if processes and config.workers > 1:
         return WorkerPool(n_envs, period_s, config.workers, path, seed=config.seed)
     return MujocoBatch(n_envs, period_s, path, seed=config.seed)
