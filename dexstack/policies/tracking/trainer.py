@@ -258,7 +258,7 @@ def train(config: TrainConfig, out: Path, progress: bool = True, log=print) -> d
                 with torch.no_grad():
                     model.log_std.fill_(float(np.log(config.init_std)))
             log(f"actor and normaliser initialised from {config.init_bundle} (action std "
-                f"{float(model.log_std.exp().mean()):.3f}, critic warm-up {config.critic_warmup} iterations)")
+                f"{float(model.log_std.detach().exp().mean()):.3f}, critic warm-up {config.critic_warmup} iterations)")
         ppo = PPO(model, ppo_config)
         curves_path = out / "curves.csv"
         curves = open(curves_path, "w", newline="")  # noqa: SIM115
