@@ -57,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--object-start-noise", nargs=2, type=float, default=(0.0, 0.0), metavar=("XY_M", "YAW_RAD"),
                         help="randomise the object's start around the reference's (uniform +/-)")
     parser.add_argument("--init", default="", help="fine-tune from this tracking bundle's actor (e.g. track_cube)")
+    parser.add_argument("--init-std", type=float, default=0.0,
+                        help="with --init: exploration action std to start from (default: the bundle's)")
+    parser.add_argument("--critic-warmup", type=int, default=0,
+                        help="with --init: PPO iterations training only the fresh critic before the actor moves")
+    parser.add_argument("--object-drop-prob", type=float, default=-1.0,
+                        help="fraction of control periods without a fresh object pose (default: the backend's 0.2)")
+    parser.add_argument("--object-drop-burst", type=float, default=0.0,
+                        help="mean run (control periods) of missing object poses (0: independent drops)")
     parser.add_argument("--name", default="", help="bundle name in the manifest (default: the --out folder's)")
     args = parser.parse_args(argv)
     if args.task != "tracking":
@@ -80,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
                                          validation_files=tuple(args.val_references),
                                          object_start_xy_m=args.object_start_noise[0],
                                          object_start_yaw_rad=args.object_start_noise[1],
-                                         name=args.name or out.name, init_bundle=args.init)
+                                         name=args.name or out.name, init_bundle=args.init,
+                                         init_std=args.init_std, critic_warmup=args.critic_warmup,
+                                         object_drop_prob=args.object_drop_prob,
+                                         object_drop_burst_periods=args.object_drop_burst)
             summary = trainer.train(config, out / f"seed_{seed}", progress=not args.no_progress)
             print(json.dumps({"seed": seed, "samples": summary["samples"], "samples_per_s": summary["samples_per_s"],
                               "best_validation": summary["best"]}), flush=True)

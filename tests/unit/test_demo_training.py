@@ -56,3 +56,41 @@ def test_init_copies_the_bundles_actor():
     assert np.allclose(ours.numpy(), theirs, atol=1e-4)
     assert float(model.normalizer.count) == pytest.approx(1e5)
     assert not torch.allclose(model.log_std, torch.full_like(model.log_std, PPOConfig().init_log_std))
+
+
+def _rollout(obs_size: int, action_size: int, T: int = 8, E: int = 4):
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(T, E, obs_size, generator=g), torch.randn(T, E, action_size, generator=g),
+            torch.zeros(T, E), torch.zeros(T, E), torch.rand(T, E, generator=g), torch.zeros(T, E), torch.zeros(E))
+
+
+def test_critic_warmup_leaves_the_fine_tuned_actor_as_loaded():
+    """Fine-tuning starts with a fresh critic: during the warm-up updates only the critic learns (the actor, its std
+    and the learning rate stay), then the actor moves."""
+    from dexstack.policies.tracking.ppo import PPO
+
+    model = ActorCritic(10, 3, PPOConfig())
+    ppo = PPO(model, PPOConfig(critic_warmup_updates=2, epochs=2, minibatches=2))
+    actor0 = [p.detach().clone() for p in model.actor.parameters()] + [model.log_std.detach().clone()]
+    critic0 = [p.detach().clone() for p in model.critic.parameters()]
+    batch = _rollout(10, 3)
+    for _ in range(2):
+        stats = ppo.update(*batch)
+        assert all(torch.equal(a, b) for a, b in zip(actor0, [*model.actor.parameters(), model.log_std]))
+        assert stats["lr"] == PPOConfig().learning_rate
+    assert not all(torch.equal(a, b) for a, b in zip(critic0, model.critic.parameters()))
+    batch = (batch[0], batch[1], batch[2] - 1.0, *batch[3:])  # the actor's own log-probs differ: a real update
+    ppo.update(*batch)
+    assert not all(torch.equal(a, b) for a, b in zip(actor0, [*model.actor.parameters(), model.log_std]))
+
+
+def test_fine_tuning_options_are_checked():
+    from dexstack.policies.tracking.trainer import TrainConfig
+
+    with pytest.raises(ValueError, match="init_bundle"):
+        TrainConfig(critic_warmup=5)
+    with pytest.raises(ValueError, match="init_std"):
+        TrainConfig(init_bundle="track_cube", init_std=-0.1)
+    with pytest.raises(ValueError, match="object_drop_prob"):
+        TrainConfig(object_drop_prob=1.0)
+    TrainConfig(init_bundle="track_cube", init_std=0.2, critic_warmup=10, object_drop_prob=0.35)

@@ -335,3 +335,29 @@ def test_mjwarp_matches_the_c_backend_on_cpu():
     from dexstack.policies.tracking.mjwarp_backend import state_error_vs_c
 
     assert state_error_vs_c(20) < 1e-3
+
+
+def test_object_pose_drops_come_in_bursts_of_the_configured_length():
+    """Perception loses the cube for a while when the hand covers it: with bursts, the same fraction of periods is
+    dropped, in runs of the configured mean length (independent drops: runs of 1 / (1 - p))."""
+    from dexstack.policies.tracking.cpu_backend import next_drops
+
+    def runs(path):
+        rng = np.random.default_rng(0)
+        dropping = np.zeros(200, dtype=bool)
+        history = []
+        for _ in range(400):
+            dropping = next_drops(path, dropping, rng)
+            history.append(dropping)
+        h = np.array(history).T
+        starts = (h[:, 1:] & ~h[:, :-1]).sum()
+        return h.mean(), h.sum() / max(starts, 1)
+
+    fraction, mean_run = runs(CommandPath(object_drop_prob=0.35, object_drop_burst_periods=6.0))
+    assert fraction == pytest.approx(0.35, abs=0.03)
+    assert mean_run == pytest.approx(6.0, rel=0.1)
+    fraction, mean_run = runs(CommandPath(object_drop_prob=0.35))
+    assert fraction == pytest.approx(0.35, abs=0.03)
+    assert mean_run == pytest.approx(1 / 0.65, rel=0.1)
+    with pytest.raises(ValueError, match="burst"):
+        CommandPath(object_drop_burst_periods=0.5)

@@ -60,6 +60,9 @@ class CommandPath:
     joint_latency_s: tuple[float, float] = (0.0, 0.008)  # uniform per step: /joint_states age at the policy tick
     object_latency_s: tuple[float, float] = (0.0, 0.06)  # object pose age (camera frame interval + perception)
     object_drop_prob: float = 0.2  # a period without a fresh object pose (object_pose publishes ~11 of 15 Hz)
+    # 0: each period dropped independently; > 0: the mean length (periods) of a run of dropped periods, same fraction
+    # overall (a Markov chain): perception loses the cube for a while when the hand covers it, not one frame at a time
+    object_drop_burst_periods: float = 0.0
 
     def __post_init__(self) -> None:
         if self.gate not in GATE_MODES:
@@ -72,11 +75,33 @@ class CommandPath:
                 raise ValueError(f"{name} must be 0 <= low <= high, got {(lo, hi)}")
         if not 0 <= self.object_drop_prob < 1:
             raise ValueError("object_drop_prob must be in [0, 1)")
+        if not (self.object_drop_burst_periods == 0 or 1 <= self.object_drop_burst_periods <= 1000):
+            raise ValueError(f"object_drop_burst_periods must be 0 (independent drops) or in [1, 1000], got "
+                             f"{self.object_drop_burst_periods}")
+        if self.object_drop_burst_periods and self.object_drop_prob > 0.5:
+            raise ValueError("bursts of object-pose drops need object_drop_prob <= 0.5")
+
+    def drop_transition(self) -> tuple[float, float]:
+        """(P(dropped | dropped the period before), P(dropped | fresh the period before)): stationary fraction
+        ``object_drop_prob``, mean run ``object_drop_burst_periods`` (independent drops: both = the fraction)."""
+        f = self.object_drop_prob
+        if not self.object_drop_burst_periods:
+            return f, f
+        stay = 1.0 - 1.0 / self.object_drop_burst_periods
+        return stay, f * (1.0 - stay) / (1.0 - f)
 
     @staticmethod
     def ideal(gate: str = "limits", timestep_s: float = DEFAULT_TIMESTEP_S) -> CommandPath:
         """No latency, no drops (evaluation)."""
         return CommandPath(gate, timestep_s, (0.0, 0.0), (0.0, 0.0), 0.0)
+
+
+def next_drops(path: CommandPath, dropping: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Which envs get no fresh object pose this period, given which got none the period before."""
+    if not path.object_drop_burst_periods:
+        return rng.random(len(dropping)) < path.object_drop_prob
+    stay, start = path.drop_transition()
+    return rng.random(len(dropping)) < np.where(dropping, stay, start)
 
 
 OUTPUTS = ("q", "dq", "object_pose", "q_obs", "dq_obs", "object_pose_obs", "unstable")
@@ -121,6 +146,7 @@ class MujocoBatch:
         self.ctrl = np.tile(self.scratch.ctrl, (n_envs, self.nstep, 1))
         self.obj_hist = np.zeros((n_envs, 2 * self.nstep, 7))  # object poses over the last two periods (xyzw)
         self.last_obj_obs = np.zeros((n_envs, 7))
+        self.dropping = np.zeros(n_envs, dtype=bool)  # the object pose was not refreshed last period
         self.rng = np.random.default_rng(seed)
         self.safety = safety or load_safety_config()
         if self.path.gate == "limits":
@@ -155,6 +181,7 @@ class MujocoBatch:
             self.setpoint[i] = q[k]
             self.obj_hist[i] = object_pose[k]
             self.last_obj_obs[i] = object_pose[k]
+            self.dropping[i] = False
             self.out["unstable"][i] = 0.0
             for key, value in (("q", q[k]), ("q_obs", q[k]), ("dq", 0.0), ("dq_obs", 0.0),
                                ("object_pose", object_pose[k]), ("object_pose_obs", object_pose[k])):
@@ -250,7 +277,7 @@ class MujocoBatch:
         out["dq_obs"][:] = lagged[:, self.i_dq]
         lag_o = np.minimum((self.rng.uniform(*p.object_latency_s, N) / dt).astype(int), 2 * self.nstep - 1)
         fresh = self.obj_hist[rows, 2 * self.nstep - 1 - lag_o]
-        dropped = self.rng.random(N) < p.object_drop_prob
+        self.dropping = dropped = next_drops(p, self.dropping, self.rng)
         self.last_obj_obs = np.where(dropped[:, None], self.last_obj_obs, fresh)
         out["object_pose_obs"][:] = self.last_obj_obs
         return out

@@ -33,6 +33,9 @@ class PPOConfig:
     desired_kl: float = 0.01
     imitation_coef: float = 0.0  # optional: pull the mean residual towards 0 (= the reference) early on
     reward_scale: float = 0.1  # keeps returns (and the critic's share of the clipped gradient) small
+    # fine-tuning: the first updates train only the (fresh) critic, the actor and its std stay as loaded; without
+    # this the untrained critic's advantages are noise and the first actor updates undo what the bundle knew
+    critic_warmup_updates: int = 0
 
 
 class RunningMeanStd(nn.Module):
@@ -84,6 +87,7 @@ class PPO:
         self.config = config
         self.lr = config.learning_rate
         self.optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        self.updates = 0  # calls of update()
 
     def update(self, obs_n, actions, log_probs, values, rewards, dones, last_values) -> dict[str, float]:
         """Tensors shaped (T, E, ...) from one rollout (observations normalised as when acting); ``dones`` ends an
@@ -107,6 +111,8 @@ class PPO:
         n = obs_n.shape[0]
         stats = {"value_loss": 0.0, "surrogate": 0.0, "kl": 0.0}
         updates = 0
+        warmup = self.updates < c.critic_warmup_updates
+        self.updates += 1
         for _ in range(c.epochs):
             for idx in torch.randperm(n).chunk(c.minibatches):
                 dist = self.model.distribution(obs_n[idx])
@@ -120,9 +126,13 @@ class PPO:
                 loss = surrogate + c.value_coef * value_loss - c.entropy_coef * dist.entropy().sum(-1).mean()
                 if c.imitation_coef:
                     loss = loss + c.imitation_coef * (dist.mean ** 2).mean()
+                if warmup:  # critic only: actor parameters get no gradient (Adam skips them), lr not adapted
+                    loss = c.value_coef * value_loss
                 with torch.no_grad():
                     kl = (new_log_probs - log_probs[idx]).mean().neg().clamp(min=0).item()
-                    if kl > 2.0 * c.desired_kl:
+                    if warmup:
+                        pass
+                    elif kl > 2.0 * c.desired_kl:
                         self.lr = max(1e-5, self.lr / 1.5)
                     elif kl < 0.5 * c.desired_kl:
                         self.lr = min(1e-3, self.lr * 1.5)

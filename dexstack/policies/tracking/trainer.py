@@ -75,6 +75,10 @@ class TrainConfig:
     object_start_yaw_rad: float = 0.0
     name: str = "track_cube"
     init_bundle: str = ""  # start from this bundle's actor and observation normaliser (fine-tuning)
+    init_std: float = 0.0  # > 0: fine-tuning explores with this action std instead of the bundle's
+    critic_warmup: int = 0  # PPO iterations that train only the fresh critic before the actor moves (fine-tuning)
+    object_drop_prob: float = -1.0  # >= 0: periods without a fresh object pose (default: CommandPath's)
+    object_drop_burst_periods: float = 0.0  # mean run of dropped periods (0: independent; CommandPath)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -84,6 +88,14 @@ class TrainConfig:
         for name in ("envs", "workers", "steps", "train_references", "validation_references"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if not (self.init_std == 0.0 or 0.0 < self.init_std <= 2.0):
+            raise ValueError(f"init_std must be 0 (the bundle's) or in (0, 2], got {self.init_std}")
+        if (self.init_std or self.critic_warmup) and not self.init_bundle:
+            raise ValueError("init_std and critic_warmup are for fine-tuning: give init_bundle")
+        if self.critic_warmup < 0:
+            raise ValueError("critic_warmup must be >= 0")
+        if not (self.object_drop_prob == -1.0 or 0.0 <= self.object_drop_prob < 1.0):
+            raise ValueError(f"object_drop_prob must be in [0, 1) (or -1: the default), got {self.object_drop_prob}")
 
 
 def make_backend(config: TrainConfig, n_envs: int, period_s: float, ideal: bool = False, processes: bool = True):
@@ -96,8 +108,12 @@ def make_backend(config: TrainConfig, n_envs: int, period_s: float, ideal: bool 
         from dexstack.policies.tracking.mjwarp_backend import MjWarpBatch  # noqa: PLC0415
 
         return MjWarpBatch(n_envs, period_s, timestep_s=config.timestep_s, device=config.device)
-    path = (CommandPath.ideal(config.gate, config.timestep_s) if ideal
-            else CommandPath(gate=config.gate, timestep_s=config.timestep_s))
+    if ideal:
+        path = CommandPath.ideal(config.gate, config.timestep_s)
+    else:
+        drops = {} if config.object_drop_prob < 0.0 else {"object_drop_prob": config.object_drop_prob}
+        path = CommandPath(gate=config.gate, timestep_s=config.timestep_s,
+                           object_drop_burst_periods=config.object_drop_burst_periods, **drops)
     if processes and config.workers > 1:
         return WorkerPool(n_envs, period_s, config.workers, path, seed=config.seed)
     return MujocoBatch(n_envs, period_s, path, seed=config.seed)
@@ -205,7 +221,7 @@ def train(config: TrainConfig, out: Path, progress: bool = True, log=print) -> d
     np.random.seed(config.seed)
     torch.set_num_threads(1)
     description = load_description(config.profile)
-    ppo_config = PPOConfig()
+    ppo_config = PPOConfig(critic_warmup_updates=config.critic_warmup)
     manifest_yaml = tracking_manifest(len(description.arm_joints), len(description.hand_joints), config.rate_hz,
                                       ppo_config.hidden, config.profile, config.name)
     start = time.monotonic()
@@ -238,7 +254,11 @@ def train(config: TrainConfig, out: Path, progress: bool = True, log=print) -> d
         model = ActorCritic(task.obs_size, task.action_size, ppo_config)
         if config.init_bundle:
             init_from_bundle(model, config.init_bundle, description)
-            log(f"actor and normaliser initialised from {config.init_bundle}")
+            if config.init_std > 0:
+                with torch.no_grad():
+                    model.log_std.fill_(float(np.log(config.init_std)))
+            log(f"actor and normaliser initialised from {config.init_bundle} (action std "
+                f"{float(model.log_std.detach().exp().mean()):.3f}, critic warm-up {config.critic_warmup} iterations)")
         ppo = PPO(model, ppo_config)
         curves_path = out / "curves.csv"
         curves = open(curves_path, "w", newline="")  # noqa: SIM115
