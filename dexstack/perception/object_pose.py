@@ -21,11 +21,11 @@ A pose that fails the check, or no pose, is reported as lost with a reason; the 
 **Through the robot's own occlusion** (the hand grasping or covering the object), the caller passes the robot's
 capsule skeleton at the image's time (:class:`Occluders`, from the joint state): depth points on or near it are
 removed before the fit (a robot self-filter), else ICP, even seeded at the true pose, slides onto the fingers
-(measured: 20-37 mm, 35-50 deg off through the lift reference's grasp). A *tracked* fit (seeded by the previous
-pose or a prediction) may then be accepted with less of the object seen than ``min_coverage``, if the part not
-hidden behind something is confirmed (``min_unoccluded_coverage``) by at least ``min_agree_points`` points; its
-ICP covariance says which directions the few visible faces leave loose. Acquisition (tags, coarse search) keeps
-the strict check.
+(measured: 20-37 mm, 35-50 deg off through the lift reference's grasp). With occluders, a *tracked* fit (seeded
+by the previous pose or a prediction) may then be accepted with less of the object seen than ``min_coverage``, if
+the part not hidden behind something is confirmed (``min_unoccluded_coverage``) by at least ``min_agree_points``
+points; its ICP covariance says which directions the few visible faces leave loose. Acquisition (tags, coarse
+search) keeps the strict check.
 
 Frames: camera = the color optical frame; base = the calibration's parent frame; object = the object config's frame.
 """
@@ -457,7 +457,10 @@ class ObjectPoseEstimator:
             tried.append(f"{init}: ICP residual {1000 * fit_result.rmse_m:.1f} mm > "
                          f"{1000 * self.config.max_rmse_m:.1f} mm")
             return None
-        fit, reason = self._check(T_co, depth_m, camera, tracked=init in ("previous", "prediction"))
+        # Less of the object may be seen only where the occluder is known (the robot, filtered out above): without
+        # the filter, fits that pass on a small visible part slide onto the fingers (measured: up to 15 mm).
+        tracked = init in ("previous", "prediction") and self._occluders is not None
+        fit, reason = self._check(T_co, depth_m, camera, tracked=tracked)
         if reason:
             tried.append(f"{init}: {reason}")
             return None
