@@ -118,13 +118,20 @@ class Occluders:
 
     def clearance_m(self, points: np.ndarray) -> np.ndarray:
         """(N,) distance of each point (same frame as the capsules) to the nearest capsule surface (< 0: inside)."""
+        out = np.full(len(points), np.inf)
         if len(self.radii_m) == 0 or len(points) == 0:
-            return np.full(len(points), np.inf)
-        a, ab = self.starts, self.ends - self.starts
-        rel = points[:, None, :] - a[None]  # (N, K, 3)
-        s = np.clip(np.einsum("nkj,kj->nk", rel, ab) / np.maximum(np.einsum("kj,kj->k", ab, ab), 1e-12), 0.0, 1.0)
-        d = np.linalg.norm(rel - s[..., None] * ab[None], axis=2) - self.radii_m[None]
-        return d.min(axis=1)
+            return out
+        lo, hi = points.min(axis=0), points.max(axis=0)
+        for a, b, r in zip(self.starts, self.ends, self.radii_m):
+            # capsules clear of the points' bounding box by more than the nearest distance found cannot matter
+            if np.any(np.minimum(a, b) - r > hi + 0.05) or np.any(np.maximum(a, b) + r < lo - 0.05):
+                continue
+            ab = b - a
+            rel = points - a
+            s = np.clip(rel @ ab / max(float(ab @ ab), 1e-12), 0.0, 1.0)
+            d = rel - s[:, None] * ab
+            np.minimum(out, np.sqrt(np.einsum("ij,ij->i", d, d)) - r, out=out)
+        return out
 
 
 @dataclass(frozen=True)
