@@ -52,7 +52,8 @@ def _reason_key(reason: str) -> str:
 
 
 def run_reference(bundle: str, ref, description, backend, cell, camera, feed: str, camera_hz: float,
-                  wrong_mm: float, frames_out: list | None, self_filter: bool = True) -> dict:
+                  wrong_mm: float, frames_out: list | None, self_filter: bool = True,
+                  config_overrides: dict | None = None) -> dict:
     import numpy as np
 
     from dexstack.perception.geometry import pose_error
@@ -68,7 +69,8 @@ def run_reference(bundle: str, ref, description, backend, cell, camera, feed: st
 
     model = load_object_model(cell.cell.object.name)
     cal = cell.calibration
-    estimator = ObjectPoseEstimator(model, cal.T_parent_camera, ObjectPoseConfig(), cal.depth_scale_m)
+    estimator = ObjectPoseEstimator(model, cal.T_parent_camera, ObjectPoseConfig(**(config_overrides or {})),
+                                    cal.depth_scale_m)
     keeper = PoseKeeper()
     kin = Kinematics(description)
     robot = CollisionModel(description) if self_filter else None
@@ -152,6 +154,8 @@ def main() -> int:
     parser.add_argument("--wrong-mm", type=float, default=15.0, help="a measured pose this far off is wrong")
     parser.add_argument("--no-self-filter", action="store_true",
                         help="do not pass the hand's capsules to the estimator (the node's robot_self_filter off)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override an ObjectPoseConfig field (numbers), e.g. --set min_agree_points=40")
     parser.add_argument("--frames-jsonl", type=Path, default=None, help="write one line per frame here")
     args = parser.parse_args()
 
@@ -172,13 +176,17 @@ def main() -> int:
         raise SystemExit("the rendering cell and the physics cell differ")
     camera = SimCamera(cell)
     frames = [] if args.frames_jsonl is not None else None
+    overrides = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        overrides[name] = int(value) if value.lstrip("-").isdigit() else float(value)
     per_ref, all_fresh, all_kept, totals = {}, [], [], [0, 0, 0, 0]
     successes = []
     try:
         for name in args.references:
             ref = load_reference(reference_path(name), description)
             r = run_reference(args.bundle, ref, description, backend, cell, camera, args.feed, args.camera_hz,
-                              args.wrong_mm, frames, not args.no_self_filter)
+                              args.wrong_mm, frames, not args.no_self_filter, overrides)
             ef, ek, n, nf, npub, nw = r.pop("_errors")
             all_fresh += ef
             all_kept += ek
@@ -192,7 +200,7 @@ def main() -> int:
         args.frames_jsonl.write_text("".join(json.dumps(f) + "\n" for f in frames))
     n, nf, npub, nw = totals
     print(json.dumps({"bundle": args.bundle, "feed": args.feed, "camera_hz": args.camera_hz,
-                      "self_filter": not args.no_self_filter,
+                      "self_filter": not args.no_self_filter, "config_overrides": overrides,
                       "success": round(sum(successes) / len(successes), 3), "fresh_fraction": round(nf / max(n, 1), 3),
                       "published_fraction": round(npub / max(n, 1), 3), "wrong_fresh_frames": nw,
                       "fresh_err_mm": _stats(all_fresh), "kept_err_mm": _stats(all_kept), "per_reference": per_ref}))
