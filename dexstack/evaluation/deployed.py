@@ -103,10 +103,14 @@ def run_deployed(bundle: str, references: list[ReferenceTrajectory], options: De
 
     options = options or DeployedOptions()
     own_context = not rclpy.ok()
-    if own_context:
-        rclpy.init(args=[])  # not the caller's argv: name:=value launch arguments would read as remap rules
+    context = None
+    if own_context:  # a fresh context per call: the default one cannot be initialised again after a shutdown
+        from rclpy.context import Context
+
+        context = Context()
+        rclpy.init(args=[], context=context)  # not the caller's argv: name:=value launch arguments would be remaps
     use_sim_time = options.launch_args.get("use_sim_time", "false").lower() == "true"
-    probe = EpisodeProbe("deployed_eval_probe")
+    probe = EpisodeProbe("deployed_eval_probe", context=context)
     if use_sim_time:
         from rclpy.parameter import Parameter
 

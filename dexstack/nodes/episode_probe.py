@@ -26,8 +26,8 @@ OBJECT_POSE_COV = "/dexstack/object_pose_with_covariance"
 
 
 class EpisodeProbe(Node):
-    def __init__(self, name: str = "episode_probe", arm_command_topic: str = ARM_COMMAND) -> None:
-        super().__init__(name)
+    def __init__(self, name: str = "episode_probe", arm_command_topic: str = ARM_COMMAND, context=None) -> None:
+        super().__init__(name, context=context)
         self._lock = threading.Lock()
         self.record = EpisodeRecord(reference="")
         self.diagnostics: dict[str, dict[str, str]] = {}

@@ -34,7 +34,7 @@ import numpy as np
 import rclpy
 import torch
 from builtin_interfaces.msg import Duration
-from geometry_msgs.msg import PoseArray, PoseStamped
+from geometry_msgs.msg import PoseArray, PoseStamped, PoseWithCovarianceStamped
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
@@ -45,6 +45,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from dexstack.diagnostics import Level, ReasonCounter, StatusReport
 from dexstack.nodes import common
 from dexstack.nodes.safety_link import SafetyLink
+from dexstack.perception.pose_keeper import STALE_POSITION_STD_M
 from dexstack.policies import (
     InputCache,
     Policy,
@@ -60,6 +61,7 @@ from dexstack.policies.registry import check_device
 from dexstack.robot.description import load_description
 
 OBJECT_POSE_TOPIC = "dexstack/object_pose"
+OBJECT_POSE_COV_TOPIC = "dexstack/object_pose_with_covariance"  # object_pose's same pose with its covariance
 KEYPOINTS_TOPIC = "dexstack/hand_keypoints"
 GRASP_TARGET_TOPIC = "dexstack/grasp/target"  # std_msgs/String, JSON (grasp_target node), for 'grasp' policies
 ARM_COMMAND_TOPIC = "dexstack/arm/command"  # the safety monitor's inputs
@@ -90,6 +92,11 @@ class Params:
     object_pose_timeout_s: float = common.param(
         0.5, "Object pose / hand keypoints older than this are missing (a policy that needs them sends nothing); "
              "rides through short perception dropouts, e.g. while the hand occludes the object.", min=0.01, max=5.0)
+    object_pose_max_std_m: float = common.param(
+        0.03, "An object pose whose covariance (dexstack/object_pose_with_covariance, the same stamp and position) "
+              "gives a position std above this is not used (object_pose's prediction kept too long): the policy "
+              "then sends nothing, as without a pose, and the safety monitor holds. 0: covariances ignored.",
+        min=0.0, max=1.0)
     load_timeout_s: float = common.param(30.0, "Longest wait for a bundle to load.", min=1.0, max=600.0)
     torch_threads: int = common.param(1, "Threads of torch inference (1 keeps the other cores for the graph).",
                                       read_only=True, min=1, max=64)
@@ -115,6 +122,11 @@ def _vgps_overrides(p: Params) -> dict:
               "num_samples": p.vgps_num_samples or None, "temperature": None if p.vgps_temperature == -1.0
               else p.vgps_temperature}
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _pose_key(stamp, position) -> tuple:
+    """What identifies one object pose across its PoseStamped and PoseWithCovarianceStamped twins."""
+    return (stamp.sec, stamp.nanosec, position.x, position.y, position.z)
 
 
 def _duration(t_s: float) -> Duration:
@@ -144,7 +156,10 @@ class PolicyNode(Node):
         self.hand_pub = self.create_publisher(Float64MultiArray, HAND_COMMAND_TOPIC, common.COMMAND_QOS)
         self.diag_pub = self.create_publisher(common.DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, "joint_states", self._on_joint_state, common.STATE_QOS)
-        self._object_sub = self._keypoints_sub = self._grasp_sub = None
+        self._object_sub = self._keypoints_sub = self._grasp_sub = self._object_cov_sub = None
+        self._pose_std: dict[tuple, float] = {}  # (stamp ns, x, y, z) -> position std (m), recent poses
+        self.uncertain_poses = ReasonCounter()  # object poses not used: too uncertain
+        self.stale_poses_used = 0  # object poses used although marked stale (std >= STALE_POSITION_STD_M)
         self.safety = SafetyLink(self) if self.params.wait_for_safety else None
         self._stage_pending()
         self.create_service(Trigger, "~/list", self._on_list)
@@ -217,6 +232,8 @@ class PolicyNode(Node):
         if "object_pose" in policy.needs and self._object_sub is None:
             self._object_sub = self.create_subscription(PoseStamped, OBJECT_POSE_TOPIC, self._on_object,
                                                         common.STATE_QOS)
+            self._object_cov_sub = self.create_subscription(PoseWithCovarianceStamped, OBJECT_POSE_COV_TOPIC,
+                                                            self._on_object_covariance, common.STATE_QOS)
         if "hand_keypoints" in policy.needs and self._keypoints_sub is None:
             self._keypoints_sub = self.create_subscription(PoseArray, KEYPOINTS_TOPIC, self._on_keypoints,
                                                            common.SENSOR_QOS)
@@ -242,7 +259,32 @@ class PolicyNode(Node):
 
     def _on_object(self, msg: PoseStamped) -> None:
         p, o = msg.pose.position, msg.pose.orientation
-        self.inputs.update_object(np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w]), common.control_time_s(self))
+        key = _pose_key(msg.header.stamp, p)
+        std = self._pose_std.get(key)
+        if std is not None and self._too_uncertain(std):
+            return
+        self.inputs.update_object(np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w]), common.control_time_s(self), key)
+
+    def _on_object_covariance(self, msg: PoseWithCovarianceStamped) -> None:
+        """The covariance of a pose on OBJECT_POSE_TOPIC (matched by stamp and position, so poses from another
+        source, e.g. a remap to the simulator's, are never matched): a too uncertain one is dropped, whichever of
+        the two messages arrives first."""
+        c = msg.pose.covariance
+        std = float(np.sqrt(max(c[0], c[7], c[14], 0.0)))
+        key = _pose_key(msg.header.stamp, msg.pose.pose.position)
+        self._pose_std[key] = std
+        while len(self._pose_std) > 64:
+            del self._pose_std[next(iter(self._pose_std))]
+        if self._too_uncertain(std):
+            self.uncertain_poses.add(f"object pose std {100 * std:.1f} cm > "
+                                     f"{100 * self.params.object_pose_max_std_m:.1f} cm")
+            self.inputs.drop_object(key)
+        elif std >= STALE_POSITION_STD_M:
+            self.stale_poses_used += 1
+
+    def _too_uncertain(self, std_m: float) -> bool:
+        limit = self.params.object_pose_max_std_m
+        return limit > 0 and std_m > limit
 
     def _on_keypoints(self, msg: PoseArray) -> None:
         points = None if not msg.poses else common.points_from_pose_array(msg)
@@ -371,6 +413,8 @@ class PolicyNode(Node):
                   "max_send_gap_ms": f"{1000 * self._max_gap_s:.1f}", "swaps": str(self.runtime.swaps),
                   "rejected_bundles": str(self.rejected.total), "last_rejection": self.rejected.last_reason,
                   "skipped_steps": str(self.errors.total), "last_skip_reason": self.errors.last_reason,
+                  "object_poses_too_uncertain": str(self.uncertain_poses.total),
+                  "object_poses_stale_used": str(self.stale_poses_used),
                   **(policy.diagnostics() if policy else {})}
         values.update({f"policy_{k}": v for k, v in getattr(policy, "status", {}).items()})  # e.g. anchoring, hold
         self.diag_pub.publish(common.diagnostic_array(self, [StatusReport("policy", level, message, values)]))

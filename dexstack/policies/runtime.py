@@ -49,6 +49,7 @@ class InputCache:
         self._dq = np.zeros(n)
         self._stamp = np.full(n, -np.inf)
         self._object: tuple[np.ndarray, float] | None = None
+        self._object_key = None  # what identifies the held object pose (see drop_object)
         self._keypoints: tuple[np.ndarray | None, float] | None = None
 
     def update_joints(self, names, positions, velocities, now_s: float) -> None:
@@ -61,9 +62,19 @@ class InputCache:
                     self._dq[i] = velocities[k] if have_vel else 0.0
                     self._stamp[i] = now_s
 
-    def update_object(self, pose_xyz_xyzw: np.ndarray, now_s: float) -> None:
+    def update_object(self, pose_xyz_xyzw: np.ndarray, now_s: float, key=None) -> None:
+        """A new object pose; ``key`` identifies it for a later :meth:`drop_object`."""
         with self._lock:
             self._object = (np.asarray(pose_xyz_xyzw, dtype=float), now_s)
+            self._object_key = key
+
+    def drop_object(self, key) -> bool:
+        """Forget the object pose if it is the one identified by ``key`` (it turned out unusable); True if so."""
+        with self._lock:
+            if self._object is None or key is None or self._object_key != key:
+                return False
+            self._object, self._object_key = None, None
+            return True
 
     def update_keypoints(self, keypoints: np.ndarray | None, now_s: float) -> None:
         with self._lock:

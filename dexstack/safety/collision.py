@@ -210,6 +210,17 @@ class CollisionModel:
                 total += max(depth, 1e-9)
         return total
 
+    def capsules_base(self, q_rad: np.ndarray, hand_only: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The moving capsules at ``q_rad`` in the base frame: (starts (K, 3), ends (K, 3), radii (K,)); with
+        ``hand_only`` the hand's (palm, finger bases, finger links). Perception uses them to tell the robot's own
+        depth points from the object's."""
+        pin.forwardKinematics(self.model, self.data, self.kinematics._q(q_rad))
+        ks = [i for i, k in enumerate(self._moving) if not hand_only or self.segments[k].hand]
+        starts = np.array([self.data.oMi[self._joints[i]].act(self._starts[i]) for i in ks]).reshape(-1, 3)
+        ends = np.array([self.data.oMi[self._joints[i]].act(self._ends[i]) for i in ks]).reshape(-1, 3)
+        return starts, ends, self._radii[ks].copy()
+
     def table_clearance_m(self, q_rad: np.ndarray) -> float:
         """Signed distance (m) of the moving geometry closest to its table limit (``table_top_z_m -
         table_penetration_m``, finger links ``table_top_z_m - finger_table_penetration_m``; >= 0: allowed). Pure and

@@ -161,6 +161,8 @@ class TestObjectPose:
             assert mm < 3.0 and deg < 2.0
             _, values = status(diagnostics, "object_pose")
             assert values["tags_seen"] and float(values["reprojection_px"]) < 2.0
+            # the hand's capsules come from sim_cell's /joint_states: the robot self-filter is on
+            assert values["robot_self_filter"] == "true", values
         finally:
             assert set_method("model").successful
 
