@@ -288,7 +288,11 @@ def reconvert(ref: ReferenceTrajectory, description, config: ConvertConfig | Non
         raise DemoError(f"reference '{ref.name}' was not made by dexstack-demo2ref (metadata lacks {missing})")
     old = meta["config"]
     c = config or ConvertConfig()
-    c = ConvertConfig(**{**asdict(c), **{k: old[k] for k in ("rate_hz", "reach_s", "close_s", "hold_s", "kind")}})
+    # the object trajectory's settings and the phase durations stay the conversion's; the robot part's are new
+    robot_part = ("max_ik_error_m", "table_z_m", "palm_clearance_m", "fingertip_depth_m", "hand_retarget", "grasp",
+                  "preshape")
+    kept = {k: v for k, v in old.items() if k in ConvertConfig.__dataclass_fields__ and k not in robot_part}
+    c = ConvertConfig(**{**asdict(c), **kept})
     dt = 1.0 / c.rate_hz
     n = int(round(meta["manipulation_s"] / dt)) + 1
     approach_s = 0.6 * (c.reach_s + c.close_s + (n - 1) * dt + c.hold_s)
