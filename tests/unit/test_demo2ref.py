@@ -164,7 +164,7 @@ def test_unusable_demos_are_refused_with_the_reason(kinematics, description):
 
 def _tilted_hand(tracks, rpy):
     """The perceived hand turned about its wrist by ``rpy`` (MediaPipe + depth keypoints are that far off on the
-    recorded demos: the hold re-expressed for the Allegro tilted the palm 25-36 deg on pick-and-place)."""
+    recorded demos: the hold re-expressed for the Allegro tilted the palm 28-36 deg on pick-and-place)."""
     R = rpy_to_matrix(rpy)
     kps = tracks.hand_keypoints.copy()
     wrist = kps[:, :1, :]
