@@ -216,3 +216,24 @@ def test_reconvert_rebuilds_the_robot_part_from_the_metadata(kinematics, descrip
 def test_convert_config_refuses_unknown_grasps():
     with pytest.raises(ValueError, match="grasp"):
         ConvertConfig(grasp="side")
+
+
+def test_shipped_demo_references_are_split_and_carry_their_provenance(description):
+    """policies/references/demos/{val,heldout}: robot's top grasp, provenance, starting at home, and seeds never
+    used to train track_demos (validation seeds 2-3, held-out 100+, training 0-1)."""
+    import re
+
+    from dexstack.paths import data_path
+    from dexstack.policies.reference import load_reference
+
+    root = data_path("policies", "references", "demos")
+    trained = {p.stem for p in data_path("policies", "track_demos", "references").glob("*.npz")}
+    for split, seeds in (("val", {2, 3}), ("heldout", set(range(100, 200)))):
+        files = sorted((root / split).glob("*.npz"))
+        assert len(files) >= (8 if split == "heldout" else 4)
+        for path in files:
+            ref = load_reference(path, description)
+            assert ref.metadata["config"]["grasp"] == "robot_top" and "episode" in ref.metadata
+            assert int(re.search(r"seed (\d+)", ref.metadata["task"]).group(1)) in seeds
+            assert path.stem not in trained
+            assert np.abs(ref.q_at(0.0) - description.home()).max() < 1e-6
