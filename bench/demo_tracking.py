@@ -2,6 +2,12 @@
 a bundle trained on other demos and replay it open-loop (Human2Sim2Robot's object-aware replay baseline).
 
     .venv/bin/python bench/demo_tracking.py --episodes recordings/demos_heldout --bundle policies/track_demos
+    .venv/bin/python bench/demo_tracking.py --references policies/references/demos/heldout \
+        --bundle policies/track_demos --compare track_cube
+
+``--references``: already converted held-out references (the shipped ones: no recording needed; ``demo2ref_s``
+is then their recorded conversion time). ``--compare``: other bundles tracked on the same demos (e.g. the designed
+``track_cube`` zero-shot), reported per demo and as ``compare``.
 
 Held-out demos: recorded with seeds never used for training or validation (docs/demos.md lists the split). Each
 demo is converted (timed: ``demo2ref_s``, mean per converted demo), refused ones are counted with their reasons.
@@ -68,8 +74,13 @@ def track(policy, ref, description, gate: str = "limits", timestep_s: float = 0.
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--episodes", nargs="+", required=True, help="held-out episode directories or folders")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--episodes", nargs="+", help="held-out episode directories or folders")
+    source.add_argument("--references", nargs="+", help="converted held-out references (.npz files or folders)")
     parser.add_argument("--bundle", required=True, help="tracking bundle trained on other demos")
+    parser.add_argument("--compare", nargs="*", default=[], help="other bundles tracked on the same demos")
+    parser.add_argument("--max-gap", type=float, default=None, help="conversion: longest bridged object gap (s)")
+    parser.add_argument("--grasp", choices=("robot_top", "human"), default="robot_top", help="conversion: hold")
     parser.add_argument("--gate", default="limits", choices=("full", "limits", "off"))
     parser.add_argument("--profile", default="panda_allegro")
     args = parser.parse_args(argv)
@@ -78,32 +89,49 @@ def main(argv: list[str] | None = None) -> int:
     from dexstack.demos.episode import DemoError, read_demo  # noqa: PLC0415
     from dexstack.demos.to_reference import ConvertConfig, convert  # noqa: PLC0415
     from dexstack.policies import load_policy  # noqa: PLC0415
+    from dexstack.policies.reference import load_reference  # noqa: PLC0415
     from dexstack.robot import load_description  # noqa: PLC0415
 
     description = load_description(args.profile)
-    dirs: list[Path] = []
-    for item in map(Path, args.episodes):
-        dirs += [item] if list(item.glob("*.mcap")) else sorted(p for p in item.glob("episode_*") if p.is_dir())
+    base = ConvertConfig(grasp=args.grasp)
+    if args.max_gap is not None:
+        base = replace(base, max_gap_s=args.max_gap)
+    items: list[Path] = []
+    for item in map(Path, args.episodes or args.references):
+        if args.references:
+            items += sorted(item.glob("*.npz")) if item.is_dir() else [item]
+        else:
+            items += [item] if list(item.glob("*.mcap")) else sorted(p for p in item.glob("episode_*") if p.is_dir())
     tracker = load_policy(args.bundle, description)
     replayer = load_policy("replay", description)
+    others = {name: load_policy(name, description) for name in args.compare}
     per_demo, convert_s = [], []
-    for directory in dirs:
+    for item in items:
         start = time.monotonic()
-        row = {"episode": str(directory)}
-        try:
-            tracks = read_demo(directory)
-            row["task"] = tracks.info.get("task", "")
-            kind = _kind(row["task"])
-            result = convert(tracks, description, ConvertConfig(kind=kind))
-            convert_s.append(time.monotonic() - start)
-        except DemoError as exc:
-            row.update(refused=str(exc))
-            per_demo.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-            continue
-        ref = replace(result.reference, name=directory.name, metadata=result.metadata)
+        row = {"episode": str(item)}
+        if args.references:
+            ref = load_reference(item, description)
+            meta = ref.metadata or {}
+            row.update(episode=meta.get("episode", str(item)), reference=str(item), task=meta.get("task", ""))
+            if "convert_s" in meta:
+                convert_s.append(float(meta["convert_s"]))
+        else:
+            try:
+                tracks = read_demo(item)
+                row["task"] = tracks.info.get("task", "")
+                kind = _kind(row["task"])
+                result = convert(tracks, description, replace(base, kind=kind))
+                convert_s.append(time.monotonic() - start)
+            except DemoError as exc:
+                row.update(refused=str(exc))
+                per_demo.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                continue
+            ref = replace(result.reference, name=item.name, metadata=result.metadata)
         row["tracking"] = track(tracker, ref, description, args.gate)
         row["replay"] = track(replayer, ref, description, args.gate)
+        for name, policy in others.items():
+            row[name] = track(policy, ref, description, args.gate)
         per_demo.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     done = [r for r in per_demo if "tracking" in r]
@@ -120,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
            "refused_demos": len(per_demo) - len(done), "object_err_cm_mean": err("tracking"),
            "replay_object_err_cm_mean": err("replay"),
            "demo2ref_s": round(float(np.mean(convert_s)), 3) if convert_s else None,
+           "compare": {name: {"success": rate(name), "object_err_cm_mean": err(name)} for name in others},
            "bundle": str(args.bundle), "evaluation": "in-process (simulator object pose), gate " + args.gate,
            "per_demo": per_demo}
     print(json.dumps(out))

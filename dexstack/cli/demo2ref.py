@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--out", default="refs", help="output folder of the .npz references")
     parser.add_argument("--profile", default="panda_allegro", help="robot profile")
     parser.add_argument("--max-gap", type=float, default=None, help="longest bridged object gap (s)")
+    parser.add_argument("--grasp", choices=("robot_top", "human"), default="robot_top",
+                        help="the robot's hold: its own top grasp (default) or the human's, re-expressed")
     parser.add_argument("--json", action="store_true", help="one JSON line per demo")
     args = parser.parse_args(argv)
 
@@ -35,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         description = load_description(args.profile)
-        base = ConvertConfig() if args.max_gap is None else ConvertConfig(max_gap_s=args.max_gap)
+        base = ConvertConfig(grasp=args.grasp)
+        if args.max_gap is not None:
+            base = replace(base, max_gap_s=args.max_gap)
     except (ValueError, FileNotFoundError) as exc:
         print(f"dexstack-demo2ref: {exc}", file=sys.stderr)
         return 2

@@ -12,11 +12,13 @@
    the occluded view; it is removed from the manipulation segment (the hand keeps the same hold) and reported.
 4. Pre-manipulation hand pose: the last hand detection within ``pre_window_s`` before the onset; its wrist frame
    relative to the object (``T_object_H``) and the retargeted robot hand joints (the pre-shape).
-5. Robot reference: the palm keeps the human's orientation relative to the object (up to the cube's 90-degree yaw
-   symmetry: the reachable equivalent closest to the robot hand's top grasp), placed so the object sits at the robot
-   hand's grasp point (the robot's pre-shape is its open hand; the retargeted human one is kept in the metadata);
-   approach (joint space from home) -> reach -> close -> manipulation (palm = T_object(t) T_object_palm,
-   arm IK) -> hold. Checked: IK converged (reachable), joint limits, table clearance of every hand link.
+5. Robot reference: the palm holds the object with the robot hand's own top grasp (``grasp="robot_top"``, the
+   designed references' R_TOP; the human's hold is kept in the metadata) or keeps the human's orientation relative
+   to the object (``grasp="human"``), up to the cube's 90-degree yaw symmetry (the reachable equivalent closest to
+   R_TOP), placed so the object sits at the robot hand's grasp point (the robot's pre-shape is its open hand; the
+   retargeted human one is kept in the metadata); approach (joint space from home) -> reach -> close ->
+   manipulation (palm = T_object(t) T_object_palm, arm IK) -> hold. Checked: IK converged (reachable), joint
+   limits, table clearance of every hand link.
 
 Output: :class:`~dexstack.policies.reference.ReferenceTrajectory` with provenance in ``metadata``.
 """
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -63,6 +65,13 @@ class ConvertConfig:
     #                                  curled fingers closing under the cube's edge are stopped by the table in sim)
     max_palm_tilt_rad: float = 1.0  # the human palm must face down onto the object within this (top grasp)
     hand_retarget: str = "allegro_right"
+    # the robot's hold on the object: "robot_top" (the Allegro's own top grasp of the designed references: R_TOP
+    # with the cube at its grasp point, the equivalent under the cube's 90-degree yaw symmetry nearest R_TOP, i.e.
+    # what track_cube was trained on) or "human" (the human's palm orientation relative to the object).
+    # Measured (policies/track_demos/CARD.md): the human's hold re-expressed for the Allegro tilts the palm up to
+    # 36 deg on pick-and-place demos and the closing hand misses the cube (replay and track_cube: 9-13 cm off);
+    # the object's trajectory, which the reference is about, is the human's either way.
+    grasp: str = "robot_top"
     # the robot hand while reaching: "open" (the grasp posture's open hand) or "retargeted" (the human's, retargeted)
     preshape: str = "open"
     kind: str = ""
@@ -71,6 +80,10 @@ class ConvertConfig:
         for name in ("rate_hz", "max_gap_s", "cutoff_hz", "onset_speed_m_s", "onset_sustain_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.grasp not in ("robot_top", "human"):
+            raise ValueError(f"grasp must be 'robot_top' or 'human', got {self.grasp!r}")
+        if self.preshape not in ("open", "retargeted"):
+            raise ValueError(f"preshape must be 'open' or 'retargeted', got {self.preshape!r}")
 
 
 @dataclass
@@ -248,6 +261,62 @@ def robot_reference(T_obj0: np.ndarray, manip: np.ndarray, keypoints: np.ndarray
                     c: ConvertConfig) -> tuple[ReferenceTrajectory, dict]:
     """Approach + reach + close + manipulation + hold for the robot, from the object's start pose, its manipulation
     segment (poses at ``c.rate_hz``) and the human hand keypoints (base frame) just before the onset."""
+    from dexstack.retarget import HandRetargeter  # noqa: PLC0415
+    from dexstack.retarget.keypoints import hand_frame_from_keypoints, to_hand_frame  # noqa: PLC0415
+
+    retargeter = HandRetargeter.from_file(c.hand_retarget, None, description)
+    T_base_H = hand_frame_from_keypoints(keypoints, "right")
+    palm_down = float(np.arccos(np.clip(-T_base_H[2, 2], -1.0, 1.0)))
+    if palm_down > c.max_palm_tilt_rad:
+        raise DemoError(f"grasp not supported: the palm faces {math.degrees(palm_down):.0f} deg away from down "
+                        f"(top grasps only, limit {math.degrees(c.max_palm_tilt_rad):.0f} deg)")
+    preshape = retargeter.retarget(to_hand_frame(keypoints, "right"))
+    return _robot_reference(T_obj0, manip, invert_transform(T_obj0) @ T_base_H, preshape, retargeter.T_root_H,
+                            description, c)
+
+
+def reconvert(ref: ReferenceTrajectory, description, config: ConvertConfig | None = None) -> Conversion:
+    """The robot part of an already converted demo reference rebuilt with ``config`` (e.g. another ``grasp``), from
+    what its metadata keeps (the human's hold ``T_object_H``, the retargeted pre-shape, the phase durations) and its
+    object trajectory, which is kept sample for sample: no recording needed. Provenance is kept, ``reconverted``
+    says from what."""
+    from dexstack.retarget import HandRetargeter  # noqa: PLC0415
+
+    meta = dict(ref.metadata or {})
+    missing = [k for k in ("T_object_H", "retargeted_preshape_rad", "manipulation_s", "config") if k not in meta]
+    if missing or ref.object_pose is None:
+        raise DemoError(f"reference '{ref.name}' was not made by dexstack-demo2ref (metadata lacks {missing})")
+    old = meta["config"]
+    c = config or ConvertConfig()
+    # the object trajectory's settings and the phase durations stay the conversion's; the robot part's are new
+    robot_part = ("max_ik_error_m", "table_z_m", "palm_clearance_m", "fingertip_depth_m", "hand_retarget", "grasp",
+                  "preshape")
+    kept = {k: v for k, v in old.items() if k in ConvertConfig.__dataclass_fields__ and k not in robot_part}
+    c = ConvertConfig(**{**asdict(c), **kept})
+    dt = 1.0 / c.rate_hz
+    n = int(round(meta["manipulation_s"] / dt)) + 1
+    approach_s = 0.6 * (c.reach_s + c.close_s + (n - 1) * dt + c.hold_s)
+    # the samples the conversion wrote (the reference's sample nearest each manipulation time), not interpolations
+    want = approach_s + c.reach_s + c.close_s + dt * np.arange(n)
+    manip = ref.object_pose[np.abs(ref.times_s[None, :] - want[:, None]).argmin(axis=1)]
+    T_obj0 = make_transform(ref.object_pose[0, :3], quat_xyzw_to_matrix(ref.object_pose[0, 3:]))
+    T_obj_H = np.asarray(meta["T_object_H"], float)
+    u, _, vt = np.linalg.svd(T_obj_H[:3, :3])  # stored rounded to 4 decimals: back to a rotation
+    T_obj_H = make_transform(T_obj_H[:3, 3], u @ vt)
+    retargeter = HandRetargeter.from_file(c.hand_retarget, None, description)
+    out, extra = _robot_reference(T_obj0, manip, T_obj_H,
+                                  np.asarray(meta["retargeted_preshape_rad"], float), retargeter.T_root_H,
+                                  description, c)
+    meta.update(extra)
+    meta["config"] = asdict(c)
+    meta["reconverted"] = {"from": ref.name, "grasp": old.get("grasp", "human")}
+    return Conversion(replace(out, name=ref.name), meta)
+
+
+def _robot_reference(T_obj0: np.ndarray, manip: np.ndarray, T_obj_H: np.ndarray, preshape: np.ndarray,
+                     T_root_H: np.ndarray, description, c: ConvertConfig) -> tuple[ReferenceTrajectory, dict]:
+    """The robot reference from the object's start pose, its manipulation segment, the human's hand frame relative
+    to the object (``T_obj_H``) and its retargeted pre-shape."""
     from dexstack.policies.tracking.references import (  # noqa: PLC0415
         CLOSED_FINGER,
         CLOSED_THUMB,
@@ -259,20 +328,14 @@ def robot_reference(T_obj0: np.ndarray, manip: np.ndarray, keypoints: np.ndarray
         PalmIK,
         hand_posture,
     )
-    from dexstack.retarget import HandRetargeter  # noqa: PLC0415
     from dexstack.retarget.arm import ArmIK, ArmIKConfig  # noqa: PLC0415
-    from dexstack.retarget.keypoints import hand_frame_from_keypoints, to_hand_frame  # noqa: PLC0415
     from dexstack.robot.kinematics import Kinematics  # noqa: PLC0415
 
-    retargeter = HandRetargeter.from_file(c.hand_retarget, None, description)
-    T_base_H = hand_frame_from_keypoints(keypoints, "right")
-    palm_down = float(np.arccos(np.clip(-T_base_H[2, 2], -1.0, 1.0)))
-    if palm_down > c.max_palm_tilt_rad:
-        raise DemoError(f"grasp not supported: the palm faces {math.degrees(palm_down):.0f} deg away from down "
-                        f"(top grasps only, limit {math.degrees(c.max_palm_tilt_rad):.0f} deg)")
-    T_base_palm_h = T_base_H @ invert_transform(retargeter.T_root_H)
-    T_obj_palm_h = invert_transform(T_obj0) @ T_base_palm_h
-    preshape = retargeter.retarget(to_hand_frame(keypoints, "right"))
+    T_base_H = T_obj0 @ T_obj_H
+    T_obj_palm_h = T_obj_H @ invert_transform(T_root_H)
+    # the hold to re-express: the human's, or the robot's own top grasp (in the object frame; the symmetry loop
+    # below turns it about the cube's vertical axis)
+    R_obj_hold = T_obj_palm_h[:3, :3] if c.grasp == "human" else T_obj0[:3, :3].T @ R_TOP
     q_closed = hand_posture(description, CLOSED_FINGER, CLOSED_THUMB)
     n_arm = len(description.arm_joints)
     q_home = description.home()
@@ -284,7 +347,7 @@ def robot_reference(T_obj0: np.ndarray, manip: np.ndarray, keypoints: np.ndarray
 
     best = None
     for k in range(4):
-        R = rpy_to_matrix((0.0, 0.0, k * math.pi / 2)) @ T_obj_palm_h[:3, :3]
+        R = rpy_to_matrix((0.0, 0.0, k * math.pi / 2)) @ R_obj_hold
         T_obj_palm = make_transform(-R @ grasp_point, R)
         T_grasp = T_obj0 @ T_obj_palm
         try:

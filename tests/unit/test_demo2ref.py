@@ -160,3 +160,80 @@ def test_unusable_demos_are_refused_with_the_reason(kinematics, description):
     far = dataclasses.replace(sample_demo("lift", 2), object_xy_m=(1.25, 0.0))
     with pytest.raises(DemoError, match="unreachable"):
         convert(synthetic(kinematics, spec=far)[0], description)
+
+
+def _tilted_hand(tracks, rpy):
+    """The perceived hand turned about its wrist by ``rpy`` (MediaPipe + depth keypoints are that far off on the
+    recorded demos: the hold re-expressed for the Allegro tilted the palm 28-36 deg on pick-and-place)."""
+    R = rpy_to_matrix(rpy)
+    kps = tracks.hand_keypoints.copy()
+    wrist = kps[:, :1, :]
+    return dataclasses.replace(tracks, hand_keypoints=wrist + (kps - wrist) @ R.T)
+
+
+def test_the_robot_keeps_its_own_top_grasp_whatever_the_perceived_hand(kinematics, description):
+    from dexstack.policies.tracking.references import GRASP_CUBE_IN_PALM, R_TOP
+    from dexstack.transforms import rotation_angle_rad
+
+    tracks, demo, _ = synthetic(kinematics, "pick_place", 0)
+    tilted = _tilted_hand(tracks, (0.0, 0.5, 0.3))  # 29 deg tilt, 17 deg yaw
+    human = convert(tilted, description, ConvertConfig(kind="pick_place", grasp="human"))
+    T_h = np.array(human.metadata["T_object_palm"])
+    assert math.degrees(math.acos(-T_h[2, 0])) > 20.0  # the human's hold re-expressed: the palm tilted over the cube
+    top = convert(tilted, description, ConvertConfig(kind="pick_place"))
+    assert top.metadata["config"]["grasp"] == "robot_top"
+    T = np.array(top.metadata["T_object_palm"])
+    assert T[2, 0] < -0.9999  # palm facing straight down onto the (flat) cube
+    assert np.allclose(-T[:3, :3].T @ T[:3, 3], GRASP_CUBE_IN_PALM["top"], atol=3e-4)  # the cube at the grasp
+    #                                                                                  point (metadata: 4 decimals)
+    # the world palm orientation is R_TOP turned about the vertical by less than 45 deg (the cube's symmetry)
+    T_obj0 = make_transform((*demo.spec.object_xy_m, 0.025), rpy_to_matrix((0, 0, demo.spec.object_yaw_rad)))
+    R_w = T_obj0[:3, :3] @ T[:3, :3]
+    assert rotation_angle_rad(R_TOP.T @ R_w) <= math.radians(45.0) + 0.02
+    assert abs(top.metadata["min_fingertip_z_m"] - (-0.0485)) < 0.003  # as deep as the designed references
+    # the object's trajectory is the human's either way
+    assert np.abs(top.reference.object_pose - human.reference.object_pose).max() < 1e-9
+
+
+def test_reconvert_rebuilds_the_robot_part_from_the_metadata(kinematics, description):
+    from dexstack.demos.to_reference import reconvert
+
+    tracks = _tilted_hand(synthetic(kinematics, "lift", 2)[0], (0.0, 0.5, 0.3))
+    human = convert(tracks, description, ConvertConfig(kind="lift", grasp="human"))
+    ref = dataclasses.replace(human.reference, name="demo_lift_s2", metadata=human.metadata)
+    same = reconvert(ref, description, ConvertConfig(grasp="human"))
+    assert np.abs(same.reference.object_pose - ref.object_pose).max() < 1e-9  # sample for sample
+    assert np.abs(same.reference.q_rad - ref.q_rad).max() < 1e-3  # metadata rounded to 1e-4
+    top = reconvert(ref, description)
+    direct = convert(tracks, description, ConvertConfig(kind="lift"))
+    assert np.abs(top.reference.q_rad - direct.reference.q_rad).max() < 1e-3
+    assert top.metadata["reconverted"] == {"from": "demo_lift_s2", "grasp": "human"}
+    assert top.metadata["episode"] == "synthetic" and top.reference.name == "demo_lift_s2"
+    with pytest.raises(DemoError, match="not made by dexstack-demo2ref"):
+        reconvert(dataclasses.replace(ref, metadata={}), description)
+
+
+def test_convert_config_refuses_unknown_grasps():
+    with pytest.raises(ValueError, match="grasp"):
+        ConvertConfig(grasp="side")
+
+
+def test_shipped_demo_references_are_split_and_carry_their_provenance(description):
+    """policies/references/demos/{val,heldout}: robot's top grasp, provenance, starting at home, and seeds never
+    used to train track_demos (validation seeds 2-3, held-out 100+, training 0-1)."""
+    import re
+
+    from dexstack.paths import data_path
+    from dexstack.policies.reference import load_reference
+
+    root = data_path("policies", "references", "demos")
+    trained = {p.stem for p in data_path("policies", "track_demos", "references").glob("*.npz")}
+    for split, seeds in (("val", {2, 3}), ("heldout", set(range(100, 200)))):
+        files = sorted((root / split).glob("*.npz"))
+        assert len(files) >= (8 if split == "heldout" else 4)
+        for path in files:
+            ref = load_reference(path, description)
+            assert ref.metadata["config"]["grasp"] == "robot_top" and "episode" in ref.metadata
+            assert int(re.search(r"seed (\d+)", ref.metadata["task"]).group(1)) in seeds
+            assert path.stem not in trained
+            assert np.abs(ref.q_at(0.0) - description.home()).max() < 1e-6

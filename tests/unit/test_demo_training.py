@@ -94,3 +94,28 @@ def test_fine_tuning_options_are_checked():
     with pytest.raises(ValueError, match="object_drop_prob"):
         TrainConfig(object_drop_prob=1.0)
     TrainConfig(init_bundle="track_cube", init_std=0.2, critic_warmup=10, object_drop_prob=0.35)
+
+
+def test_selection_can_keep_the_init_actor_when_fine_tuning_makes_validation_worse(tmp_path, monkeypatch):
+    """--init: the starting actor is validated as iteration 0; an update that wrecks the actor is not selected."""
+    from dexstack.policies import load_policy
+    from dexstack.policies.tracking import trainer
+    from dexstack.policies.tracking.ppo import PPO
+
+    def wreck(self, *args, **kwargs):
+        with torch.no_grad():
+            for p in self.model.actor.parameters():
+                p.add_(torch.randn_like(p))
+        return {"value_loss": 0.0, "kl": 0.0, "lr": 0.0, "std": 0.0}
+
+    monkeypatch.setattr(PPO, "update", wreck)
+    lift = str(reference_path("lift"))
+    config = trainer.TrainConfig(iterations=1, envs=2, workers=1, steps=2, reference_files=(lift,),
+                                 validation_files=(lift,), init_bundle="track_cube")
+    summary = trainer.train(config, tmp_path, progress=False, log=lambda *_: None)
+    assert summary["best"]["iteration"] == 0 and summary["best"]["val_success"] == 1.0
+    ours, theirs = load_policy(str(tmp_path), D), load_policy("track_cube", D)  # the exported bundle is the init
+    x = np.random.default_rng(0).normal(size=(3, ours.observation.size))
+    assert np.allclose([ours.network(r) for r in x], [theirs.network(r) for r in x], atol=1e-5)
+    wrecked = load_policy(str(tmp_path / "last"), D, reference=lift)  # (last/ does not carry the references)
+    assert not np.allclose([wrecked.network(r) for r in x], [theirs.network(r) for r in x], atol=1e-3)
