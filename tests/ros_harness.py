@@ -83,7 +83,6 @@ class SpinningNode:
 
         self.node = Node(name)
         self._spin = BackgroundSpin(self.node, name=name)
-        self.executor = self._spin.executor
 
     def close(self) -> None:
         self._spin.close(shutdown_rclpy=False)  # the rclpy_context fixture owns the context

@@ -250,7 +250,9 @@ class BackgroundSpin:
         self.thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set() and self.executor.context.ok():
+        # rclpy's own spin loop ends on Executor.shutdown() too: a shut-down executor's spin_once returns at once, so a
+        # loop that missed the shutdown would spin the CPU (and hold the GIL) until the process exits.
+        while not self._stop.is_set() and self.executor.context.ok() and not self.executor._is_shutdown:
             try:
                 self.executor.spin_once(timeout_sec=self._poll_s)
             except (rclpy.executors.ExternalShutdownException, rclpy.executors.ShutdownException):

@@ -41,3 +41,23 @@ def test_a_tool_with_a_spun_node_exits_with_its_own_code_every_time():
         proc = subprocess.run([sys.executable, "-c", TOOL], capture_output=True, text=True, timeout=60, env=env)
         assert proc.returncode == 2, (attempt, proc.returncode, proc.stdout, proc.stderr[-2000:])
         assert "terminate called" not in proc.stderr
+
+
+def test_a_spin_whose_executor_was_shut_down_stops_instead_of_spinning_the_cpu(rclpy_context):
+    """Shutting the executor down directly (not through close()) ends the thread like rclpy's own spin loop: a
+    shut-down executor's spin_once returns at once, and a loop that missed it held the GIL for the rest of the test
+    session (a 7 s test took 10 minutes after it)."""
+    import time
+
+    from rclpy.node import Node
+
+    from dexstack.nodes.common import BackgroundSpin
+
+    node = Node("spin_shutdown_probe")
+    spin = BackgroundSpin(node)
+    spin.executor.shutdown()
+    end = time.monotonic() + 5.0
+    while spin.thread.is_alive() and time.monotonic() < end:
+        time.sleep(0.01)
+    assert not spin.thread.is_alive()
+    spin.close(shutdown_rclpy=False)

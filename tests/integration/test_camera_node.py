@@ -123,9 +123,8 @@ def looping(rclpy_context, recording, tmp_path_factory) -> Received:
                       f"{last_values(sinks['diagnostics'], 'camera')}\n{dump_logs(graph)}")
         assert not graph.failed()
     finally:
-        spinning.executor.shutdown()
+        spinning.close()
         codes = graph.stop()
-    spinning.node.destroy_node()
     assert codes == {"camera": 0}, f"camera did not exit cleanly: {codes}\n{dump_logs(graph)}"
     return Received(**{k: s.msgs for k, s in sinks.items()}, received_at_ns=received_at)
 
