@@ -124,6 +124,9 @@ def _vgps_overrides(p: Params) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
+TWIN_RECENT_S = 1.0  # a source that sent a covariance twin this recently sends one for every pose
+
+
 def _pose_key(stamp, position) -> tuple:
     """What identifies one object pose across its PoseStamped and PoseWithCovarianceStamped twins."""
     return (stamp.sec, stamp.nanosec, position.x, position.y, position.z)
@@ -158,6 +161,8 @@ class PolicyNode(Node):
         self.create_subscription(JointState, "joint_states", self._on_joint_state, common.STATE_QOS)
         self._object_sub = self._keypoints_sub = self._grasp_sub = self._object_cov_sub = None
         self._pose_std: dict[tuple, float] = {}  # (stamp ns, x, y, z) -> position std (m), recent poses
+        self._pending_poses: dict[tuple, np.ndarray] = {}  # poses waiting for their covariance twin
+        self._last_twin_s = -float("inf")  # when a covariance twin last arrived (control time)
         self.uncertain_poses = ReasonCounter()  # object poses not used: too uncertain
         self.stale_poses_used = 0  # object poses used although marked stale (std >= STALE_POSITION_STD_M)
         self.safety = SafetyLink(self) if self.params.wait_for_safety else None
@@ -260,10 +265,19 @@ class PolicyNode(Node):
     def _on_object(self, msg: PoseStamped) -> None:
         p, o = msg.pose.position, msg.pose.orientation
         key = _pose_key(msg.header.stamp, p)
+        pose = np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w])
         std = self._pose_std.get(key)
         if std is not None and self._too_uncertain(std):
             return
-        self.inputs.update_object(np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w]), common.control_time_s(self), key)
+        now = common.control_time_s(self)
+        if std is None and self.params.object_pose_max_std_m > 0 and now - self._last_twin_s < TWIN_RECENT_S:
+            # The source sends covariance twins: wait for this pose's twin before using it (a control tick between
+            # the two would otherwise act once on a pose that turns out too uncertain).
+            self._pending_poses[key] = pose
+            while len(self._pending_poses) > 8:
+                del self._pending_poses[next(iter(self._pending_poses))]
+            return
+        self.inputs.update_object(pose, now, key)
 
     def _on_object_covariance(self, msg: PoseWithCovarianceStamped) -> None:
         """The covariance of a pose on OBJECT_POSE_TOPIC (matched by stamp and position, so poses from another
@@ -273,8 +287,12 @@ class PolicyNode(Node):
         std = float(np.sqrt(max(c[0], c[7], c[14], 0.0)))
         key = _pose_key(msg.header.stamp, msg.pose.pose.position)
         self._pose_std[key] = std
+        self._last_twin_s = common.control_time_s(self)
         while len(self._pose_std) > 64:
             del self._pose_std[next(iter(self._pose_std))]
+        pending = self._pending_poses.pop(key, None)
+        if pending is not None and not self._too_uncertain(std):
+            self.inputs.update_object(pending, self._last_twin_s, key)
         if self._too_uncertain(std):
             self.uncertain_poses.add(f"object pose std {100 * std:.1f} cm > "
                                      f"{100 * self.params.object_pose_max_std_m:.1f} cm")

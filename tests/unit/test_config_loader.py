@@ -102,7 +102,12 @@ def _description():
 
 
 def _load_motion(path):
-    return load_motion(str(path), _description())
+    """A motion names one robot's joints: ``demo_<profile>.yaml`` is loaded for that profile, others for the default."""
+    from dexstack.robot.description import load_description
+    from tests.profiles import PROFILES
+
+    profile = next((p for p in PROFILES if Path(path).stem.endswith(f"_{p}")), "panda_allegro")
+    return load_motion(str(path), load_description(profile))
 
 
 def _load_retarget(path):
