@@ -135,7 +135,7 @@ class LaunchedGraph:
         """Names of nodes that have exited."""
         return [n.name for n in self.nodes if n.process.poll() is not None]
 
-    def stop(self, timeout_s: float = 5.0) -> dict[str, int]:
+    def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
         """SIGINT every node (clean rclpy shutdown), then SIGKILL what is left; return exit codes."""
         for n in self.nodes:
             if n.process.poll() is None:
