@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -26,13 +28,14 @@ def screenshot(url: str, ready: Callable[[bytes], bool], wait_s: float = 40.0, s
     """PNG bytes of ``url`` once ``ready(png)`` holds, or the last one after ``wait_s`` seconds of real time (the
     viewer is WebAssembly + WebGL: it needs real time to load and draw, which --virtual-time-budget does not
     give it). ``timeout_s`` bounds one DevTools call: a software-rendered frame of a busy page on a loaded
-    2-core machine can take tens of seconds."""
+    2-core machine can take tens of seconds. A screenshot slower than that is skipped, not fatal, until
+    ``wait_s``."""
     from websockets.sync.client import connect
 
     exe = chromium_path()
     if exe is None:
         raise FileNotFoundError("chromium is not installed")
-    with tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         cmd = [exe, "--headless", "--no-sandbox", "--no-first-run", "--remote-debugging-address=127.0.0.1",
                "--remote-debugging-port=0", f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
                "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", "about:blank"]
@@ -64,16 +67,39 @@ def screenshot(url: str, ready: Callable[[bytes], bool], wait_s: float = 40.0, s
                 call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1,
                      mobile=False)
                 call("Page.navigate", url=url)
-                end = time.monotonic() + wait_s
+                start = time.monotonic()
+                png = None
                 while True:
                     time.sleep(period_s)
-                    png = base64.b64decode(call("Page.captureScreenshot", format="png")["data"])
-                    if ready(png) or time.monotonic() > end:
+                    try:
+                        png = base64.b64decode(call("Page.captureScreenshot", format="png")["data"])
+                    except TimeoutError:  # one frame slower than timeout_s: the page may still finish drawing
+                        if time.monotonic() - start <= wait_s:
+                            continue
+                        if png is None:
+                            raise
                         return png
-        finally:
-            browser.terminate()
+                    elapsed = time.monotonic() - start
+                    if ready(png) or elapsed > wait_s:
+                        return png
+        finally:  # the whole group: renderer/GPU children still write into the profile after the main process
+            _stop_group(browser)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        deadline = time.monotonic() + wait_s  # the leader is gone: give the children a moment too
+        while time.monotonic() < deadline:
             try:
-                browser.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                browser.kill()
-                browser.wait()
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)

@@ -84,7 +84,7 @@ def run_episode(args: argparse.Namespace) -> int:
         return 2
     save = args.save or (None if web else f"runs/viz_{episode.resolve().name}.rrd")
     try:
-        rec = open_recording(episode.resolve().name, save, web)
+        rec = open_recording(episode.resolve().name, save, web, live=False)
         scene = SceneLogger(rec, description, calibration, object_model)
         scene.log_static()
         drawn = log_episode(episode, scene)

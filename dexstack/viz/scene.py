@@ -120,8 +120,11 @@ def _level(raw) -> int:
     return raw[0] if isinstance(raw, (bytes, bytearray)) else int(raw)
 
 
-def default_blueprint() -> rrb.Blueprint:
-    """3-D scene | camera image, depth | joint series, safety events."""
+def default_blueprint(live: bool = True) -> rrb.Blueprint:
+    """3-D scene | camera image, depth | joint series, safety events; the time panel on our one timeline
+    (``ros_time``), following the newest data when ``live``. Without the timeline named the viewer could settle
+    on its default ``log_time``, which this recording does not have: every view but the static meshes stayed empty
+    ("No data available")."""
     return rrb.Blueprint(
         rrb.Horizontal(
             # the depth image is drawn in 3-D as world/points (RGB-coloured, base frame), not a second time
@@ -140,6 +143,7 @@ def default_blueprint() -> rrb.Blueprint:
             ),
             column_shares=[3, 2],
         ),
+        rrb.TimePanel(state="collapsed", timeline=TIMELINE, play_state="following" if live else None),
         collapse_panels=True,
     )
 

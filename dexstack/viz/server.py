@@ -93,6 +93,9 @@ class WebViewer:
     web_port: int = 0  # 0: a free port
     grpc_port: int = 0
     memory_limit: str = "1GiB"
+    # a page opened late (or reloaded) is sent the latest data first: it shows the robot now at once instead of
+    # replaying the buffered minutes first (on a loaded machine that replay fell minutes behind live)
+    newest_first: bool = True
     process: subprocess.Popen | None = None
 
     @property
@@ -112,6 +115,7 @@ class WebViewer:
                 raise VizServerError(f"port {port} on {LOOPBACK} is already in use")
         cmd = [rerun_executable(), "--serve-web", "--bind", LOOPBACK, "--port", str(self.grpc_port),
                "--web-viewer-port", str(self.web_port), "--server-memory-limit", self.memory_limit]
+        cmd += ["--newest-first"] if self.newest_first else []
         self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout_s
@@ -137,9 +141,10 @@ class WebViewer:
         self.process = None
 
 
-def open_recording(name: str, save_path: str | Path | None = None, web: WebViewer | None = None
-                   ) -> rr.RecordingStream:
-    """A recording stream writing to ``save_path`` (.rrd) and/or streaming to a started :class:`WebViewer`."""
+def open_recording(name: str, save_path: str | Path | None = None, web: WebViewer | None = None,
+                   live: bool = True) -> rr.RecordingStream:
+    """A recording stream writing to ``save_path`` (.rrd) and/or streaming to a started :class:`WebViewer`;
+    ``live``: the viewer follows the newest data (else it opens paused, e.g. a recorded episode)."""
     disable_analytics()
     rec = rr.RecordingStream("dexstack", recording_id=name)
     rec.set_log_time_enabled(False)  # one timeline, the messages' own (ros_time): no wall-clock log_time/log_tick
@@ -153,5 +158,5 @@ def open_recording(name: str, save_path: str | Path | None = None, web: WebViewe
         sinks.append(rr.FileSink(str(path)))
     if not sinks:
         raise ValueError("open_recording needs a save_path or a web viewer")
-    rec.set_sinks(*sinks, default_blueprint=default_blueprint())
+    rec.set_sinks(*sinks, default_blueprint=default_blueprint(live))
     return rec

@@ -14,7 +14,7 @@ from dexstack.perception.objects import load_object_model
 from dexstack.robot import load_description
 from dexstack.robot.kinematics import Kinematics
 from dexstack.viz.robot_model import RobotModel
-from dexstack.viz.scene import SceneLogger, VizRates, vertex_normals
+from dexstack.viz.scene import TIMELINE, SceneLogger, VizRates, default_blueprint, vertex_normals
 from dexstack.viz.server import WebViewer, open_recording
 from tests.rrd import read_rrd
 
@@ -158,9 +158,19 @@ def test_web_viewer_binds_loopback_only():
         assert {a.port for a in listening} >= {viewer.web_port, viewer.grpc_port}
         assert {a.ip for a in listening} == {"127.0.0.1"}
         assert viewer.url.startswith(f"http://127.0.0.1:{viewer.web_port}/?url=rerun%2Bhttp%3A%2F%2F127.0.0.1")
+        assert "--newest-first" in psutil.Process(viewer.process.pid).cmdline()  # a late page sees the robot now
     finally:
         viewer.close()
     assert viewer.process is None
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_the_viewer_opens_on_the_one_timeline_the_recording_has(live):
+    # the recording has no log_time (open_recording disables it); left to itself the viewer could pick log_time
+    # and show every view empty but the static meshes
+    panel = default_blueprint(live).time_panel
+    assert panel.timeline == TIMELINE == "ros_time"
+    assert panel.play_state == ("following" if live else None)
 
 
 def test_a_taken_port_is_a_clear_error(tmp_path, capsys):
