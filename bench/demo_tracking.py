@@ -39,31 +39,18 @@ import numpy as np  # noqa: E402
 
 def track(policy, ref, description, gate: str = "limits", timestep_s: float = 0.001) -> dict:
     """One episode of ``policy`` on ``ref`` in-process (as ``tracking.env.evaluate``), with per-frame errors."""
-    from dexstack.policies.observation import RobotState  # noqa: PLC0415
-    from dexstack.policies.runtime import PolicyRuntime  # noqa: PLC0415
-    from dexstack.policies.tracking.env import TrackingTask  # noqa: PLC0415
+    from dexstack.policies.tracking.env import run_episode  # noqa: PLC0415
     from dexstack.policies.tracking.gated_cell import GatedCell  # noqa: PLC0415
 
     backend = GatedCell(policy.manifest.period_s, gate=gate, timestep_s=timestep_s)
-    runtime = PolicyRuntime(description)
-    policy.reference = ref
-    runtime.stage(policy)
-    task = TrackingTask(ref, None)
-    backend.reset(ref.q_at(0.0), ref.object_pose_at(0.0))
-    period = runtime.period_s if runtime.active else policy.manifest.period_s
     approach_s = float((ref.metadata or {}).get("approach_s", 0.0))
-    now, errors = 0.0, []
-    while now < ref.duration_s - 1e-9:
-        q, dq, obj = backend.observe()
-        targets = runtime.step(RobotState(q=q, dq=dq, object_pose=obj), now)
-        if targets is not None:
-            backend.command(targets.arm, targets.hand, period)
-        backend.advance(period)
-        now += period
-        _, _, obj = backend.observe()
-        task.step(q, obj, now, np.zeros(1))
+    errors = []
+
+    def object_error(now: float, obj: np.ndarray) -> None:
         if now >= approach_s:
             errors.append(float(np.linalg.norm(obj[:3] - ref.object_pose_at(now)[:3])))
+
+    task = run_episode(policy, ref, backend, description, on_step=object_error)
     if hasattr(backend, "close"):
         backend.close()
     return {"success": bool(task.success()), "max_err_cm": round(100 * task.max_pos_err, 2),

@@ -61,8 +61,7 @@ def run_reference(bundle: str, ref, description, backend, cell, camera, feed: st
     from dexstack.perception.objects import load_object_model
     from dexstack.perception.pose_keeper import PoseKeeper
     from dexstack.policies import load_policy
-    from dexstack.policies.runtime import PolicyRuntime, RobotState
-    from dexstack.policies.tracking.env import TrackingTask
+    from dexstack.policies.tracking.env import run_episode
     from dexstack.robot.kinematics import Kinematics
     from dexstack.safety.collision import CollisionModel
     from dexstack.transforms import matrix_to_quat_xyzw, pose_to_transform
@@ -78,19 +77,16 @@ def run_reference(bundle: str, ref, description, backend, cell, camera, feed: st
     syms = model.symmetries()
 
     policy = load_policy(bundle, description, reference=ref)
-    runtime = PolicyRuntime(description)
-    runtime.stage(policy)
-    task = TrackingTask(ref)
-    backend.reset(ref.q_at(0.0), ref.object_pose_at(0.0))
-    period = policy.manifest.period_s
     frame_period = 1.0 / camera_hz
     perceived = None  # (7,) the last pose the node would have published
-    now, next_frame = 0.0, 0.0
+    next_frame = 0.0
     n_frames = n_fresh = n_published = n_wrong = 0
     lost = Counter()
     err_fresh, err_fresh_deg, err_kept, err_kept_deg = [], [], [], []
-    while now < ref.duration_s - 1e-9:
-        q, dq, obj = backend.observe()
+
+    def perceive(now: float, q: np.ndarray, dq: np.ndarray, obj: np.ndarray) -> np.ndarray:
+        """The camera frames due by ``now`` through the node's estimator + pose keeper; the pose the policy sees."""
+        nonlocal perceived, next_frame, n_frames, n_fresh, n_published, n_wrong
         while next_frame <= now + 1e-9:
             cell.data.qpos[:] = backend.data.qpos
             cell.data.time = backend.data.time
@@ -127,14 +123,9 @@ def run_reference(bundle: str, ref, description, backend, cell, camera, feed: st
                                    "err_mm": None if T_pub is None else round(pose_error(T_pub, T_true, syms)[0], 1),
                                    "palm_obj_mm": round(1000 * float(np.linalg.norm(T_palm[:3, 3] - obj[:3])), 1)})
             next_frame += frame_period
-        seen = obj if feed == "gt" or perceived is None else perceived
-        targets = runtime.step(RobotState(q=q, dq=dq, object_pose=seen), now)
-        if targets is not None:
-            backend.command(targets.arm, targets.hand, period)
-        backend.advance(period)
-        now += period
-        _, _, obj = backend.observe()
-        task.step(q, obj, now, np.zeros(1))
+        return obj if feed == "gt" or perceived is None else perceived
+
+    task = run_episode(policy, ref, backend, description, perceive=perceive)
     return {"success": bool(task.success()), "max_position_error_m": round(float(task.max_pos_err), 4),
             "frames": n_frames, "fresh_fraction": round(n_fresh / max(n_frames, 1), 3),
             "published_fraction": round(n_published / max(n_frames, 1), 3),

@@ -13,8 +13,9 @@ Layers:
   :class:`~dexstack.policies.observation.ObservationBuilder` and actions mapped by its
   :class:`~dexstack.policies.action.ActionMapper`, from the bundle manifest: training and deployment share the
   layouts by construction;
-- :func:`evaluate`: a :class:`~dexstack.policies.registry.Policy` (replay, tracking, ...) run through
-  :class:`~dexstack.policies.runtime.PolicyRuntime`, exactly as the node runs it.
+- :func:`run_episode` / :func:`evaluate`: a :class:`~dexstack.policies.registry.Policy` (replay, tracking, ...)
+  run through :class:`~dexstack.policies.runtime.PolicyRuntime`, exactly as the node runs it (the one in-process
+  episode loop: benches hook their perception and per-step measurements into it).
 
 Episodes start at the end of the reference's approach phase (robot at the reference, object at rest): the approach
 is a free-space joint motion that teaches nothing. Domain randomisation: object friction and mass, observation
@@ -23,6 +24,7 @@ noise on joints and the object pose.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,27 +160,42 @@ class EpisodeResult:
     final_rotation_error_rad: float
 
 
+def run_episode(policy: Policy, ref: ReferenceTrajectory, backend, description,
+                task_config: TaskConfig | None = None, *,
+                perceive: Callable[[float, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+                on_step: Callable[[float, np.ndarray], None] | None = None) -> TrackingTask:
+    """One episode of ``policy`` on the full ``ref`` from home, through :class:`PolicyRuntime` as the node runs it:
+    observe -> runtime step -> command -> advance one control period, scored by :class:`TrackingTask` on the
+    simulator's object pose. ``perceive(now_s, q, dq, object_true)`` gives the object pose the policy sees (default:
+    the simulator's, i.e. perfect perception); ``on_step(now_s, object_true)`` sees the object after each period."""
+    runtime = PolicyRuntime(description)
+    policy.reference = ref
+    runtime.stage(policy)
+    task = TrackingTask(ref, task_config)
+    backend.reset(ref.q_at(0.0), ref.object_pose_at(0.0))
+    period = runtime.period_s if runtime.active else policy.manifest.period_s
+    now = 0.0
+    while now < ref.duration_s - 1e-9:
+        q, dq, obj = backend.observe()
+        seen = obj if perceive is None else perceive(now, q, dq, obj)
+        targets = runtime.step(RobotState(q=q, dq=dq, object_pose=seen), now)
+        if targets is not None:
+            backend.command(targets.arm, targets.hand, period)
+        backend.advance(period)
+        now += period
+        _, _, obj = backend.observe()
+        task.step(q, obj, now, np.zeros(1))
+        if on_step is not None:
+            on_step(now, obj)
+    return task
+
+
 def evaluate(policy: Policy, references: list[ReferenceTrajectory], backend, description,
              task_config: TaskConfig | None = None) -> list[EpisodeResult]:
     """Run ``policy`` through :class:`PolicyRuntime` (as the node does) on each full reference, from home, with the
     object pose from the simulator (perfect perception), no randomisation."""
     results = []
     for ref in references:
-        runtime = PolicyRuntime(description)
-        policy.reference = ref
-        runtime.stage(policy)
-        task = TrackingTask(ref, task_config)
-        backend.reset(ref.q_at(0.0), ref.object_pose_at(0.0))
-        period = runtime.period_s if runtime.active else policy.manifest.period_s
-        now = 0.0
-        while now < ref.duration_s - 1e-9:
-            q, dq, obj = backend.observe()
-            targets = runtime.step(RobotState(q=q, dq=dq, object_pose=obj), now)
-            if targets is not None:
-                backend.command(targets.arm, targets.hand, period)
-            backend.advance(period)
-            now += period
-            _, _, obj = backend.observe()
-            task.step(q, obj, now, np.zeros(1))
+        task = run_episode(policy, ref, backend, description, task_config)
         results.append(EpisodeResult(ref.name, task.success(), task.max_pos_err, task.last_pos_err, task.last_rot_err))
     return results
