@@ -73,6 +73,16 @@ def remove_stale_shm_files() -> None:
             pass
 
 
+class Stream:
+    """A subscription callback keeping every message with its arrival time: ``items`` = [(monotonic_s, msg)]."""
+
+    def __init__(self):
+        self.items = []
+
+    def __call__(self, msg):
+        self.items.append((time.monotonic(), msg))
+
+
 class SpinningNode:
     """A node of the test process, spun by an executor in a background thread."""
 

@@ -25,18 +25,10 @@ from dexstack.robot.kinematics import Kinematics
 from dexstack.sim.config import load_cell_config
 from tests.integration.test_record_node import read_back, spawn, stop
 from tests.profiles import PROFILES, cell_for
-from tests.ros_harness import call_service, dump_logs, start_graph, wait_for
+from tests.ros_harness import Stream, call_service, dump_logs, start_graph, wait_for
 
 DEFAULT = parse_launch_file("sim_teleop").args["robot_profile"]  # tested by the other integration tests
 OTHERS = [p for p in PROFILES if p != DEFAULT]
-
-
-class Stream:
-    def __init__(self):
-        self.items = []
-
-    def __call__(self, msg):
-        self.items.append((time.monotonic(), msg))
 
 
 def _q(msg: JointState, D) -> np.ndarray:

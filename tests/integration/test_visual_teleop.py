@@ -17,19 +17,11 @@ from trajectory_msgs.msg import JointTrajectory
 from dexstack.nodes import common
 from dexstack.nodes.safety_monitor import HAND_OUTPUT_STAMPED
 from dexstack.robot import load_description
-from tests.ros_harness import call_service, dump_logs, start_graph, wait_for
+from tests.ros_harness import Stream, call_service, dump_logs, start_graph, wait_for
 
 pytest.importorskip("mediapipe")
 D = load_description("panda_allegro")
 N_ARM = len(D.arm_joints)
-
-
-class Stream:
-    def __init__(self):
-        self.items = []
-
-    def __call__(self, msg):
-        self.items.append((time.monotonic(), msg))
 
 
 def _ns(stamp) -> int:
