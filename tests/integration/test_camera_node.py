@@ -16,6 +16,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
+from dexstack.camera.stamps import DEFAULT_MAX_ERROR_NS
 from dexstack.nodes import common
 from tests.camera.make_recording import COLOR, N_FRAMES, plane_mm
 from tests.camera.synthetic import color_image, stamp_ns
@@ -186,8 +187,9 @@ def test_stamps_are_the_frames_own_spacing_in_ros_time(looping, recording):
             same_loop += 1
             recorded = stamp_ns(n1) - stamp_ns(n0)
             # ...except where a frame came faster than every earlier one: the offset is re-anchored ("future"),
-            # which only ever moves stamps earlier, so the spacing can shrink but never grow.
-            assert s1 - s0 <= recorded
+            # which only ever moves stamps earlier, so the spacing can shrink; it grows only where the node
+            # stalled past max_error (a loaded machine): re-anchored to the host clock ("drift"), > 1 s later.
+            assert s1 - s0 <= recorded or s1 - s0 - recorded > DEFAULT_MAX_ERROR_NS, (s1 - s0, recorded)
             exact += s1 - s0 == recorded
         else:
             wraps += 1
