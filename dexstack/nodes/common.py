@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -191,6 +192,29 @@ def _stop_via_rclpy(signum: int, frame) -> None:
     """SIGINT: nothing to do here; rclpy's handler (which ran first) shuts the context down."""
 
 
+EXECUTOR_ENV = "DEXSTACK_EXECUTOR"
+EXECUTORS = ("events", "single")
+
+
+def make_executor(context=None):
+    """The executor every node spins on: ``$DEXSTACK_EXECUTOR``, ``events`` (default) or ``single``.
+
+    ``events`` is rclpy's C++ EventsExecutor (``rclpy.experimental``): callbacks are dispatched from events, not by
+    rebuilding a wait set of every entity on each wake as rclpy's SingleThreadedExecutor does in Python. In the
+    deployed graph that rebuild was a fifth of the safety monitor's CPU and a quarter of the policy's
+    (``bench/node_cpu.py``, docs/benchmarks.md); ``single`` is rclpy's SingleThreadedExecutor, kept to compare."""
+    choice = os.environ.get(EXECUTOR_ENV, "events")
+    if choice not in EXECUTORS:
+        raise ValueError(f"{EXECUTOR_ENV}={choice!r} is not one of {list(EXECUTORS)}")
+    if choice == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor(context=context)
+    from rclpy.executors import SingleThreadedExecutor
+
+    return SingleThreadedExecutor(context=context)
+
+
 def run_node(node_factory: Callable[[], Node], args: list[str] | None = None) -> None:
     """Entry point body: init, spin until Ctrl-C / SIGTERM. A bad setup (missing file, invalid parameter) exits
     with its message and code 2, not a traceback; errors while running are bugs and keep their traceback."""
@@ -202,6 +226,11 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None) ->
     rclpy.init(args=args)
     node = None
     try:
+        executor = make_executor()
+    except ValueError as exc:
+        print(f"[dexstack] cannot start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    try:
         try:
             node = node_factory()
         except (ValueError, FileNotFoundError) as exc:
@@ -212,7 +241,11 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None) ->
                 raise
             return  # stopped by a signal while starting up
         try:
-            rclpy.spin(node)
+            executor.add_node(node)
+            # A bounded wait, not rclpy.spin's unbounded spin_once(): the EventsExecutor's unbounded wait neither runs
+            # the node's callbacks nor returns on Ctrl-C (seen here); the timeout only bounds how long a stop waits.
+            while executor.context.ok():
+                executor.spin_once(timeout_sec=0.1)
         except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
             pass
         except Exception:
@@ -274,6 +307,18 @@ class BackgroundSpin:
                 node.destroy_node()
         if shutdown_rclpy and self.executor.context.ok():
             self.executor.context.try_shutdown()
+
+
+def name_native_thread(name: str) -> None:
+    """Give the calling thread's OS thread the name ``name`` (first 15 bytes), so ``top -H``, /proc/<pid>/task and
+    ``bench/node_cpu.py`` tell a node's threads apart (Python 3.11 leaves every thread named after the interpreter)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):  # not Linux: the name is only a convenience
+        pass
 
 
 def control_time_s(node: Node) -> float:

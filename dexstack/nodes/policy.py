@@ -313,6 +313,7 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ control thread
     def _control_loop(self) -> None:
+        common.name_native_thread("policy-control")
         try:
             self._run_control()
         except Exception:  # a publish racing shutdown is fine; anything else is a bug worth a traceback

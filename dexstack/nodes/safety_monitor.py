@@ -125,6 +125,8 @@ class SafetyMonitorNode(Node):
         self._logged_s: dict[str, float] = {}  # last log time (perf_counter) per intervention reason
         self._arm_source_stamp = None  # header stamp of the last accepted arm input: kept on the output (tracing)
         self._hand_source_stamp = None  # same for the hand (None: the last accepted input had no stamp)
+        self._arm_joint_names = list(self.description.arm_joints)  # built once, not per output message
+        self._hand_joint_names = list(self.description.hand_joints)
         profile = self.description.profile
         self.arm_pub = self.create_publisher(JointTrajectory, profile.arm.command.topic, common.COMMAND_QOS)
         self.hand_pub = self.create_publisher(Float64MultiArray, profile.hand.command.topic, common.COMMAND_QOS)
@@ -251,17 +253,20 @@ class SafetyMonitorNode(Node):
         if arm_rad is not None:
             point = JointTrajectoryPoint(positions=arm_rad.tolist())
             point.time_from_start.nanosec = int(time_from_start_s * 1e9)
-            traj = JointTrajectory(joint_names=list(self.description.arm_joints), points=[point])
+            traj = JointTrajectory(joint_names=self._arm_joint_names, points=[point])
             if self._arm_source_stamp is not None:  # the input (e.g. the camera frame) this output comes from
                 traj.header.stamp = self._arm_source_stamp
             self.arm_pub.publish(traj)
         if hand_rad is not None:
             values = hand_rad.tolist()
             self.hand_pub.publish(Float64MultiArray(data=values))
-            mirror = JointState(name=list(self.description.hand_joints), position=values)
-            if self._hand_source_stamp is not None:
-                mirror.header.stamp = self._hand_source_stamp
-            self.hand_stamp_pub.publish(mirror)
+            # Built only for a listener (latency tracing): this topic is volatile, so a reader that joins later never
+            # gets an old mirror anyway, and its 16 joint names per tick cost CPU in the 100 Hz loop.
+            if self.hand_stamp_pub.get_subscription_count() > 0:
+                mirror = JointState(name=self._hand_joint_names, position=values)
+                if self._hand_source_stamp is not None:
+                    mirror.header.stamp = self._hand_source_stamp
+                self.hand_stamp_pub.publish(mirror)
 
     def _tick(self) -> None:
         t0 = time.perf_counter()

@@ -94,6 +94,7 @@ class SimCellNode(Node):
         self.overruns = 0
         self.render_ms = 0.0
 
+        self._joint_names = list(self.cell.joints)  # built once, not per /joint_states message
         self.joint_state_pub = self.create_publisher(JointState, "joint_states", common.STATE_QOS)
         self.object_gt_pub = self.create_publisher(PoseStamped, OBJECT_GT_TOPIC, common.STATE_QOS)
         # /clock as rclpy's time source subscribes to it (best effort, latest only)
@@ -155,6 +156,7 @@ class SimCellNode(Node):
     # ------------------------------------------------------------------ physics
     def _physics_loop(self) -> None:
         """Step physics in real time; publish joint states and ground truth every publish period."""
+        common.name_native_thread("physics")
         try:
             self._run_physics()
         except Exception:  # a publish racing shutdown is fine; anything else is a bug worth a traceback
@@ -197,18 +199,24 @@ class SimCellNode(Node):
 
     def _publish_state(self) -> None:
         state = self.cell.joint_state()
-        if self.clock_pub is not None:
+        # /clock and the ground truth are built only for a listener (both volatile: a later reader gets the next
+        # one anyway); in real time nobody reads /clock, and the 250 Hz publishes are CPU in the physics thread.
+        if self.clock_pub is not None and self.clock_pub.get_subscription_count() > 0:
             self.clock_pub.publish(Clock(clock=common.stamp_from_ns(int(round(state.time_s * 1e9)))))
         stamp = self._sim_stamp(state.time_s)
         if not self.params.publish_joint_states:
             return
         msg = JointState()
         msg.header.stamp = stamp
-        msg.name = list(self.cell.joints)
+        msg.name = self._joint_names
         msg.position = state.position_rad.tolist()
         msg.velocity = state.velocity_rad_s.tolist()
         msg.effort = state.effort_nm.tolist()
         self.joint_state_pub.publish(msg)
+        if self.tf is not None:
+            self.tf.publish_robot(state.position_rad, stamp)
+        if self.object_gt_pub.get_subscription_count() == 0:
+            return
         xyz, quat = transform_to_pose(self.cell.object_pose())
         gt = PoseStamped()
         gt.header.stamp = stamp
@@ -217,11 +225,10 @@ class SimCellNode(Node):
         o = gt.pose.orientation
         o.x, o.y, o.z, o.w = map(float, quat)
         self.object_gt_pub.publish(gt)
-        if self.tf is not None:
-            self.tf.publish_robot(state.position_rad, stamp)
 
     # ------------------------------------------------------------------ camera
     def _camera_loop(self) -> None:
+        common.name_native_thread("camera")
         try:
             self._run_camera()
         except Exception:
