@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --init: exploration action std to start from (default: the bundle's)")
     parser.add_argument("--critic-warmup", type=int, default=0,
                         help="with --init: PPO iterations training only the fresh critic before the actor moves")
+    parser.add_argument("--learning-rate", type=float, default=0.0,
+                        help="PPO's starting learning rate (default 3e-4; adapted on the KL); fine-tuning: ~1e-5")
+    parser.add_argument("--desired-kl", type=float, default=0.0, help="PPO's KL target (default 0.01)")
+    parser.add_argument("--freeze-normalizer", action="store_true",
+                        help="with --init: keep the bundle's observation statistics")
     parser.add_argument("--object-drop-prob", type=float, default=-1.0,
                         help="fraction of control periods without a fresh object pose (default: the backend's 0.2)")
     parser.add_argument("--object-drop-burst", type=float, default=0.0,
@@ -90,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                                          object_start_yaw_rad=args.object_start_noise[1],
                                          name=args.name or out.name, init_bundle=args.init,
                                          init_std=args.init_std, critic_warmup=args.critic_warmup,
+                                         learning_rate=args.learning_rate, desired_kl=args.desired_kl,
+                                         freeze_normalizer=args.freeze_normalizer,
                                          object_drop_prob=args.object_drop_prob,
                                          object_drop_burst_periods=args.object_drop_burst)
             summary = trainer.train(config, out / f"seed_{seed}", progress=not args.no_progress)

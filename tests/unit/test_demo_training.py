@@ -93,7 +93,14 @@ def test_fine_tuning_options_are_checked():
         TrainConfig(init_bundle="track_cube", init_std=-0.1)
     with pytest.raises(ValueError, match="object_drop_prob"):
         TrainConfig(object_drop_prob=1.0)
-    TrainConfig(init_bundle="track_cube", init_std=0.2, critic_warmup=10, object_drop_prob=0.35)
+    with pytest.raises(ValueError, match="freeze_normalizer"):
+        TrainConfig(freeze_normalizer=True)
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig(learning_rate=0.5)
+    with pytest.raises(ValueError, match="desired_kl"):
+        TrainConfig(desired_kl=-0.01)
+    TrainConfig(init_bundle="track_cube", init_std=0.2, critic_warmup=10, object_drop_prob=0.35, learning_rate=1e-5,
+                desired_kl=0.003, freeze_normalizer=True)
 
 
 def test_selection_can_keep_the_init_actor_when_fine_tuning_makes_validation_worse(tmp_path, monkeypatch):
@@ -119,3 +126,30 @@ def test_selection_can_keep_the_init_actor_when_fine_tuning_makes_validation_wor
     assert np.allclose([ours.network(r) for r in x], [theirs.network(r) for r in x], atol=1e-5)
     wrecked = load_policy(str(tmp_path / "last"), D, reference=lift)  # (last/ does not carry the references)
     assert not np.allclose([wrecked.network(r) for r in x], [theirs.network(r) for r in x], atol=1e-3)
+
+
+def test_frozen_normalizer_and_ppo_overrides_reach_the_fine_tuned_bundle(tmp_path, monkeypatch):
+    """--freeze-normalizer: the actor's inputs keep the bundle's statistics (with no actor update the exported actor
+    is the bundle's); without it they drift towards the new references'; --learning-rate/--desired-kl reach PPO."""
+    from dexstack.policies import load_policy
+    from dexstack.policies.tracking import trainer
+    from dexstack.policies.tracking.ppo import PPO
+
+    monkeypatch.setattr(PPO, "update", lambda self, *a, **k: {"value_loss": 0.0, "kl": 0.0, "lr": self.lr,
+                                                               "std": 0.0})
+    lift = str(reference_path("lift"))
+    theirs = load_policy("track_cube", D)
+    x = np.random.default_rng(0).normal(size=(3, theirs.observation.size))
+    outputs = {}
+    for frozen in (True, False):
+        out = tmp_path / str(frozen)
+        config = trainer.TrainConfig(iterations=2, envs=2, workers=1, steps=4, reference_files=(lift,),
+                                     validation_files=(lift,), init_bundle="track_cube", freeze_normalizer=frozen,
+                                     learning_rate=1e-5, desired_kl=0.004)
+        summary = trainer.train(config, out, progress=False, log=lambda *_: None)
+        assert summary["ppo"]["learning_rate"] == 1e-5 and summary["ppo"]["desired_kl"] == 0.004
+        ours = load_policy(str(out / "last"), D, reference=lift)
+        outputs[frozen] = np.array([ours.network(r) for r in x])
+    expected = np.array([theirs.network(r) for r in x])
+    assert np.allclose(outputs[True], expected, atol=1e-5)
+    assert not np.allclose(outputs[False], expected, atol=1e-5)
