@@ -401,7 +401,7 @@ class WorkerPool:
         a["reset_scale"][ids, 0], a["reset_scale"][ids, 1] = friction_scale, mass_scale
         reset_outputs(self.out, ids, q, object_pose)
 
-    def step_async(self, targets: np.ndarray, g: int = 0) -> None:
+    def _step_async(self, targets: np.ndarray, g: int) -> None:
         lo, hi = self.group_bounds[g], self.group_bounds[g + 1]
         if g in self._pending:
             raise RuntimeError(f"group {g} is already stepping")
@@ -410,7 +410,7 @@ class WorkerPool:
             conn.send(("step", g))
         self._pending.append(g)
 
-    def step_wait(self, g: int = 0) -> None:
+    def _step_wait(self, g: int) -> None:
         """Wait for group ``g``'s step (and those sent before it: each worker answers in order)."""
         if g not in self._pending:
             raise RuntimeError(f"group {g} is not stepping")
@@ -425,9 +425,9 @@ class WorkerPool:
     def step(self, targets: np.ndarray) -> dict[str, np.ndarray]:
         for g in range(len(self.groups)):
             lo, hi = self.group_bounds[g], self.group_bounds[g + 1]
-            self.step_async(targets[lo:hi], g)
+            self._step_async(targets[lo:hi], g)
         for g in range(len(self.groups)):
-            self.step_wait(g)
+            self._step_wait(g)
         return self.out
 
     def close(self) -> None:
@@ -461,10 +461,10 @@ class PoolGroup:
         self.pool.reset(np.asarray(ids, dtype=int) + self.lo, q, object_pose, friction_scale, mass_scale)
 
     def step_async(self, targets: np.ndarray) -> None:
-        self.pool.step_async(targets, self.g)
+        self.pool._step_async(targets, self.g)
 
     def step_wait(self) -> dict[str, np.ndarray]:
-        self.pool.step_wait(self.g)
+        self.pool._step_wait(self.g)
         return self.out
 
     def step(self, targets: np.ndarray) -> dict[str, np.ndarray]:
