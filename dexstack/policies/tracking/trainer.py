@@ -91,8 +91,6 @@ class TrainConfig:
         for name in ("envs", "workers", "groups", "steps", "train_references", "validation_references"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.groups > self.envs:
-            raise ValueError(f"groups ({self.groups}) must be <= envs ({self.envs})")
         if not (self.init_std == 0.0 or 0.0 < self.init_std <= 2.0):
             raise ValueError(f"init_std must be 0 (the bundle's) or in (0, 2], got {self.init_std}")
         if (self.init_std or self.critic_warmup) and not self.init_bundle:
@@ -120,7 +118,8 @@ def make_backend(config: TrainConfig, n_envs: int, period_s: float, ideal: bool 
         path = CommandPath(gate=config.gate, timestep_s=config.timestep_s,
                            object_drop_burst_periods=config.object_drop_burst_periods, **drops)
     if processes and config.workers > 1:
-        return WorkerPool(n_envs, period_s, config.workers, path, seed=config.seed, n_groups=config.groups)
+        return WorkerPool(n_envs, period_s, config.workers, path, seed=config.seed,
+                          n_groups=min(config.groups, n_envs))  # fewer envs than groups: one env each
     return MujocoBatch(n_envs, period_s, path, seed=config.seed)
 
 
