@@ -43,7 +43,7 @@ def _cpu_s() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def training_rate(seconds: float, gate: str, envs: int, workers: int) -> dict:
+def training_rate(seconds: float, gate: str, envs: int, workers: int, groups: int = 2) -> dict:
     """PPO samples/s: a time-limited training run without validation (separate process: its CPU time is counted)."""
     import subprocess  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
@@ -52,7 +52,8 @@ def training_rate(seconds: float, gate: str, envs: int, workers: int) -> dict:
         "import json, resource, sys\n"
         "from pathlib import Path\n"
         "from dexstack.policies.tracking import trainer\n"
-        f"c = trainer.TrainConfig(minutes={seconds / 60.0}, envs={envs}, workers={workers}, gate='{gate}',"
+        f"c = trainer.TrainConfig(minutes={seconds / 60.0}, envs={envs}, workers={workers}, groups={groups},"
+        f" gate='{gate}',"
         " validate_every_s=1e9, validation_references=1)\n"
         "s = trainer.train(c, Path(sys.argv[1]), progress=False, log=lambda *a: None)\n"
         "print(json.dumps({'samples': s['samples'], 'wall_s': s['wall_s']}))\n"
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="per throughput measurement")
     parser.add_argument("--envs", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--groups", type=int, default=2, help="env groups (trainer's --groups; 1: synchronous)")
     parser.add_argument("--gate", default="limits", choices=("full", "limits", "off"))
     parser.add_argument("--before", default="", help="bundle evaluated as 'before' (e.g. the old track_cube)")
     parser.add_argument("--after", default="", help="bundle evaluated as 'after'")
@@ -183,13 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     result: dict = {}
-    train = training_rate(args.seconds, args.gate, args.envs, args.workers)
+    train = training_rate(args.seconds, args.gate, args.envs, args.workers, args.groups)
     result["cpu_samples_per_s"] = round(train["samples_per_s"], 1)
     result["cpu_cpu_ms_per_sample"] = round(train["cpu_ms_per_sample_upper"], 3)
-    result["cpu_samples_per_s_gate_off"] = round(training_rate(args.seconds, "off", args.envs,
-                                                               args.workers)["samples_per_s"], 1)
+    result["cpu_samples_per_s_gate_off"] = round(training_rate(args.seconds, "off", args.envs, args.workers,
+                                                               args.groups)["samples_per_s"], 1)
     result["cpu_env_steps_per_s"] = round(env_rate(args.seconds / 2, args.gate, args.envs, args.workers), 1)
-    result["gate"] = args.gate
+    result["gate"], result["groups"] = args.gate, args.groups
     result["env_cpu_ms_per_step"] = {g: env_cost_breakdown(g) for g in (args.gate, "off")}
     result["mjwarp_cpu_state_err"] = mjwarp_state_error(args.mjwarp_steps)
     result["gpu_samples_per_s"] = None

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="policies/track_cube")
     parser.add_argument("--envs", type=int, default=32, help="parallel environments")
     parser.add_argument("--workers", type=int, default=2, help="cpu backend: physics processes")
+    parser.add_argument("--groups", type=int, default=2,
+                        help="cpu backend: env groups stepped in turn (the learner acts for one while the workers "
+                             "step the other; 1: synchronous)")
     parser.add_argument("--steps", type=int, default=32, help="steps per environment per PPO iteration")
     parser.add_argument("--gate", default="limits", choices=("full", "limits", "off"),
                         help="cpu backend: safety gate in the loop (see cpu_backend.CommandPath)")
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for seed in seeds:
             config = trainer.TrainConfig(backend=args.backend, minutes=args.minutes, iterations=args.iterations,
-                                         seed=seed, envs=args.envs, workers=args.workers, steps=args.steps,
+                                         seed=seed, envs=args.envs, workers=args.workers, groups=args.groups,
+                                         steps=args.steps,
                                          gate=args.gate, timestep_s=args.timestep,
                                          train_references=args.train_references,
                                          validation_references=args.validation_references,

@@ -44,5 +44,10 @@ class TrajectoryFollower:
         return (1.0 - alpha) * q[k] + alpha * q[k + 1]
 
     @property
+    def knots(self) -> tuple[np.ndarray, np.ndarray]:
+        """(times (K,), positions (K, n)) the setpoint interpolates between (read only)."""
+        return self._times, self._q
+
+    @property
     def end_time_s(self) -> float:
         return float(self._times[-1])

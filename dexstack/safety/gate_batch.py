@@ -141,6 +141,12 @@ class GateBatch:
         self.state_time = np.full(N, -np.inf)
         self.arm_ref: list[TrajectoryFollower | None] = [None] * N  # the arm's input reference per row
         self.arm_ref_valid = np.zeros(N, dtype=bool)
+        # each row's reference as one segment (t0, t1, q0, q1) where it has at most two knots (a one-point command:
+        # the common case), sampled for all rows at once with TrajectoryFollower.sample's arithmetic; other rows
+        # (planned multi-point trajectories) are sampled by their follower
+        self._seg_t = np.zeros((N, 2))
+        self._seg_q = np.zeros((N, 2, self.n_arm))
+        self._seg_ok = np.zeros(N, dtype=bool)
         self.arm_ref_end = np.full(N, -np.inf)
         self.arm_cmd_time = np.full(N, -np.inf)
         self.arm_final = np.zeros((N, self.n_arm))
@@ -237,6 +243,7 @@ class GateBatch:
             start = np.where(seeded[:, None], self.arm.position[new], self.q_meas[new, : self.n_arm])
             for i, q0 in zip(new[ok], start[ok]):
                 self.arm_ref[i] = TrajectoryFollower(q0)
+                self._segment(i)
             self.arm_ref_valid[new[ok]] = True
             taken = np.ones(len(rows), dtype=bool)
             taken[np.flatnonzero(fresh)[~ok]] = False
@@ -246,6 +253,7 @@ class GateBatch:
         for i, t, points in zip(rows, now_s, q):
             self.arm_ref[i].set(t, times_s, points)
             self.arm_ref_end[i] = self.arm_ref[i].end_time_s
+            self._segment(i)
         self.arm_cmd_time[rows] = now_s
         # A planned trajectory (several points) runs to its last point even after its end time, since the filter
         # may trail the reference at the limits; a stream of single points stops with the stream (watchdog).
@@ -407,8 +415,33 @@ class GateBatch:
         out.arm_valid[rows], out.hand_valid[rows] = arm_live, hand_live
         return out
 
+    def _segment(self, i: int) -> None:
+        times, q = self.arm_ref[i].knots
+        self._seg_ok[i] = ok = len(times) <= 2
+        if ok:
+            self._seg_t[i] = times[0], times[-1]
+            self._seg_q[i, 0], self._seg_q[i, 1] = q[0], q[-1]
+
     def _sample_arm_ref(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
-        return np.array([self.arm_ref[i].sample(ti) for i, ti in zip(rows, t)])
+        """Each row's arm reference at its time: ``arm_ref[i].sample(t)``, bit for bit (the same operations in the
+        same order), vectorised over the rows whose reference is one segment."""
+        ok = self._seg_ok[rows]
+        if not ok.all():
+            out = np.empty((len(rows), self.n_arm))
+            if ok.any():
+                out[ok] = self._sample_arm_ref(rows[ok], t[ok])
+            for k in np.flatnonzero(~ok):
+                out[k] = self.arm_ref[rows[k]].sample(t[k])
+            return out
+        t0, t1 = self._seg_t[rows, 0], self._seg_t[rows, 1]
+        q0, q1 = self._seg_q[rows, 0], self._seg_q[rows, 1]
+        # sample(): up to t0 the first knot (also where t0 == t1), from t1 on the last
+        out = np.where(((t >= t1) & ~(t <= t0))[:, None], q1, q0)
+        inside = (t > t0) & (t < t1)
+        if inside.any():
+            alpha = ((t[inside] - t0[inside]) / (t1[inside] - t0[inside]))[:, None]
+            out[inside] = (1.0 - alpha) * q0[inside] + alpha * q1[inside]
+        return out
 
     def _finishing_planned(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
         """A planned trajectory's last point not reached yet (bounded: a blocked robot does not keep it alive)."""

@@ -247,3 +247,31 @@ def test_training_pattern_in_one_call_per_period(D):
     for k, gate in enumerate(gates):
         assert batch.counters[k].counts() == gate.interventions.counts()
 
+
+
+def test_vectorised_arm_reference_samples_what_each_follower_samples(D):
+    """The arm references are sampled for all rows at once where each is one segment; the values must be the
+    followers' own, bit for bit, at and around every knot (one-point commands, zero-time ones, planned ones)."""
+    rng = np.random.default_rng(3)
+    N, n_arm = 12, len(D.arm_joints)
+    batch = GateBatch(D, load_safety_config(), N)
+    rows = np.arange(N)
+    batch.update_state(rows, np.tile(D.home(), (N, 1)), np.zeros(N))
+    now, paths = np.zeros(N), set()
+    for _ in range(40):
+        now = now + rng.choice([0.01, 0.02, 0.05], N)
+        sel = rows[rng.random(N) < 0.6]
+        for i in sel:
+            kind = rng.random()
+            planned = np.cumsum(rng.uniform(0.02, 0.2, int(rng.integers(2, 4))))
+            times = (np.array([0.05]) if kind < 0.6 else np.array([0.0]) if kind < 0.7 else
+                     np.array([0.0, 0.0]) if kind < 0.75 else planned)
+            points = D.home()[:n_arm] + rng.normal(0, 0.02, (len(times), n_arm))
+            batch.accept_arm(np.array([i]), times, points[None], now[i:i + 1])
+        live = rows[batch.arm_ref_valid]
+        paths |= set(batch._seg_ok[live].tolist())
+        for t in (now[live], now[live] + 0.005, now[live] + 0.05, now[live] + 0.3,
+                  np.array([batch.arm_ref[i].knots[0][-1] for i in live])):
+            expected = np.array([batch.arm_ref[i].sample(ti) for i, ti in zip(live, t)])
+            np.testing.assert_array_equal(batch._sample_arm_ref(live, t), expected)
+    assert paths == {True, False}  # both paths ran

@@ -14,7 +14,7 @@ from dexstack.policies.action import ActionMapper, clip_raw_action
 from dexstack.policies.manifest import parse_manifest
 from dexstack.policies.observation import ObservationBuilder, RobotState, StepContext
 from dexstack.policies.runtime import PolicyRuntime
-from dexstack.policies.tracking.cpu_backend import CommandPath, MujocoBatch, WorkerPool
+from dexstack.policies.tracking.cpu_backend import OUTPUTS, CommandPath, MujocoBatch, WorkerPool
 from dexstack.policies.tracking.env import TrackingTask as SingleTask
 from dexstack.policies.tracking.physics import CellBackend
 from dexstack.policies.tracking.ppo import ActorCritic, PPOConfig
@@ -268,18 +268,35 @@ def test_observation_latency_and_drops_come_from_the_rollout_history():
     np.testing.assert_allclose(out["object_pose_obs"], out["object_pose"], atol=1e-3)  # cube at rest anyway
 
 
-def test_worker_pool_matches_the_in_process_batch():
+@pytest.mark.parametrize("n_groups", [1, 2])
+def test_worker_pool_matches_the_in_process_batch(n_groups):
+    """Also with env groups stepped in turn (both in flight at once) and a reset handed over with the next step."""
     path = CommandPath.ideal("limits", 0.005)
-    pool = WorkerPool(3, 0.05, n_workers=2, path=path)
+    n = 4
+    pool = WorkerPool(n, 0.05, n_workers=2, path=path, n_groups=n_groups)
     try:
-        batch = MujocoBatch(3, 0.05, path)
-        q0 = np.stack([REFS[i].q_at(3.0) for i in range(3)])
-        obj0 = np.stack([REFS[i].object_pose_at(0.0) for i in range(3)])
+        batch = MujocoBatch(n, 0.05, path)
+        refs = [REFS[i % len(REFS)] for i in range(n)]
+        q0 = np.stack([r.q_at(3.0) for r in refs])
+        obj0 = np.stack([r.object_pose_at(0.0) for r in refs])
         for backend in (pool, batch):
-            backend.reset(np.arange(3), q0, obj0, np.array([1.0, 0.8, 1.2]), np.array([1.0, 1.4, 0.7]))
-        for k in range(3):
-            target = np.stack([REFS[i].q_at(3.0 + 0.05 * (k + 1)) for i in range(3)])
-            a, b = pool.step(target), batch.step(target)
+            backend.reset(np.arange(n), q0, obj0, np.array([1.0, 0.8, 1.2, 0.9]), np.array([1.0, 1.4, 0.7, 1.1]))
+        for k in range(4):
+            if k == 2:  # env 1 (group 0) and env 3 start again; the pool reports the reset state at once
+                for backend in (pool, batch):
+                    backend.reset(np.array([1, 3]), q0[[1, 3]], obj0[[1, 3]], np.ones(2), np.ones(2))
+                for key in OUTPUTS:
+                    np.testing.assert_array_equal(pool.out[key], batch.out[key])
+            target = np.stack([r.q_at(3.0 + 0.05 * (k + 1)) for r in refs])
+            if n_groups == 1:
+                a = pool.step(target)
+            else:
+                for group in pool.groups:
+                    group.step_async(target[group.lo:group.hi])
+                for group in pool.groups:
+                    group.step_wait()
+                a = pool.out
+            b = batch.step(target)
             for key in ("q", "dq", "object_pose"):
                 np.testing.assert_allclose(a[key], b[key], atol=1e-9)
     finally:
@@ -307,6 +324,19 @@ def test_tiny_training_run_writes_a_bundle_the_runtime_loads(tmp_path):
     assert summary["best"]["iteration"] >= 1
     policy = load_policy(str(tmp_path / "run"), D)
     assert policy.manifest.observation_size == 166
+
+
+def test_training_with_env_groups_on_worker_processes(tmp_path):
+    from dexstack.policies.tracking import trainer
+
+    cfg = trainer.TrainConfig(iterations=1, envs=4, workers=2, groups=2, steps=3, train_references=1,
+                              validation_references=1, validate_every_s=1e9)
+    summary = trainer.train(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
+    assert summary["samples"] == 12
+    row = (tmp_path / "run" / "curves.csv").read_text().strip().splitlines()[-1].split(",")
+    assert np.isfinite(float(row[4]))  # mean reward over both groups' transitions
+    with pytest.raises(ValueError, match="groups"):
+        trainer.TrainConfig(groups=0)
 
 
 def test_train_cli_runs_several_seeds_and_keeps_the_best_on_validation(tmp_path, capsys):

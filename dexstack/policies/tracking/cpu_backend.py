@@ -182,10 +182,7 @@ class MujocoBatch:
             self.obj_hist[i] = object_pose[k]
             self.last_obj_obs[i] = object_pose[k]
             self.dropping[i] = False
-            self.out["unstable"][i] = 0.0
-            for key, value in (("q", q[k]), ("q_obs", q[k]), ("dq", 0.0), ("dq_obs", 0.0),
-                               ("object_pose", object_pose[k]), ("object_pose_obs", object_pose[k])):
-                self.out[key][i] = value
+        reset_outputs(self.out, ids, q, object_pose)
         if self.gate:  # a new episode: the gate forgets its inputs and re-seeds from the measured state
             self.now_s[ids] += 1.0
             self.gate.estop(ids, "episode reset")
@@ -305,31 +302,42 @@ def _attach(name: str, shapes: dict) -> tuple[shared_memory.SharedMemory, dict[s
     return shm, arrays
 
 
-def _worker(conn, shm_name: str, shapes: dict, lo: int, hi: int, period_s: float, path: CommandPath, cell: str,
-            seed: int) -> None:
+def reset_outputs(out: dict[str, np.ndarray], rows: np.ndarray, q: np.ndarray, object_pose: np.ndarray) -> None:
+    """What a reset env reports before its first step: at rest at ``q``, the object at ``object_pose``, observed
+    exactly (the outputs :meth:`MujocoBatch.reset` writes; :class:`WorkerPool` writes them itself for a reset it
+    hands to the workers with the next step)."""
+    for key, value in (("q", q), ("q_obs", q), ("object_pose", object_pose), ("object_pose_obs", object_pose)):
+        out[key][rows] = value
+    for key in ("dq", "dq_obs", "unstable"):
+        out[key][rows] = 0.0
+
+
+def _worker(conn, shm_name: str, shapes: dict, slices: list[tuple[int, int]], period_s: float, path: CommandPath,
+            cell: str, seed: int) -> None:
     import torch  # noqa: PLC0415 (workers do no torch work: keep them single-threaded)
 
     torch.set_num_threads(1)
     shm, a = _attach(shm_name, shapes)
-    batch = MujocoBatch(hi - lo, period_s, path, cell, seed)
+    # one MujocoBatch (and gate) per env group: groups are stepped separately, in the order the pool sends them
+    batches = [MujocoBatch(hi - lo, period_s, path, cell, seed + 100 * g) for g, (lo, hi) in enumerate(slices)]
     conn.send("ready")
     try:
         while True:
-            command = conn.recv()
-            if command == "reset":
-                ids = np.flatnonzero(a["reset_mask"][lo:hi] > 0)
-                if ids.size:
+            command, g = conn.recv()
+            if command == "close":
+                return
+            if command == "step":
+                lo, hi = slices[g]
+                batch, mask = batches[g], a["reset_mask"][lo:hi]
+                ids = np.flatnonzero(mask > 0)
+                if ids.size:  # resets the pool took since this group's last step (their outputs are written)
                     batch.reset(ids, a["reset_q"][lo:hi][ids], a["reset_object"][lo:hi][ids],
                                 a["reset_scale"][lo:hi][ids, 0], a["reset_scale"][lo:hi][ids, 1])
-                    for key in OUTPUTS:
-                        a[key][lo:hi][ids] = batch.out[key][ids]
-            elif command == "step":
+                    mask[ids] = 0.0
                 out = batch.step(a["targets"][lo:hi])
                 for key in OUTPUTS:
                     a[key][lo:hi] = out[key]
-            elif command == "close":
-                return
-            conn.send("ok")
+            conn.send(g)
     finally:
         del a
         shm.close()
@@ -337,56 +345,95 @@ def _worker(conn, shm_name: str, shapes: dict, lo: int, hi: int, period_s: float
 
 class WorkerPool:
     """:class:`MujocoBatch` slices in ``n_workers`` processes; batches travel through shared memory, the pipes only
-    carry 'step'/'reset'. Same interface as MujocoBatch (``reset``, ``step``, ``out``, ``description``)."""
+    carry 'step'. Same interface as MujocoBatch (``reset``, ``step``, ``out``, ``description``).
+
+    ``n_groups`` > 1 splits the envs into groups stepped one after the other (:meth:`group` gives each group the same
+    interface, plus ``step_async``/``step_wait``): while the workers step one group, the learner's process computes
+    the next actions of the other (double buffering), instead of the workers waiting for the learner each period.
+    Every worker holds a slice of every group, so all workers stay busy whichever group is stepping.
+
+    A reset is handed to the workers with the env's next step (a reset sent on its own would queue behind the other
+    group's step and make the learner wait for it); the pool writes the reset outputs at once (:func:`reset_outputs`).
+    """
 
     def __init__(self, n_envs: int, period_s: float, n_workers: int = 2, path: CommandPath | None = None,
-                 cell: str = "tabletop", seed: int = 0):
+                 cell: str = "tabletop", seed: int = 0, n_groups: int = 1):
         from dexstack.robot import load_description  # noqa: PLC0415
         from dexstack.sim.config import load_cell_config  # noqa: PLC0415
 
+        if not 1 <= n_groups <= n_envs:
+            raise ValueError(f"n_groups must be in [1, n_envs={n_envs}], got {n_groups}")
         self.description = load_description(load_cell_config(cell).robot_profile)
         self.n_envs, n = n_envs, len(self.description.joints)
         self.shapes = _shapes(n_envs, n)
         self.shm, self.a = _attach("", self.shapes)
         self.out = {k: self.a[k] for k in OUTPUTS}
+        self.group_bounds = np.linspace(0, n_envs, n_groups + 1).astype(int)
+        n_workers = min(n_workers, int(np.diff(self.group_bounds).min()))
+        slices = []  # per worker, its (lo, hi) in each group
+        for g in range(n_groups):
+            b = np.linspace(self.group_bounds[g], self.group_bounds[g + 1], n_workers + 1).astype(int)
+            slices.append(list(zip(b[:-1].tolist(), b[1:].tolist())))
         ctx = mp.get_context("spawn")
-        bounds = np.linspace(0, n_envs, min(n_workers, n_envs) + 1).astype(int)
         self.conns, self.procs = [], []
-        for w, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        self._pending: list[int] = []  # groups sent to the workers and not yet waited for, in order
+        for w in range(n_workers):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, self.shm.name, self.shapes, int(lo), int(hi), period_s,
-                                                     path or CommandPath(), cell, seed * 1000 + w), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, self.shm.name, self.shapes, [s[w] for s in slices],
+                                                     period_s, path or CommandPath(), cell, seed * 1000 + w),
+                               daemon=True)
             proc.start()
             self.conns.append(parent)
             self.procs.append(proc)
         for conn in self.conns:
             if conn.recv() != "ready":
                 raise RuntimeError("a physics worker failed to start")
+        self.groups = [PoolGroup(self, g) for g in range(n_groups)]
 
-    def _all(self, command: str) -> None:
-        for conn in self.conns:
-            conn.send(command)
-        for conn in self.conns:
-            conn.recv()
+    def group(self, g: int) -> PoolGroup:
+        return self.groups[g]
 
     def reset(self, ids, q, object_pose, friction_scale, mass_scale) -> None:
         a = self.a
-        a["reset_mask"][:] = 0.0
         ids = np.asarray(ids, dtype=int)
         a["reset_mask"][ids] = 1.0
         a["reset_q"][ids], a["reset_object"][ids] = q, object_pose
         a["reset_scale"][ids, 0], a["reset_scale"][ids, 1] = friction_scale, mass_scale
-        self._all("reset")
+        reset_outputs(self.out, ids, q, object_pose)
+
+    def _step_async(self, targets: np.ndarray, g: int) -> None:
+        lo, hi = self.group_bounds[g], self.group_bounds[g + 1]
+        if g in self._pending:
+            raise RuntimeError(f"group {g} is already stepping")
+        self.a["targets"][lo:hi] = targets
+        for conn in self.conns:
+            conn.send(("step", g))
+        self._pending.append(g)
+
+    def _step_wait(self, g: int) -> None:
+        """Wait for group ``g``'s step (and those sent before it: each worker answers in order)."""
+        if g not in self._pending:
+            raise RuntimeError(f"group {g} is not stepping")
+        while True:
+            done = self._pending.pop(0)
+            for conn in self.conns:
+                if conn.recv() != done:
+                    raise RuntimeError("a physics worker answered out of order")
+            if done == g:
+                return
 
     def step(self, targets: np.ndarray) -> dict[str, np.ndarray]:
-        self.a["targets"][:] = targets
-        self._all("step")
+        for g in range(len(self.groups)):
+            lo, hi = self.group_bounds[g], self.group_bounds[g + 1]
+            self._step_async(targets[lo:hi], g)
+        for g in range(len(self.groups)):
+            self._step_wait(g)
         return self.out
 
     def close(self) -> None:
         for conn in self.conns:
             try:
-                conn.send("close")
+                conn.send(("close", 0))
             except (BrokenPipeError, OSError):
                 pass
         for proc in self.procs:
@@ -395,5 +442,31 @@ class WorkerPool:
                 proc.terminate()
         self.out = {}
         self.a = {}
+        for group in self.groups:  # views of the shared memory must go before it closes
+            group.out = {}
         self.shm.close()
         self.shm.unlink()
+
+
+class PoolGroup:
+    """Envs ``[lo, hi)`` of a :class:`WorkerPool` as a backend of their own (ids and rows local to the group)."""
+
+    def __init__(self, pool: WorkerPool, g: int):
+        self.pool, self.g = pool, g
+        self.lo, self.hi = int(pool.group_bounds[g]), int(pool.group_bounds[g + 1])
+        self.n_envs, self.description = self.hi - self.lo, pool.description
+        self.out = {k: v[self.lo:self.hi] for k, v in pool.out.items()}
+
+    def reset(self, ids, q, object_pose, friction_scale, mass_scale) -> None:
+        self.pool.reset(np.asarray(ids, dtype=int) + self.lo, q, object_pose, friction_scale, mass_scale)
+
+    def step_async(self, targets: np.ndarray) -> None:
+        self.pool._step_async(targets, self.g)
+
+    def step_wait(self) -> dict[str, np.ndarray]:
+        self.pool._step_wait(self.g)
+        return self.out
+
+    def step(self, targets: np.ndarray) -> dict[str, np.ndarray]:
+        self.step_async(targets)
+        return self.step_wait()

@@ -58,6 +58,9 @@ class TrainConfig:
     seed: int = 0
     envs: int = 32  # parallel environments (all workers)
     workers: int = 2  # cpu backend: physics worker processes
+    # cpu backend with workers: env groups stepped in turn, the learner computing one group's actions while the
+    # workers step the other (1: every env in one synchronous step; bench/train_throughput.py, docs/benchmarks.md)
+    groups: int = 2
     steps: int = 32  # steps per environment per PPO iteration
     train_references: int = 24
     validation_references: int = 6
@@ -90,7 +93,7 @@ class TrainConfig:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.minutes <= 0 and self.iterations <= 0:
             raise ValueError("give a positive --minutes or --iterations")
-        for name in ("envs", "workers", "steps", "train_references", "validation_references"):
+        for name in ("envs", "workers", "groups", "steps", "train_references", "validation_references"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if not (self.init_std == 0.0 or 0.0 < self.init_std <= 2.0):
@@ -126,7 +129,8 @@ def make_backend(config: TrainConfig, n_envs: int, period_s: float, ideal: bool 
         path = CommandPath(gate=config.gate, timestep_s=config.timestep_s,
                            object_drop_burst_periods=config.object_drop_burst_periods, **drops)
     if processes and config.workers > 1:
-        return WorkerPool(n_envs, period_s, config.workers, path, seed=config.seed)
+        return WorkerPool(n_envs, period_s, config.workers, path, seed=config.seed,
+                          n_groups=min(config.groups, n_envs))  # fewer envs than groups: one env each
     return MujocoBatch(n_envs, period_s, path, seed=config.seed)
 
 
@@ -260,9 +264,14 @@ def train(config: TrainConfig, out: Path, progress: bool = True, log=print) -> d
     val_backend = make_backend(config, len(val_refs), manifest.period_s, ideal=True, processes=False)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        env = VecTrackingEnv(task, backend, config.envs, seed=config.seed)
+        # one env per group of the pool (a backend without groups: one env), group 0 seeded as a single env was
+        from dexstack.policies.tracking.cpu_backend import WorkerPool  # noqa: PLC0415
+
+        parts = backend.groups if isinstance(backend, WorkerPool) else [backend]
+        envs = [VecTrackingEnv(task, part, part.n_envs if len(parts) > 1 else config.envs, seed=config.seed + 7919 * g)
+                for g, part in enumerate(parts)]
         val_env = VecTrackingEnv(val_task, val_backend, len(val_refs), seed=config.seed, auto_reset=False)
-        obs = env.reset()
+        obs = [env.reset() for env in envs]
         model = ActorCritic(task.obs_size, task.action_size, ppo_config)
         if config.init_bundle:
             init_from_bundle(model, config.init_bundle, description)
@@ -295,23 +304,34 @@ def train(config: TrainConfig, out: Path, progress: bool = True, log=print) -> d
                 f"{100 * best['val_max_error_m']:.2f} cm")
         next_validation = t_train
         bar = _progress(progress, config)
+        keys = ("obs", "actions", "log_probs", "values", "rewards", "dones")
+        sent: list[tuple] = [()] * len(envs)  # per group: what the policy saw and did for the step in flight
+
+        def send(g: int) -> None:
+            obs_f = obs[g].float()
+            if not config.freeze_normalizer:
+                model.normalizer.update(obs_f)
+            obs_n = model.normalizer(obs_f)
+            actions, log_probs, values = model.act(obs_n)
+            sent[g] = (obs_n, actions, log_probs, values)
+            envs[g].step_send(actions)
+
         while (iteration < config.iterations) if config.iterations else (time.monotonic() < deadline):
-            buf = {k: [] for k in ("obs", "actions", "log_probs", "values", "rewards", "dones")}
-            for _ in range(config.steps):
-                obs_f = obs.float()
-                if not config.freeze_normalizer:
-                    model.normalizer.update(obs_f)
-                obs_n = model.normalizer(obs_f)
-                actions, log_probs, values = model.act(obs_n)
-                obs, rewards, dones, info = env.step(actions)
-                for key, value in (("obs", obs_n), ("actions", actions), ("log_probs", log_probs),
-                                   ("values", values), ("rewards", rewards.float()), ("dones", dones.float())):
-                    buf[key].append(value)
-                recent += info.success[dones].float().tolist()
+            parts_buf = [{k: [] for k in keys} for _ in envs]
+            for g in range(len(envs)):
+                send(g)
+            for t in range(config.steps):
+                for g, env in enumerate(envs):  # while the workers step the other groups
+                    obs[g], rewards, dones, info = env.step_recv()
+                    for key, value in zip(keys, (*sent[g], rewards.float(), dones.float())):
+                        parts_buf[g][key].append(value)
+                    recent += info.success[dones].float().tolist()
+                    if t + 1 < config.steps:
+                        send(g)
+            buf = {k: [torch.cat([b[k][t] for b in parts_buf]) for t in range(config.steps)] for k in keys}
             with torch.no_grad():
-                last_values = model.critic(model.normalizer(obs.float())).squeeze(-1)
-            stats = ppo.update(*(torch.stack(buf[k]) for k in ("obs", "actions", "log_probs", "values", "rewards",
-                                                                 "dones")), last_values)
+                last_values = model.critic(model.normalizer(torch.cat(obs).float())).squeeze(-1)
+            stats = ppo.update(*(torch.stack(buf[k]) for k in keys), last_values)
             iteration += 1
             samples += config.steps * config.envs
             recent = recent[-100:]

@@ -40,6 +40,7 @@ class VecTrackingEnv:
         self.state = task.new_state(n_envs)
         self.auto_reset = auto_reset
         self.observed: Measured | None = None
+        self._sent: tuple | None = None  # step_send's clipped action, targets and (synchronous backend) outputs
         self.obs_size, self.action_size = task.obs_size, task.action_size
 
     def _measured(self, out: dict, suffix: str) -> Measured:
@@ -71,12 +72,30 @@ class VecTrackingEnv:
         return self.task.observe(self.state, self.observed)
 
     def step(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, StepInfo]:
-        task, state = self.task, self.state
-        raw_c, targets = task.targets(state, self.observed, raw.to(task.device))
+        self.step_send(raw)
+        return self.step_recv()
+
+    def step_send(self, raw: torch.Tensor) -> None:
+        """First half of :meth:`step`: the actions to the backend. A backend with ``step_async`` (a
+        :class:`~.cpu_backend.PoolGroup`) starts stepping and this returns at once; :meth:`step_recv` waits."""
+        task = self.task
+        raw_c, targets = task.targets(self.state, self.observed, raw.to(task.device))
         if self.torch_backend:
             out = self.backend.step(targets)
+        elif hasattr(self.backend, "step_async"):
+            self.backend.step_async(targets.double().cpu().numpy())
+            out = None
         else:
             out = self.backend.step(targets.double().cpu().numpy())
+        self._sent = (raw_c, targets, out)
+
+    def step_recv(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, StepInfo]:
+        """Second half of :meth:`step`: the outcome of the actions :meth:`step_send` sent."""
+        task, state = self.task, self.state
+        raw_c, targets, out = self._sent
+        self._sent = None
+        if out is None:
+            out = self.backend.step_wait()
         true = self._measured(out, "")
         reward, failed, timeout = task.advance(state, true, raw_c, targets)
         if "unstable" in out:  # the physics diverged and was reset: a failed episode, no reward for it
