@@ -44,7 +44,7 @@ def test_evaluate_through_a_ticked_cell_is_the_deployed_loop_and_a_refused_comma
 
     cell.reset(ref.q_at(0.0), ref.object_pose_at(0.0))
     q0 = cell.observe()[0]
-    cell.command(q0[:7] + 1.0, None, 0.05)  # 1 rad in one step: beyond arm_max_step_rad
+    cell.command(q0[:7] + 4.0, None, 0.05)  # 4 rad in one step: beyond arm_max_step_rad (3) and the limits
     assert cell.refusals == 1 and "refused" in cell.reasons[0]
     cell.advance(0.05)
     assert np.max(np.abs(cell.observe()[0][:7] - q0[:7])) < 0.01
