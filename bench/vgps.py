@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--critic", default="track_cube_q")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--std-scale", type=float, default=1.0,
+                        help="V-GPS and random-of-K candidates' std as a multiple of the policy's (sampling keeps 1)")
     parser.add_argument("--no-mean", action="store_true", help="candidates are K samples only (the paper's setup)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--split", choices=("heldout", "validation"), default="heldout")
@@ -115,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     base_mean = load_policy(args.base, description)
     base = sampling_policy(args.base, description)
     vgps = sampling_policy(args.base, description, k=args.k, selection="critic", include_mean=include_mean,
-                           critic=str(critic.root), temperature=args.temperature, name=f"{args.base}_vgps")
-    random_k = sampling_policy(args.base, description, k=args.k, selection="random", include_mean=include_mean)
+                           critic=str(critic.root), temperature=args.temperature, name=f"{args.base}_vgps",
+                           std_scale=args.std_scale)
+    random_k = sampling_policy(args.base, description, k=args.k, selection="random", include_mean=include_mean,
+                               std_scale=args.std_scale)
     t0 = time.monotonic()
     out: dict = {}
     diagnostics: dict = {}
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(key, out[key], tables[key], file=sys.stderr, flush=True)
         if key == "vgps_success":
             diagnostics = policy.diagnostics()  # over its last 200 steps (the last episode), before the timing loop
-    out.update(k=args.k, temperature=args.temperature, include_mean=include_mean,
+    out.update(k=args.k, temperature=args.temperature, include_mean=include_mean, std_scale=args.std_scale,
                step_ms_base=round(step_ms(base_mean, refs[0], args.timing_steps), 3),
                step_ms_vgps=round(step_ms(vgps, refs[0], args.timing_steps), 3),
                episodes_trained_on=int(critic.spec.info.get("episodes", -1)), critic=critic.name,
