@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dexstack.control.commands import CommandError
 from dexstack.policies.observation import RobotState
 from dexstack.policies.reference import ReferenceTrajectory
 from dexstack.policies.runtime import PolicyRuntime
@@ -53,59 +54,121 @@ class TickedTrace:
         return None
 
 
+class TickedCell:
+    """The MuJoCo cell behind the pure safety gate ticked at its own rate, with the ``reset / command / advance /
+    observe`` interface of :class:`~dexstack.policies.tracking.physics.CellBackend`: a policy's ``command`` goes to
+    the gate as the ``safety_monitor`` gets it (measured state first, arm as a one-point trajectory of one control
+    period, hand positions), ``advance`` ticks the gate with the measured state every tick and drives the cell with
+    its outputs (arm ramped over the tick, hand stepped). A command the gate refuses is ignored (the robot keeps the
+    gate's last output), as the node does. So :func:`~dexstack.policies.tracking.env.evaluate` or a data collector
+    given a ``TickedCell`` runs the deployed command path."""
+
+    def __init__(self, backend=None, safety: SafetyConfig | None = None):
+        if backend is None:
+            from dexstack.policies.tracking.physics import CellBackend
+
+            backend = CellBackend()
+        self.backend = backend
+        self.description = backend.description
+        self.safety = safety or load_safety_config()
+        self.tick_s = 1.0 / self.safety.rate_hz
+        self.n_arm = len(self.description.arm_joints)
+        self.gate: SafetyGate | None = None
+        self.gated = np.zeros(len(self.description.joints))
+        self.reasons: list[str] = []  # the gate's interventions during the last advance (and command)
+        self.refusals = 0
+        self._t = 0.0
+
+    @property
+    def timestep_s(self) -> float:
+        return self.backend.timestep_s
+
+    @property
+    def now_s(self) -> float:
+        """Gate clock: it never starts at 0 on a robot either."""
+        return 1.0 + self._t
+
+    def reset(self, q: np.ndarray, object_pose: np.ndarray, friction_scale: float = 1.0,
+              mass_scale: float = 1.0) -> None:
+        self.backend.reset(q, object_pose, friction_scale, mass_scale)
+        self.gate = SafetyGate(self.description, self.safety)  # a fresh gate per episode: no filter state carried
+        self._t = 0.0
+        self.gated = np.asarray(q, dtype=float).copy()
+        self.reasons, self.refusals = [], 0
+
+    def command(self, arm: np.ndarray | None, hand: np.ndarray | None, horizon_s: float) -> None:
+        gate = self.gate
+        gate.update_state(self.backend.observe()[0], self.now_s)
+        self.reasons = []
+        for part, send in (("arm", arm), ("hand", hand)):
+            if send is None:
+                continue
+            try:
+                if part == "arm":
+                    gate.arm_command(self.description.arm_joints, [send], [horizon_s], self.now_s)
+                else:
+                    gate.hand_command(send, self.now_s)
+            except CommandError as exc:
+                self.refusals += 1
+                self.reasons.append(f"{part}: refused: {exc}")
+
+    def advance(self, duration_s: float) -> None:
+        ticks = int(round(duration_s / self.tick_s))
+        if ticks < 1 or abs(ticks * self.tick_s - duration_s) > 1e-9:
+            raise ValueError(f"advance by {duration_s} s: not a multiple of the gate's tick {self.tick_s} s")
+        gate, backend = self.gate, self.backend
+        for k in range(ticks):
+            now = self.now_s + k * self.tick_s
+            gate.update_state(backend.observe()[0], now)
+            out = gate.tick(now)
+            self.reasons += out.interventions
+            if out.arm_rad is not None:
+                self.gated[: self.n_arm] = out.arm_rad
+            if out.hand_rad is not None:
+                self.gated[self.n_arm:] = out.hand_rad
+            backend.command(out.arm_rad, out.hand_rad, max(out.horizon_s, self.tick_s))
+            backend.advance(self.tick_s)
+        self._t += duration_s
+
+    def observe(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.backend.observe()
+
+
 def run_ticked(policy, reference: ReferenceTrajectory, backend=None, safety: SafetyConfig | None = None,
                hold_s: float = 0.0) -> TickedTrace:
     """Run ``policy`` on ``reference`` from its start (robot at the reference's first sample, object at its start)
     through the gate for the reference's duration + ``hold_s``; the reference is scored as ``evaluate`` does."""
-    if backend is None:
-        from dexstack.policies.tracking.physics import CellBackend
-
-        backend = CellBackend()
-    description = backend.description
-    gate = SafetyGate(description, safety or load_safety_config())
-    tick_s = 1.0 / gate.config.rate_hz
+    cell = backend if isinstance(backend, TickedCell) else TickedCell(backend, safety)
+    description = cell.description
     period_s = policy.manifest.period_s
-    ticks = int(round(period_s / tick_s))
-    if ticks < 1 or abs(ticks * tick_s - period_s) > 1e-9:
-        raise ValueError(f"the control period {period_s} s is not a multiple of the gate's tick {tick_s} s")
+    ticks = int(round(period_s / cell.tick_s))
+    if ticks < 1 or abs(ticks * cell.tick_s - period_s) > 1e-9:
+        raise ValueError(f"the control period {period_s} s is not a multiple of the gate's tick {cell.tick_s} s")
     runtime = PolicyRuntime(description)
     policy.reference = reference
     runtime.stage(policy)
     task = TrackingTask(reference)
-    backend.reset(reference.q_at(0.0), reference.object_pose_at(0.0))
-    n_arm = len(description.arm_joints)
+    cell.reset(reference.q_at(0.0), reference.object_pose_at(0.0))
+    n_arm = cell.n_arm
     trace = TickedTrace()
     end_pose = reference.object_pose_at(reference.duration_s)
     hold_err = 0.0
-    gated = np.asarray(reference.q_at(0.0), dtype=float).copy()
-    t, t0 = 0.0, 1.0  # gate clock offset: it never starts at 0 on a robot either
+    t = 0.0
     while t < reference.duration_s + hold_s - 1e-9:
-        q, dq, obj = backend.observe()
+        q, dq, obj = cell.observe()
         targets = runtime.step(RobotState(q=q, dq=dq, object_pose=obj), t)
-        commanded = gated.copy() if targets is None else targets.full(gated, n_arm)
-        if targets is not None:
-            gate.update_state(q, t0 + t)
-            if targets.arm is not None:
-                gate.arm_command(description.arm_joints, [targets.arm], [period_s], t0 + t)
-            if targets.hand is not None:
-                gate.hand_command(targets.hand, t0 + t)
+        commanded = cell.gated.copy() if targets is None else targets.full(cell.gated, n_arm)
         reasons: list[str] = []
-        for k in range(ticks):
-            now = t0 + t + k * tick_s
-            gate.update_state(backend.observe()[0], now)
-            out = gate.tick(now)
-            reasons += out.interventions
-            if out.arm_rad is not None:
-                gated[:n_arm] = out.arm_rad
-            if out.hand_rad is not None:
-                gated[n_arm:] = out.hand_rad
-            backend.command(out.arm_rad, out.hand_rad, max(out.horizon_s, tick_s))
-            backend.advance(tick_s)
+        if targets is not None:
+            cell.command(targets.arm, targets.hand, period_s)
+            reasons += cell.reasons
+        cell.advance(period_s)
+        reasons += cell.reasons
         t += period_s
-        q, _, obj = backend.observe()
+        q, _, obj = cell.observe()
         trace.t_s.append(t)
         trace.commanded.append(commanded)
-        trace.gated.append(gated.copy())
+        trace.gated.append(cell.gated.copy())
         trace.measured.append(q)
         trace.object_pose.append(obj)
         trace.interventions.append(reasons)
@@ -113,7 +176,7 @@ def run_ticked(policy, reference: ReferenceTrajectory, backend=None, safety: Saf
             task.step(q, obj, t, np.zeros(1))
         else:
             hold_err = max(hold_err, float(np.linalg.norm(obj[:3] - end_pose[:3])))
-    trace.counts = gate.interventions.counts()
+    trace.counts = cell.gate.interventions.counts()
     trace.success = task.success()
     trace.max_position_error_m, trace.final_position_error_m = task.max_pos_err, task.last_pos_err
     trace.final_rotation_error_rad = task.last_rot_err

@@ -25,6 +25,7 @@ Bundle (``policies/<name>/policy.yaml``)::
       include_mean: true
       selection: critic            # critic | random
       seed: 0
+      std_scale: 1.0               # candidates ~ N(mu, (std_scale * sigma)^2); 1 = the policy's own Gaussian
 
 Only checkpoints that define a distribution are accepted: rl_games actors (``a2c_network.sigma`` = the
 state-independent log-std, as rl_games' ``fixed_sigma`` saves it) and state_dict MLPs that carry a ``log_std``
@@ -57,7 +58,8 @@ from dexstack.robot.description import RobotDescription
 
 MAX_SAMPLES = 1024  # more candidates than this is a mistake (the paper found K = 100 already worse than 10-50)
 SELECTIONS = ("critic", "random")
-PARAM_KEYS = ("base_policy", "critic", "num_samples", "temperature", "include_mean", "selection", "seed")
+PARAM_KEYS = ("base_policy", "critic", "num_samples", "temperature", "include_mean", "selection", "seed", "std_scale")
+MAX_STD_SCALE = 4.0
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,15 @@ class VgpsConfig:
     include_mean: bool = True
     selection: str = "critic"
     seed: int = 0
+    # The Gaussian's std for the candidates, as a multiple of the policy's: PPO's exploration std passed through the
+    # deployed gate's jerk filter costs more tracking than the critic's choice wins back (issue 13, 2026-12-07).
+    std_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        s = self.std_scale
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) \
+                or not 0 < s <= MAX_STD_SCALE:
+            raise PolicyError(f"std_scale must be a number in (0, {MAX_STD_SCALE:g}], got {s!r}")
         k = self.num_samples
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_SAMPLES:
             raise PolicyError(f"num_samples (K) must be an integer in [1, {MAX_SAMPLES}], got {k!r}")
@@ -98,6 +107,8 @@ class VgpsConfig:
             values["temperature"] = float(values["temperature"])
         if "seed" in values:
             values["seed"] = int(values["seed"])
+        if "std_scale" in values and isinstance(values["std_scale"], int) and not isinstance(values["std_scale"], bool):
+            values["std_scale"] = float(values["std_scale"])
         if "include_mean" in values:
             values["include_mean"] = bool(values["include_mean"])
         return cls(**values)
@@ -120,11 +131,13 @@ class GaussianHead:
         return (y[0] if isinstance(y, (tuple, list)) else y).reshape(-1)
 
     @torch.inference_mode()
-    def candidates(self, obs: np.ndarray, k: int, generator: torch.Generator, include_mean: bool) -> torch.Tensor:
-        """(k, A) actions: one forward for the mean, k Gaussian draws in one batch, clipped as the policy clips."""
+    def candidates(self, obs: np.ndarray, k: int, generator: torch.Generator, include_mean: bool,
+                   std_scale: float = 1.0) -> torch.Tensor:
+        """(k, A) actions: one forward for the mean, k Gaussian draws (std ``std_scale`` times the policy's) in one
+        batch, clipped as the policy clips."""
         mu = self.mean(obs)
         eps = torch.randn((k, mu.shape[0]), generator=generator, device=self.device)
-        a = mu + self.std * eps
+        a = mu + (std_scale * self.std) * eps
         if include_mean:
             a[0] = mu
         return a if self.clip is None else torch.clamp(a, -self.clip, self.clip)
@@ -265,7 +278,7 @@ class VgpsPolicy(Policy):
         """One V-GPS choice for observation ``obs`` (``base``: what the action layout adds the raw action to, at
         the action's joints): (raw action, {"index", "q_spread"})."""
         c = self.config
-        cands = self.head.candidates(obs, c.num_samples, self.generator, c.include_mean)
+        cands = self.head.candidates(obs, c.num_samples, self.generator, c.include_mean, c.std_scale)
         t0 = time.perf_counter()
         spread = 0.0
         if c.selection == "random" or self.critic is None:

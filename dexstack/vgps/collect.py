@@ -4,7 +4,13 @@
 
 Runs the base policy's Gaussian (plain sampling: a ``vgps`` policy with ``selection: random, num_samples: 1``) through
 :class:`~dexstack.policies.runtime.PolicyRuntime` as the ``policy`` node does, on training references
-(``references.training_specs``; never the held-out ones), with the env's friction/mass randomisation. Each episode
+(``references.training_specs``; never the held-out ones), with the env's friction/mass randomisation, and (``--gate
+deployed``, the default) through the deployed command path: the pure safety gate of ``config/safety.yaml`` ticked at
+its rate with the measured state (:class:`~dexstack.evaluation.ticked.TickedCell`), so the data show what a sampled
+action does after the gate's jerk filter and limits, as on the robot (``--gate off``: the policy's targets straight
+to the cell's drivers, the pre-issue-17 data). The cell is the current ``tabletop`` cell config (its physics,
+``impratio`` included). The recorded commands are the policy's, before the gate, as the recorder sees them on the
+ROS graph. Each episode
 is written by the recorder's own core (:class:`~dexstack.record.session.RecordingSession`, the class behind the
 ``recorder`` node) in the same rosbag2 MCAP format and topics as a live recording (``/joint_states``,
 ``/dexstack/object_pose``, ``/dexstack/arm/command``, ``/dexstack/hand/command``, sim-time stamps) and labelled with
@@ -43,7 +49,7 @@ TOPICS = {STATE_TOPIC: "sensor_msgs/msg/JointState", OBJECT_TOPIC: "geometry_msg
 
 def sampling_policy(base: str, description, seed: int = 0, k: int = 1, selection: str = "random",
                     include_mean: bool = False, critic: str = "", temperature: float = 0.0,
-                    name: str = "") -> Policy:
+                    name: str = "", std_scale: float = 1.0) -> Policy:
     """A ``vgps`` policy around bundle ``base``; the defaults give plain sampling of its Gaussian."""
     from dexstack.policies.bundles import load_bundle_manifest  # noqa: PLC0415
 
@@ -52,6 +58,7 @@ def sampling_policy(base: str, description, seed: int = 0, k: int = 1, selection
            "robot_profile": base_manifest.robot_profile, "control_rate_hz": base_manifest.control_rate_hz,
            "params": {"base_policy": str(base_manifest.root), "num_samples": k, "selection": selection,
                       "include_mean": include_mean, "temperature": temperature, "seed": seed,
+                      "std_scale": std_scale,
                       **({"critic": critic} if critic else {})}}
     return build_policy(parse_manifest(raw), description)
 
@@ -156,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--no-randomization", action="store_true", help="nominal friction and mass")
+    parser.add_argument("--gate", choices=("deployed", "off"), default="deployed",
+                        help="deployed: through the safety gate ticked as safety_monitor does; off: ungated")
     args = parser.parse_args(argv)
     if args.episodes <= 0 or args.references <= 0:
         parser.error("--episodes and --references must be positive")
@@ -165,13 +174,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     from dexstack.policies.tracking.env import Randomization  # noqa: PLC0415
     from dexstack.policies.tracking.physics import CellBackend  # noqa: PLC0415
-    from dexstack.policies.tracking.references import make_reference, training_specs  # noqa: PLC0415
+    from dexstack.policies.tracking.references import cached_reference, training_specs  # noqa: PLC0415
     from dexstack.robot import load_description  # noqa: PLC0415
 
     backend = CellBackend()
+    if args.gate == "deployed":
+        from dexstack.evaluation.ticked import TickedCell  # noqa: PLC0415
+
+        backend = TickedCell(backend)
+    model = getattr(backend, "backend", backend).model
     description = backend.description
     description = load_description(description.profile.name)
-    refs = [make_reference(s, description) for s in training_specs(args.references, args.reference_seed)]
+    refs = [cached_reference(s, description) for s in training_specs(args.references, args.reference_seed)]
     (args.out / REFERENCES_SUBDIR).mkdir(parents=True, exist_ok=True)
     for ref in refs:
         save_reference(ref, description.joints, args.out / REFERENCES_SUBDIR / f"{ref.name}.npz")
@@ -200,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         session.close()
     summary = {"command": "dexstack-vgps-collect " + " ".join(argv if argv is not None else sys.argv[1:]),
                "episodes": args.episodes, "successes": successes, "steps": steps_total,
-               "wall_s": round(time.monotonic() - t0, 1), "policy": args.policy, "references": len(refs)}
+               "wall_s": round(time.monotonic() - t0, 1), "policy": args.policy, "references": len(refs),
+               "gate": args.gate, "physics": {"timestep_s": backend.timestep_s, "impratio": float(model.opt.impratio)}}
     (args.out / "collect.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
     return 0

@@ -222,6 +222,7 @@ def test_vgps_steps_through_the_action_layout_and_reports_diagnostics(root):
     ({"num_samples": 0}, "num_samples"), ({"num_samples": -3}, "num_samples"), ({"num_samples": 100000}, "num_samples"),
     ({"num_samples": 2.5}, "num_samples"), ({"temperature": -0.1}, "temperature"),
     ({"temperature": float("nan")}, "temperature"), ({"selection": "best"}, "selection"),
+    ({"std_scale": 0.0}, "std_scale"), ({"std_scale": -1.0}, "std_scale"), ({"std_scale": 100.0}, "std_scale"),
     ({"surprise": 1}, "unknown keys")])
 def test_bad_parameters_are_refused(root, params, message):
     with pytest.raises(PolicyError, match=message):
@@ -348,3 +349,15 @@ def test_a_recorded_episode_reads_back_as_the_policys_observations_and_actions(r
     acted = np.array([a for _, _, a in seen])
     assert np.abs(data.actions - acted).max() < 1e-4
     assert np.all(data.actions >= data.action_low - 1e-5) and np.all(data.actions <= data.action_high + 1e-5)
+
+
+def test_std_scale_narrows_the_candidates_around_the_mean(root):
+    """std_scale 0.25: the candidates' spread around the mean is a quarter of the policy's Gaussian (same draws)."""
+    obs = np.zeros(OBS)
+    spreads = {}
+    for scale in (1.0, 0.25):
+        policy = build(root, include_mean=True, std_scale=scale)
+        policy.reseed(3)
+        cands = policy.head.candidates(obs, 64, policy.generator, True, policy.config.std_scale).numpy()
+        spreads[scale] = np.abs(cands[1:] - cands[0]).mean()
+    assert spreads[0.25] == pytest.approx(0.25 * spreads[1.0], rel=0.05)
