@@ -92,6 +92,7 @@ def _kind_rotation(kind: str, yaw_rad: float = 0.0) -> np.ndarray:
 # opposes the thumb, the object is pushed away when the hand closes, measured on the train objects); turned, the
 # thumb and the fingers land on opposite faces.
 KIND_YAWS_DEG = {"side_power": (0.0,), "top_precision": tuple(float(a) for a in range(-75, 76, 15))}
+OPPOSITION_WEIGHT = {"side_power": 0.0, "top_precision": 4.0}
 
 
 def opposition(model: ObjectModel, keypoints_object_m: np.ndarray, scale: float = 1.0,
@@ -208,9 +209,12 @@ def synthesize_grasp(model: ObjectModel, kind: str, hand: hh.HumanHandConfig | N
         good = [f for f in fingers if f in wanted]
         if "thumb" not in good or len(good) < 2:  # at least a pinch
             continue
-        # Opposition dominates: a grasp whose thumb squeezes against no finger pushes the object away.
-        opp = opposition(model, kp, config.scale)
-        score = (len(good) + 0.5 * (palm_touch and kind == "side_power") - 4.0 * (1.0 if opp is None else opp)
+        # Opposition dominates a pinch: a thumb that squeezes against no finger pushes the object away. A power
+        # grasp wraps the fingers and the palm around the object instead (scored without it: its lifts held, and
+        # the more opposed side wraps put the robot's wrist on the table).
+        opp = opposition(model, kp, config.scale) if OPPOSITION_WEIGHT[kind] else None
+        score = (len(good) + 0.5 * (palm_touch and kind == "side_power")
+                 - OPPOSITION_WEIGHT[kind] * (1.0 if opp is None else opp)
                  - 2.0 * gap - 2.0 * rise - 0.3 * abs(yaw_deg) / 60.0)
         if score > best_score:
             best_score = score
