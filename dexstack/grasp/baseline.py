@@ -32,15 +32,17 @@ class UnreachableError(ValueError):
 class BaselineConfig:
     pregrasp_s: float = 2.5
     approach_s: float = 1.5
-    close_s: float = 1.0
+    close_s: float = 1.5
     lift_s: float = 2.0
     hold_s: float = 2.0
     lift_m: float = 0.10
-    # How the closed hand presses (measured on the 16 library grasps, one placement each: uniform flexion 3/16
-    # lifted, the target's squeeze pose 1/16, both 2/16): +flex_rad on every finger flexion joint, plus the
-    # squeeze pose (GraspTarget.q_squeeze_rad) clipped to squeeze_rad past the target.
+    # How the closed hand presses: +flex_rad on every finger flexion joint, plus the squeeze pose
+    # (GraspTarget.q_squeeze_rad) clipped to squeeze_rad past the target. Measured on the 11 train-object library
+    # grasps, one placement each, fingertip pads facing the object (docs/grasp.md): flex 0.3 over a 1 s close 2/11,
+    # squeeze 0.4 alone 1/11, flex 0.5 over a 1.5 s close 4/11 (the gate caps the setpoint 0.3 rad ahead of a
+    # blocked finger; the slower close pushes the object less before the thumb opposes the fingers).
     squeeze_rad: float = 0.0
-    flex_rad: float = 0.3
+    flex_rad: float = 0.5
     success_rise_m: float = 0.08
     max_slip_m: float = 0.02
     ik_position_tol_m: float = 0.005

@@ -29,11 +29,11 @@ from dexstack.transforms import matrix_to_quat_xyzw
 class GraspPhases:
     reach_s: float = 2.5
     approach_s: float = 1.0
-    close_s: float = 1.0
+    close_s: float = 1.5
     lift_s: float = 1.5
     hold_s: float = 2.0
     lift_m: float = 0.10
-    flex_rad: float = 0.3  # the baseline's press: flexion added to every finger flexion joint at the close
+    flex_rad: float = 0.5  # the baseline's press: flexion added to every finger flexion joint at the close
 
     def __post_init__(self) -> None:
         for name in ("reach_s", "approach_s", "close_s", "lift_s", "hold_s", "lift_m"):

@@ -3,9 +3,12 @@
 No dataset of human grasps ships offline, so grasps are synthesised the way a person closes a hand on an object:
 the hand (``dexstack.sim.human_hand``, 20 joints, MANO keypoints) is put at a grasp *kind*'s orientation relative
 to the object, then every finger curls from ``open`` toward ``power`` until its skin touches the surface (signed
-distance of the finger's capsule samples minus their radius <= 0) and stops there. The wrist position is searched
-on a small grid (palm gap x shift along the fingers); the pose with the most touching fingers of the kind (the
-thumb always among them), no penetration and nothing below the table wins. Deterministic, ~0.1-0.3 s per grasp.
+distance of the finger's capsule samples minus their radius <= 0) and stops there. The wrist pose is searched
+on a small grid (palm gap x shift along the fingers x, for a top pinch, the hand turned about the object's z,
+``KIND_YAWS_DEG``); among the poses with no penetration, nothing below the table and the thumb plus another finger
+of the kind touching, the best scores on opposition first (the thumb's contact normal against another finger's,
+:func:`opposition`: a thumb on the face next to the fingers' face pushes the object away when a robot hand closes)
+then on touching fingers. Deterministic, ~1-10 s per grasp.
 
 Kinds (object frame: z up as the object rests on the table; the robot stands on the object's -x side):
 
@@ -69,8 +72,9 @@ class HumanGrasp:
         return np.asarray(T_base_object) @ self.T_object_H
 
 
-def _kind_rotation(kind: str) -> np.ndarray:
-    """R_object_H: columns are H's axes (x fingers, y pinky side, z out of the palm) in the object frame."""
+def _kind_rotation(kind: str, yaw_rad: float = 0.0) -> np.ndarray:
+    """R_object_H: columns are H's axes (x fingers, y pinky side, z out of the palm) in the object frame, the
+    kind's orientation turned ``yaw_rad`` about the object's z (up)."""
     if kind == "side_power":
         x, z = np.array([0.0, -1.0, 0.0]), np.array([1.0, 0.0, 0.0])
     elif kind == "top_precision":  # fingers forward and 25 deg down: the robot's wrist stays clear of the table
@@ -78,7 +82,33 @@ def _kind_rotation(kind: str) -> np.ndarray:
         x, z = np.array([np.cos(a), 0.0, -np.sin(a)]), np.array([np.sin(a), 0.0, np.cos(a)]) * -1.0
     else:
         raise ValueError(f"unknown grasp kind '{kind}': known kinds are {list(KINDS)}")
-    return np.column_stack((x, np.cross(z, x), z))
+    c, s = np.cos(yaw_rad), np.sin(yaw_rad)
+    Rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return Rz @ np.column_stack((x, np.cross(z, x), z))
+
+
+# Hand turns about the object's z tried by the synthesis, per kind (degrees, preferred first). A top pinch with the
+# fingers straight ahead puts the thumb on the side face next to the fingers' face (normals at 90 deg: nothing
+# opposes the thumb, the object is pushed away when the hand closes, measured on the train objects); turned, the
+# thumb and the fingers land on opposite faces.
+KIND_YAWS_DEG = {"side_power": (0.0,), "top_precision": tuple(float(a) for a in range(-75, 76, 15))}
+OPPOSITION_WEIGHT = {"side_power": 0.0, "top_precision": 4.0}
+
+
+def opposition(model: ObjectModel, keypoints_object_m: np.ndarray, scale: float = 1.0,
+               gap_m: float = CONTACT_GAP_M) -> float | None:
+    """Smallest cosine between the thumb's contact normal and another touching finger's (-1: squeezing straight
+    against each other, 0: on perpendicular faces); None without the thumb and another finger touching."""
+    skin = _Skin(scale)
+    d, n = model.signed_distance(skin.points(keypoints_object_m))
+    gap = d - skin.radius
+    normals = []
+    for f in range(5):
+        i = int(np.argmin(np.where(skin.finger == f, gap, np.inf)))
+        normals.append(n[i] if gap[i] <= gap_m else None)
+    if normals[0] is None or all(v is None for v in normals[1:]):
+        return None
+    return float(min(normals[0] @ v for v in normals[1:] if v is not None))
 
 
 class _Skin:
@@ -153,17 +183,17 @@ def synthesize_grasp(model: ObjectModel, kind: str, hand: hh.HumanHandConfig | N
     config = hand or hh.HumanHandConfig(enabled=True)
     kin = hh.HumanHandKinematics(config)
     skin = _Skin(config.scale)
-    R = _kind_rotation(kind)
-    x_H, z_H = R[:, 0], R[:, 2]
     surface, _ = model.surface_points(0.004)
-    support = float((surface @ -z_H).max())  # how far the surface reaches toward the palm
     table_z = -float(model.extents_m[2]) / 2
     palm_centre_H = config.scale * np.array([0.045, 0.005, 0.0])
     wanted = KIND_FINGERS[kind]
     best, best_score = None, -np.inf
     rises = (0.0,) if kind == "side_power" else (0.0, 0.015, 0.03, 0.045)
-    for gap, shift, rise in itertools.product((0.0, 0.01, 0.02, 0.035), (-0.045, -0.03, -0.015, 0.0, 0.015, 0.03),
-                                              rises):
+    for yaw_deg, gap, shift, rise in itertools.product(
+            KIND_YAWS_DEG[kind], (0.0, 0.01, 0.02, 0.035), (-0.045, -0.03, -0.015, 0.0, 0.015, 0.03), rises):
+        R = _kind_rotation(kind, np.radians(yaw_deg))
+        x_H, z_H = R[:, 0], R[:, 2]
+        support = float((surface @ -z_H).max())  # how far the surface reaches toward the palm
         palm = -z_H * (support + skin.palm_radius + gap) + x_H * shift + np.array([0.0, 0.0, rise])
         if kind == "side_power":  # hold it low enough to wrap, high enough to clear the table
             palm[2] = min(palm[2], table_z + 0.055)
@@ -179,7 +209,13 @@ def synthesize_grasp(model: ObjectModel, kind: str, hand: hh.HumanHandConfig | N
         good = [f for f in fingers if f in wanted]
         if "thumb" not in good or len(good) < 2:  # at least a pinch
             continue
-        score = len(good) + 0.5 * (palm_touch and kind == "side_power") - 2.0 * gap - 2.0 * rise
+        # Opposition dominates a pinch: a thumb that squeezes against no finger pushes the object away. A power
+        # grasp wraps the fingers and the palm around the object instead (scored without it: its lifts held, and
+        # the more opposed side wraps put the robot's wrist on the table).
+        opp = opposition(model, kp, config.scale) if OPPOSITION_WEIGHT[kind] else None
+        score = (len(good) + 0.5 * (palm_touch and kind == "side_power")
+                 - OPPOSITION_WEIGHT[kind] * (1.0 if opp is None else opp)
+                 - 2.0 * gap - 2.0 * rise - 0.3 * abs(yaw_deg) / 60.0)
         if score > best_score:
             best_score = score
             best = HumanGrasp(model.name, kind, T, q, kp, tuple(good))

@@ -13,6 +13,9 @@ solver minimises the sum of squares of::
     contacts     w_k (P_k - c_k - r_k n_k)             c_k: the human contact projected on the surface, n_k its
                                                          normal, r_k the robot link's half-thickness (touching)
                                                          w: fingertips 4, thumb tip 6, other links 1 (FunGrasp)
+    pads         w_k f (Q_k - c_k)                      fingertip contacts: Q_k one tip radius out of the tip
+                                                         along its pad (``pad_axis``, where flexion moves it), so
+                                                         the pad faces the surface and closing presses into it
     hand shape   w_s (P_j - kp_j)                       the other mapped keypoints, weakly
     penetration  w_pen max(0, r_i - d(P_i))             collision samples of the fingers, tips and palm
     table        w_pen max(0, z_table + c + r_i - P_i,z) when the object rests on a table (object frame z up)
@@ -68,6 +71,12 @@ class FunctionalRetargetConfig:
     shape_weight: float = 0.1
     penetration_weight: float = 30.0
     posture_weight: float = 0.02
+    # A fingertip contact is made with the pad, the side the finger's flexion moves toward (+x of the Allegro tip
+    # frames): a point one tip radius out along it is pulled onto the contact, with this fraction of the tip's
+    # weight. Without it the solver touched with the tip's end or back (the positions match either way) and the
+    # closing hand curled away from the object instead of pressing (measured on the train objects).
+    pad_weight_fraction: float = 1.0
+    pad_axis: tuple[float, float, float] = (1.0, 0.0, 0.0)
     max_iterations: int = 100
     table_clearance_m: float = 0.025  # robot links keep this far above the table (the close squeezes further)
     max_penetration_m: float = 0.004  # a solution deeper than this into the object is refused
@@ -156,7 +165,10 @@ class FunctionalRetargeter:
             self._col_radius.append(cfg.palm_sample_radius_m)
             self._col_finger.append("palm")
         frames.append(FrameSpec("fg_palm_contact", palm, cfg.palm_contact_xyz_m, np.eye(3)))
-        self.hand = HandModel(self.description, [self.hand_config.human_frame, *frames])
+        pad = np.asarray(cfg.pad_axis, dtype=float)
+        pad_xyz = tuple(float(v) for v in cfg.tip_radius_m * pad / np.linalg.norm(pad))
+        pads = [FrameSpec(f"fg_pad_{links[-1]}", links[-1], pad_xyz, np.eye(3)) for links in cfg.finger_links.values()]
+        self.hand = HandModel(self.description, [self.hand_config.human_frame, *frames, *pads])
         self._col_ids = [self.hand.frame_id(f.name) for f in frames[:-1]]
         self._col_radius = np.array(self._col_radius)
         # The mapped links: robot analogue of each human keypoint (wrist and CMCs excluded from contacts).
@@ -224,6 +236,8 @@ class FunctionalRetargeter:
             if k == idx[-1]:
                 w = cfg.thumb_tip_weight if finger == "thumb" else cfg.tip_weight
             terms.append((self.hand.frame_id(link), c + self._radius(link) * n_kp[k], w, link))
+            if link.endswith("_tip") and cfg.pad_weight_fraction > 0:
+                terms.append((self.hand.frame_id(f"fg_pad_{link}"), c, w * cfg.pad_weight_fraction, f"pad:{link}"))
         if palm_touch:
             palm = kp[[0, 5, 9, 13, 17]].mean(0)
             dp, npalm = model.signed_distance(palm[None])
@@ -326,7 +340,7 @@ class FunctionalRetargeter:
         at its contact: what a position-controlled hand is commanded to press with (DexGraspNet's squeeze pose).
         Gauss-Newton on the finger contact terms only, within the joint limits."""
         cfg = self.config
-        finger_terms = [t for t in terms if t[3] != "palm"]
+        finger_terms = [t for t in terms if t[3] != "palm" and not t[3].startswith("pad:")]
         if not finger_terms:
             return self.hand.from_pin(q_pin)
         ids = [t[0] for t in finger_terms]

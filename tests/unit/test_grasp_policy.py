@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from dexstack.grasp.episode import GraspPhases
 from dexstack.grasp.from_frame import target_to_dict
 from dexstack.policies import PolicyError, RobotState, StepContext, load_policy
 from dexstack.policies.grasp.bank import build_episodes
@@ -197,14 +198,17 @@ def test_episode_plan_phases_and_object_reference(episodes, description):
     ep = episodes[0]
     ref, ph = ep.plan.reference, ep.plan.reference.times_s
     n_arm = len(description.arm_joints)
-    assert ph.tolist() == pytest.approx([0.0, 2.5, 3.5, 4.5, 6.0, 8.0])
-    q_pre = ref.q_at(2.5)
+    p = GraspPhases()  # reach 2.5 s, approach 1 s, close 1.5 s, lift 1.5 s, hold 2 s
+    assert ph.tolist() == pytest.approx([0.0, 2.5, 3.5, 5.0, 6.5, 8.5])
+    assert ph.tolist() == pytest.approx([0.0, p.t_pregrasp_s, p.t_close_s, p.t_lift_s, p.t_hold_s, p.duration_s])
+    q_pre = ref.q_at(p.t_pregrasp_s)
     assert np.allclose(q_pre[n_arm:], ep.target.q_pregrasp_rad)
-    assert np.allclose(ref.q_at(3.5)[:n_arm], ep.plan.arm_rad["grasp"])  # approached, hand still open
-    closed = ref.q_at(4.5)[n_arm:]
+    assert np.allclose(ref.q_at(p.t_close_s)[:n_arm], ep.plan.arm_rad["grasp"])  # approached, hand still open
+    closed = ref.q_at(p.t_lift_s)[n_arm:]
     assert np.all(closed >= ep.target.q_hand_rad - 1e-9) and np.abs(closed - ep.target.q_hand_rad).max() > 0.2
     z0 = ep.plan.T_base_object[2, 3]
-    assert ref.object_pose_at(4.5)[2] == pytest.approx(z0) and ref.object_pose_at(6.0)[2] == pytest.approx(z0 + 0.1)
+    assert ref.object_pose_at(p.t_lift_s)[2] == pytest.approx(z0)
+    assert ref.object_pose_at(p.t_hold_s)[2] == pytest.approx(z0 + 0.1)
 
 
 def test_batched_grasp_observation_equals_the_runtime_fields(description, episodes, tmp_path):
