@@ -253,6 +253,8 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None) ->
             if rclpy.ok(context=node.context):
                 raise
     finally:
+        # the executor first: the EventsExecutor's C++ threads outliving their context crash the process at exit
+        executor.shutdown(timeout_sec=1.0)
         if node is not None:
             close = getattr(node, "close", None)
             if close is not None:

@@ -41,8 +41,9 @@ def test_each_executor_runs_timers_and_subscriptions(rclpy_context, monkeypatch,
         deadline = time.monotonic() + 10.0
         while (ticks[0] < 10 or len(got) < 10) and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
-    finally:
+    finally:  # shut down: an EventsExecutor left to the interpreter's exit segfaults the test process (rc 139)
         executor.remove_node(node)
+        executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
     assert ticks[0] >= 10
     assert got[:5] == [1, 2, 3, 4, 5]  # in order, none lost
