@@ -6,6 +6,9 @@ context bound to the thread that created it: create and use :class:`SimCamera` i
 
 from __future__ import annotations
 
+import atexit
+import threading
+import weakref
 from dataclasses import dataclass
 
 import mujoco
@@ -14,6 +17,19 @@ import numpy as np
 from dexstack.sim.cell import SimCell
 
 DEPTH_MAX_MM = 65535
+
+# Cameras still open at interpreter exit, closed by a hook registered after the first renderer exists, i.e. after
+# mujoco's own atexit hook that terminates the EGL display (atexit runs in reverse order): a renderer finalised after
+# that hook frees its GL context on a terminated display, which can crash the process at exit (a test run ended
+# rc 139 after all its tests passed).
+_OPEN: weakref.WeakSet[SimCamera] = weakref.WeakSet()
+_exit_hook_registered = False
+
+
+def _close_open_cameras() -> None:
+    for camera in list(_OPEN):
+        if camera._thread_id == threading.get_ident():  # a GL context is bound to its creating thread
+            camera.close()
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,12 @@ class SimCamera:
         self._data = mujoco.MjData(cell.model)
         h, w = self.intrinsics.height, self.intrinsics.width
         self._renderer = mujoco.Renderer(cell.model, height=h, width=w)
+        self._thread_id = threading.get_ident()
+        global _exit_hook_registered
+        if not _exit_hook_registered:
+            atexit.register(_close_open_cameras)
+            _exit_hook_registered = True
+        _OPEN.add(self)
         self._camera = camera.name
         self._depth_scale_m = camera.depth_scale_m
 
@@ -67,4 +89,8 @@ class SimCamera:
         return self.cell.human_hand.keypoints(self._data)
 
     def close(self) -> None:
-        self._renderer.close()
+        """Free the GL context (idempotent); from the thread that created the camera."""
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        _OPEN.discard(self)

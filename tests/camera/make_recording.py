@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dexstack.camera import CameraConfig, PlaybackEnded, RealSenseSource, SoftwareCamera
+from dexstack.camera import CameraConfig, PlaybackEnded
 from dexstack.camera_model import CameraModel
 from tests.camera.synthetic import DEPTH_848, FRAME_PERIOD_NS, color_image, software_config, stamp_ns
 
@@ -30,6 +30,8 @@ def record(path: Path) -> None:
     """24 frames at 30 Hz, pushed in real time (playback is paced by the recording's own timing)."""
     T = np.eye(4)
     T[0, 3] = 0.015  # a D435-like baseline: alignment really reprojects
+    from dexstack.camera import SoftwareCamera  # librealsense only in the process that makes the recording
+
     config = software_config(depth_profile="848x480x30", record_path=str(path))
     with SoftwareCamera(config, COLOR, DEPTH_848, T) as cam:
         start = time.monotonic()
@@ -43,6 +45,8 @@ def record(path: Path) -> None:
 def core_depths(path: Path) -> dict[int, np.ndarray]:
     """What the camera core itself makes of the file (aligned, no filters): depth_mm by frame number."""
     depths = {}
+    from dexstack.camera import RealSenseSource
+
     with RealSenseSource(CameraConfig(source="playback", playback_path=str(path))) as source:
         try:
             while True:
