@@ -23,19 +23,23 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from dexstack import image_codec
-from dexstack.camera import CameraConfig, CameraError, PlaybackEnded, RealSenseSource, RGBDFrame, parse_profile
+from dexstack.camera import CameraConfig, CameraError, PlaybackEnded, RGBDFrame, parse_profile
 from dexstack.camera.config import validate_config
 from dexstack.camera.ros_conventions import organized_point_cloud
 from dexstack.camera.stamps import StampConverter
 from dexstack.diagnostics import Level, StatusReport
 from dexstack.nodes import common
 from dexstack.nodes.camera_info import camera_info_msg
+
+if TYPE_CHECKING:
+    from dexstack.camera import RealSenseSource
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _READ_SLICE_S = 0.1  # the capture thread checks for stop/restart at least this often
@@ -290,6 +294,8 @@ class CameraNode(Node):
                 self._fail_open(f"cannot create the recording folder {path.parent}: {exc}")
                 return False
             config = dataclasses.replace(config, record_path=str(path))
+        from dexstack.camera import RealSenseSource  # librealsense loads here: modules importing this node stay free
+
         source = RealSenseSource(config)
         try:
             source.start()
