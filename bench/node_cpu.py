@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         spies = []
         if args.py_spy is not None:
             py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            if not Path(py_spy).exists():
+                parser.error("--py-spy needs py-spy (not in requirements/: pip install py-spy), none found")
             args.py_spy.mkdir(parents=True, exist_ok=True)
             for name, pid in pids.items():
                 spies.append((name, args.py_spy / f"{name}.txt", subprocess.Popen(
