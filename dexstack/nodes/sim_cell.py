@@ -23,15 +23,14 @@ from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
-from dexstack import image_codec  # noqa: E402
 from dexstack.control.commands import CommandError  # noqa: E402
 from dexstack.diagnostics import Level, ReasonCounter, StatusReport  # noqa: E402
 from dexstack.nodes import common  # noqa: E402
-from dexstack.nodes.camera_info import camera_info_msg  # noqa: E402
+from dexstack.nodes.sim_camera_stream import SimCameraStream  # noqa: E402
 from dexstack.nodes.sim_operator import OperatorSide  # noqa: E402  (the rendered human hand, operator camera)
 from dexstack.nodes.tf import TfPublisher  # noqa: E402
 from dexstack.sim.cell import SimCell  # noqa: E402
@@ -56,6 +55,12 @@ class Params:
     publish_joint_states: bool = common.param(
         True, "Publish /joint_states; false simulates a driver dropout (fault injection).")
     diagnostics_rate_hz: float = common.param(1.0, "Rate of /diagnostics.", min=0.1, max=10.0)
+    camera_render_process: bool = common.param(
+        True, "Render the cameras in a child process (false: in a thread of this node, sharing the GIL with physics).",
+        read_only=True)
+    camera_render_nice: int = common.param(
+        10, "Niceness added to the render process: the kernel runs physics and the control path first.",
+        read_only=True, min=0, max=19)
     operator_camera_rate_hz: float = common.param(
         15.0, "Operator camera frame rate, if the cell has one (0: off; see nodes/sim_operator.py).", read_only=True,
         min=0.0, max=60.0)
@@ -90,9 +95,7 @@ class SimCellNode(Node):
             self.cell.place_object(object_start)
         self.rejections = ReasonCounter()
         self.physics_rate = common.RateMeter(window_s=2.0)
-        self.camera_rate = common.RateMeter(window_s=3.0)
         self.overruns = 0
-        self.render_ms = 0.0
 
         self._joint_names = list(self.cell.joints)  # built once, not per /joint_states message
         self.joint_state_pub = self.create_publisher(JointState, "joint_states", common.STATE_QOS)
@@ -114,17 +117,18 @@ class SimCellNode(Node):
         self.context.on_shutdown(self._stop.set)  # stop publishing threads before the context goes away
         self._physics_thread = threading.Thread(target=self._physics_loop, name="physics", daemon=True)
         self._physics_thread.start()
-        self._camera_thread = None
+        self.camera = None
         if self.cell.calibration is not None:
-            self.color_pub = self.create_publisher(Image, f"{CAMERA_NS}/color/image_raw", common.SENSOR_QOS)
-            self.color_info_pub = self.create_publisher(CameraInfo, f"{CAMERA_NS}/color/camera_info", common.SENSOR_QOS)
-            self.depth_pub = self.create_publisher(
-                Image, f"{CAMERA_NS}/aligned_depth_to_color/image_raw", common.SENSOR_QOS)
-            self.depth_info_pub = self.create_publisher(
-                CameraInfo, f"{CAMERA_NS}/aligned_depth_to_color/camera_info", common.SENSOR_QOS)
-            self._camera_thread = threading.Thread(target=self._camera_loop, name="camera", daemon=True)
-            self._camera_thread.start()
-        self.operator = OperatorSide(self, self.cell, self.params.operator_camera_rate_hz, self._stop)
+            self.camera = SimCameraStream(
+                self, self.cell, "scene", CAMERA_NS, intrinsics=self.cell.camera.intrinsics,
+                frame_id=self.cell.camera.frame_id, rate_hz=lambda: self.params.camera_rate_hz,
+                now_s=self._camera_clock_s, stamp_of=self._sim_stamp, stop=self._stop,
+                render_process=self.params.camera_render_process, render_nice=self.params.camera_render_nice,
+                thread_name="camera")
+        self.operator = OperatorSide(self, self.cell, self.params.operator_camera_rate_hz, self._stop,
+                                     camera_clock_s=self._camera_clock_s, stamp_of=self._sim_stamp,
+                                     render_process=self.params.camera_render_process,
+                                     render_nice=self.params.camera_render_nice)
         common.live_rate_timer(self, "diagnostics_rate_hz", self.params.diagnostics_rate_hz,
                                self._publish_diagnostics)
         self.get_logger().info(
@@ -227,47 +231,9 @@ class SimCellNode(Node):
         self.object_gt_pub.publish(gt)
 
     # ------------------------------------------------------------------ camera
-    def _camera_loop(self) -> None:
-        common.name_native_thread("camera")
-        try:
-            self._run_camera()
-        except Exception:
-            if rclpy.ok(context=self.context):
-                raise
-
-    def _run_camera(self) -> None:
-        from dexstack.sim.camera import SimCamera  # the GL context belongs to this thread
-
-        camera = SimCamera(self.cell)
-        frame_id = self.cell.camera.frame_id
-        sim_time = self.get_clock().ros_time_is_active  # frames paced by simulated time, else by the wall clock
-
-        def now_s() -> float:
-            return self.cell.time_s if sim_time else time.monotonic()
-
-        next_frame = now_s()
-        try:
-            while not self._stop.is_set():
-                t0 = time.monotonic()
-                stamp = self._sim_stamp(self.cell.time_s)  # time of the rendered physics state
-                image = camera.render()
-                self.render_ms = 1000.0 * (time.monotonic() - t0)
-                color = Image(**image_codec.encode(image.color_rgb8, "rgb8"))
-                depth = Image(**image_codec.encode(image.depth_mm, "16UC1"))
-                for img in (color, depth):
-                    img.header.stamp = stamp
-                    img.header.frame_id = frame_id
-                info = camera_info_msg(camera.intrinsics, stamp, frame_id)
-                self.color_pub.publish(color)
-                self.color_info_pub.publish(info)
-                self.depth_pub.publish(depth)
-                self.depth_info_pub.publish(info)
-                self.camera_rate.tick()
-                next_frame = max(next_frame + 1.0 / self.params.camera_rate_hz, now_s())
-                while not self._stop.is_set() and now_s() < next_frame:  # sim time: re-checked as physics advances
-                    self._stop.wait(max(0.001, next_frame - now_s()))
-        finally:
-            camera.close()
+    def _camera_clock_s(self) -> float:
+        """The clock camera frames are paced by: simulated time under use_sim_time, else the wall clock."""
+        return self.cell.time_s if self.get_clock().ros_time_is_active else time.monotonic()
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
@@ -283,8 +249,7 @@ class SimCellNode(Node):
             "physics_nominal_hz": f"{nominal_hz:.1f}",
             "sim_time_s": f"{self.cell.time_s:.3f}",
             "overruns": str(self.overruns),
-            "camera_hz": f"{self.camera_rate.rate_hz():.2f}",
-            "render_ms": f"{self.render_ms:.1f}",
+            **(self.camera.diagnostics() if self.camera is not None else {}),
             "rejected_total": str(sum(rejected.values())),
             **{f"rejected[{reason}]": str(n) for reason, n in rejected.items()},
             **self.operator.diagnostics(),
@@ -294,8 +259,8 @@ class SimCellNode(Node):
     def close(self) -> None:
         self._stop.set()
         self._physics_thread.join(timeout=1.0)
-        if self._camera_thread is not None:
-            self._camera_thread.join(timeout=2.0)
+        if self.camera is not None:
+            self.camera.close()
         self.operator.close()
 
 

@@ -62,8 +62,10 @@ class SimCamera:
         self._camera = camera.name
         self._depth_scale_m = camera.depth_scale_m
 
-    def render(self) -> RGBDImage:
-        time_s, qpos, mocap_pos, mocap_quat = self.cell.copy_render_state()
+    def render(self, state: tuple | None = None) -> RGBDImage:
+        """Render ``state`` (a ``SimCell.copy_render_state()`` snapshot, e.g. taken in another process) or, by
+        default, the cell's current state."""
+        time_s, qpos, mocap_pos, mocap_quat = state if state is not None else self.cell.copy_render_state()
         self._data.qpos[:] = qpos
         self._data.mocap_pos[:] = mocap_pos
         self._data.mocap_quat[:] = mocap_quat

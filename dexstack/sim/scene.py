@@ -89,6 +89,7 @@ def build_spec(description: RobotDescription, cell: CellConfig, camera: TrueCame
     spec.visual.global_.offwidth = max(spec.visual.global_.offwidth, 1280)
     spec.visual.global_.offheight = max(spec.visual.global_.offheight, 960)
     spec.visual.map.znear = 0.01  # fraction of the model extent
+    spec.visual.quality.offsamples = cell.render.multisamples  # see RenderConfig: the camera's CPU cost
     world = spec.worldbody
 
     # Gravity-compensate every robot body, as the real drivers do. Robot geoms touch the scene but not each other
