@@ -41,6 +41,7 @@ class SimCameraStream:
         self.rate = common.RateMeter(window_s=3.0)
         self.render_ms = 0.0
         self.render_pid: int | None = None
+        self.failure = ""  # why the camera stopped, if it did
         self.color_pub = node.create_publisher(Image, f"{namespace}/color/image_raw", common.SENSOR_QOS)
         self.color_info_pub = node.create_publisher(CameraInfo, f"{namespace}/color/camera_info", common.SENSOR_QOS)
         self.depth_pub = node.create_publisher(
@@ -63,8 +64,14 @@ class SimCameraStream:
 
     def _loop(self) -> None:
         common.name_native_thread(self._thread_name)
+        from dexstack.sim.render_process import RenderProcessError
+
         try:
             self._run()
+        except RenderProcessError as exc:  # e.g. no EGL display: the cell runs on without this camera, and says so
+            if not self._stop.is_set():
+                self.failure = str(exc)
+                self.node.get_logger().error(f"the {self.which} camera stopped: {exc}")
         except Exception:  # a publish racing shutdown is fine; anything else is a bug worth a traceback
             if rclpy.ok(context=self.node.context):
                 raise
@@ -98,7 +105,10 @@ class SimCameraStream:
 
     def diagnostics(self, prefix: str = "") -> dict[str, str]:
         """``{prefix}camera_hz`` and ``{prefix}render_ms`` (request to image, queueing in the child included)."""
-        return {f"{prefix}camera_hz": f"{self.rate.rate_hz():.2f}", f"{prefix}render_ms": f"{self.render_ms:.1f}"}
+        out = {f"{prefix}camera_hz": f"{self.rate.rate_hz():.2f}", f"{prefix}render_ms": f"{self.render_ms:.1f}"}
+        if self.failure:
+            out[f"{prefix}camera_error"] = self.failure
+        return out
 
     def close(self) -> None:
         self._thread.join(timeout=5.0)

@@ -244,6 +244,8 @@ class SimCellNode(Node):
         message = "running" if level == Level.OK else f"physics at {physics_hz:.0f} Hz, below {nominal_hz:.0f} Hz"
         if rejected:
             message += f"; {sum(rejected.values())} commands rejected, last: {self.rejections.last_reason}"
+        if self.camera is not None and self.camera.failure:
+            level, message = Level.ERROR, f"{message}; camera stopped: {self.camera.failure}"
         values = {
             "physics_hz": f"{physics_hz:.1f}",
             "physics_nominal_hz": f"{nominal_hz:.1f}",

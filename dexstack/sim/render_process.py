@@ -18,6 +18,7 @@ late the frame is. The child exits when its pipe closes (the parent exited or wa
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from multiprocessing.connection import Connection, Pipe
@@ -122,7 +123,10 @@ def _serve(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group: the child leaves when its parent closes the pipe, never on its own
+    # (a frame request would otherwise meet a dead child while the parent is still shutting down).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _serve(Connection(int(sys.argv[1])))
-    except (BrokenPipeError, KeyboardInterrupt):
+    except BrokenPipeError:
         pass

@@ -2,6 +2,7 @@
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,6 +78,24 @@ def test_camera_topics_carry_the_calibrated_images(ros_node, sim_cell_graph):
     np.testing.assert_allclose(np.array(k.k).reshape(3, 3), i.K)
     depth_mm = np.frombuffer(d.data, np.uint16).reshape(i.height, i.width)
     assert 300 < np.median(depth_mm[depth_mm > 0]) < 3000  # the table, about a metre away
+
+
+def test_the_camera_renders_in_a_niced_child_of_sim_cell(ros_node, sim_cell_graph):
+    """Rendering runs beside physics, not in it: a child process of sim_cell, 10 nicer (camera_render_nice)."""
+    (sim_cell,) = [n.process.pid for n in sim_cell_graph.nodes if n.name == "sim_cell"]
+
+    def render_children() -> list[int]:
+        children = []
+        for task in Path(f"/proc/{sim_cell}/task").iterdir():
+            children += [int(c) for c in (task / "children").read_text().split()]
+        return [c for c in children if b"dexstack.sim.render_process" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+    assert wait_for(lambda: len(render_children()) == 1, 30.0), "no render process under sim_cell"
+
+    def nice(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+    assert nice(render_children()[0]) == nice(sim_cell) + 10
 
 
 def test_robot_description_is_latched_for_late_joiners(ros_node, sim_cell_graph):

@@ -2,6 +2,10 @@
 clear errors when it cannot render."""
 
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,3 +64,39 @@ def test_a_dead_child_is_reported_not_waited_for(cell):
             renderer.render(cell.copy_render_state())
     finally:
         renderer.close()
+
+
+def test_a_child_that_cannot_render_is_a_clear_error(cell, monkeypatch):
+    monkeypatch.setenv("MUJOCO_GL", "no-such-backend")  # the child's GL backend cannot load
+    with pytest.raises(RenderProcessError, match="could not open|exited"):
+        RenderProcess(cell.cell)
+
+
+def test_the_child_leaves_when_its_parent_is_killed(tmp_path):
+    """No orphan renderer: a parent killed with SIGKILL closes the pipe, and the child exits on its own."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from dexstack.sim.config import load_cell_config\n"
+        "from dexstack.sim.render_process import RenderProcess\n"
+        "r = RenderProcess(load_cell_config('tabletop'))\n"
+        "print(r.pid, flush=True)\n"
+        "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        assert Path(f"/proc/{child}").exists()
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.1)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie (exited, not yet reaped by init) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -94,3 +94,15 @@ def test_friction_impedance_ratio_comes_from_the_cell_config(cell):
     for bad in (0.5, 500.0):
         with pytest.raises(ValueError, match="impratio"):
             PhysicsConfig(impratio=bad)
+
+
+def test_render_multisamples_come_from_the_cell_config_and_bad_values_are_refused(tmp_path):
+    from dexstack.sim.config import CellConfigError, load_cell_config
+
+    assert SimCell("tabletop", with_camera=False).model.vis.quality.offsamples == 0  # set in tabletop.yaml
+    assert SimCell("tabletop_bumped_camera", with_camera=False).model.vis.quality.offsamples == 4  # the default
+    for render, why in (("{multisamples: 3}", "must be one of"), ("{samples: 4}", "samples")):
+        path = tmp_path / "cell.yaml"
+        path.write_text(f"name: bad\nrender: {render}\n")
+        with pytest.raises(CellConfigError, match=why):
+            load_cell_config(str(path))
