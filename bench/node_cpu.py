@@ -5,8 +5,10 @@ measured from /proc over a window after a warm-up, optionally with a py-spy prof
     ... --py-spy /tmp/prof    # also: one py-spy 'raw' (collapsed stacks) profile per node, top functions printed
 
 Prints one JSON line: {"launch", "arguments", "window_s", "load_1min" (before/after), "nodes": {name: {"cpu_per_wall",
-"threads": [[name, cpu_per_wall], ...]}}, "total_cpu_per_wall"}. CPU time is independent of the load (a loaded machine
-stretches wall time, not the CPU a tick costs), so these figures compare across runs; say the load anyway.
+"threads": [[name, cpu_per_wall], ...], "child_processes": [[name, cpu_per_wall], ...]}}, "total_cpu_per_wall"} (a
+node's cpu_per_wall includes its child processes, e.g. sim_cell's render process). CPU time is independent of the
+load (a loaded machine stretches wall time, not the CPU a tick costs), so these figures compare across runs; say the
+load anyway.
 """
 
 from __future__ import annotations
@@ -102,6 +104,38 @@ def _thread_ticks(pid: int) -> dict[str, int]:
     return out
 
 
+def _descendants(pid: int) -> dict[int, str]:
+    """Child processes of ``pid``, recursively, with a short name (e.g. sim_cell's render process)."""
+    out: dict[int, str] = {}
+    stack = [pid]
+    while stack:
+        parent = stack.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            for child in children:
+                try:
+                    argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                module = argv[argv.index(b"-m") + 1].decode() if b"-m" in argv else Path(argv[0].decode()).name
+                out[child] = module.rsplit(".", 1)[-1]
+                stack.append(child)
+    return out
+
+
+def _process_ticks(pid: int) -> tuple[int | None, dict[str, int], dict[int, tuple[str, int]]]:
+    """(the process's CPU ticks, per thread, per descendant process (name, ticks))."""
+    children = {}
+    for child, name in _descendants(pid).items():
+        ticks = _cpu_ticks(Path(f"/proc/{child}/stat"))
+        if ticks is not None:
+            children[child] = (name, ticks)
+    return _cpu_ticks(Path(f"/proc/{pid}/stat")), _thread_ticks(pid), children
+
+
 def _summarize_raw(path: Path, top: int = 15) -> list[tuple[str, float]]:
     """Fraction of samples in which each function appears (inclusive), from py-spy's collapsed stacks."""
     inclusive: collections.Counter[str] = collections.Counter()
@@ -155,10 +189,10 @@ def main(argv: list[str] | None = None) -> int:
                      str(args.py_spy_rate), "--format", "raw", "--threads", "--nonblocking", "--output",
                      str(args.py_spy / f"{name}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
         t0 = time.monotonic()
-        before = {name: (_cpu_ticks(Path(f"/proc/{pid}/stat")), _thread_ticks(pid)) for name, pid in pids.items()}
+        before = {name: _process_ticks(pid) for name, pid in pids.items()}
         work0 = probe.snapshot()
         time.sleep(args.window_s)
-        after = {name: (_cpu_ticks(Path(f"/proc/{pid}/stat")), _thread_ticks(pid)) for name, pid in pids.items()}
+        after = {name: _process_ticks(pid) for name, pid in pids.items()}
         work1 = probe.snapshot()
         wall = time.monotonic() - t0
         for _name, _path, spy in spies:
@@ -167,13 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     work = {k: round(work1[k] - work0[k], 3) for k in work0}
     nodes = {}
     for name in pids:
-        (p0, t0s), (p1, t1s) = before[name], after[name]
+        (p0, t0s, c0), (p1, t1s, c1) = before[name], after[name]
         threads = sorted(((k, (t1s[k] - t0s.get(k, 0)) / CLK_TCK / wall) for k in t1s), key=lambda kv: -kv[1])
-        nodes[name] = {"cpu_per_wall": round((p1 - p0) / CLK_TCK / wall, 3),
+        # a node's child processes (sim_cell's renderer) are its CPU too: counted in, and listed
+        children = {c: (c1[c][0], c1[c][1] - c0[c][1]) for c in c1 if c in c0}
+        ticks = (p1 - p0) + sum(t for _, t in children.values())
+        nodes[name] = {"cpu_per_wall": round(ticks / CLK_TCK / wall, 3),
                        "threads": [[k, round(v, 3)] for k, v in threads[:4] if v >= 0.01]}
+        if children:
+            nodes[name]["child_processes"] = [[n, round(t / CLK_TCK / wall, 3)] for n, t in children.values()]
         if name in PER_UNIT and work[PER_UNIT[name][0]] > 0:
             unit, key = PER_UNIT[name]
-            nodes[name][key] = round(1000.0 * (p1 - p0) / CLK_TCK / work[unit], 2)
+            nodes[name][key] = round(1000.0 * ticks / CLK_TCK / work[unit], 2)
     result.update(load_1min_before=round(load_before, 2), load_1min_after=round(os.getloadavg()[0], 2),
                   work=work, work_per_wall_s={k: round(v / wall, 2) for k, v in work.items()},
                   nodes=nodes, total_cpu_per_wall=round(sum(n["cpu_per_wall"] for n in nodes.values()), 3))
