@@ -39,8 +39,9 @@ mean action ``mu`` as candidate 0, the step executes::
 in **absolute Q units**, not relative to the per-step spread (e.g. ``std_k Q(s, a_k)``), because:
 
 - the Q scale is fixed and meaningful here: sparse reward 1 on the last 3 steps of a success, gamma 0.98, so
-  ``Q ~ sum_{t in last 3} gamma^(T-t) * P(success)`` lies in [0, ~3] and a margin of 0.3 reads as "the critic
-  predicts ~0.1 more success probability"; the margin ships in the same bundle as the critic it is tuned for;
+  ``Q(s_t, a) ~ P(success | s_t, a) * gamma^(T-3-t) * (1 + gamma + gamma^2)`` lies in [0, ~2.94] (T: the episode's
+  length): a margin is a predicted gain in discounted success, e.g. 0.2 ~ 7% of a sure success at the end; the
+  margin ships in the same bundle as the critic it is tuned for;
 - what the deviation costs does not shrink with the spread: a sample instead of ``mu`` is ``std_scale * sigma *
   eps`` of step-to-step noise that the deployed gate's jerk filter turns into lag (issue 13). A relative rule
   ``Q(a_k*) - Q(mu) > margin * std_k Q`` would accept a 0.001 gain when the candidates' Q values differ by 0.001,
@@ -48,9 +49,14 @@ in **absolute Q units**, not relative to the per-step spread (e.g. ``std_k Q(s, 
   scale-free only in a way that ignores how much the critic actually expects to gain;
 - it stays defined for every K >= 2 (a std over 2 candidates is one difference) and for a flat critic (std 0).
 
-The cost: the margin does not transfer across ``std_scale`` (narrower candidates have smaller Q gaps: Q spread 0.63
-at std_scale 1, 0.14 at 0.3 on validation), so it is chosen per (critic, std_scale) on the validation references.
-``vgps_q_gain_p50/p90`` in the diagnostics (``max_k Q(s, a_k) - Q(s, mu)`` per step) give its scale.
+The costs: Q is discounted towards the episode's end, so a fixed margin is stricter early in an episode (a sure
+success 150 steps before the end is worth 2.94 * 0.98^150 ~ 0.14), i.e. the rule lets the critic deviate mostly in
+the last seconds of a reference; and the margin does not transfer across ``std_scale`` (narrower candidates have a
+smaller Q range: spread 0.63 at std_scale 1, 0.14 at 0.3; per-step gain over the mean p90 0.19 vs 0.10, on the
+validation references), so it is chosen per (critic, std_scale) on the validation references.
+``vgps_q_gain_p50/p90`` in the diagnostics (``max_k Q(s, a_k) - Q(s, mu)`` per step) give its scale. Measured
+(issue 13, bench/results/vgps_margin_2026-12-07/): no margin beat the mean action through the deployed gate, so
+``track_cube_vgps`` keeps margin 0.
 
 Only checkpoints that define a distribution are accepted: rl_games actors (``a2c_network.sigma`` = the
 state-independent log-std, as rl_games' ``fixed_sigma`` saves it) and state_dict MLPs that carry a ``log_std``
