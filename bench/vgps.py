@@ -9,7 +9,8 @@ seed, from the same start states (each reference's start, nominal physics, sim o
 
 - ``base_success``: plain sampling of the base policy's Gaussian (K = 1);
 - ``base_mean_success``: the deterministic mean action (the bundle as shipped; the same for every seed);
-- ``vgps_success``: K candidates (the mean among them with ``include_mean``) scored by the critic;
+- ``vgps_success``: K candidates (the mean among them with ``include_mean``) scored by the critic (``--margin``:
+  the argmax only if its Q beats the mean action's by more than the margin, else the mean);
 - ``random_k_success``: a uniform choice among the same K candidates (the paper's control).
 
 ``--path direct`` (default): the policy's targets straight to the cell's drivers (``evaluate`` as trained);
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--std-scale", type=float, default=1.0,
                         help="V-GPS and random-of-K candidates' std as a multiple of the policy's (sampling keeps 1)")
+    parser.add_argument("--margin", type=float, default=0.0,
+                        help="V-GPS only: execute the argmax only if its Q beats the mean action's by more than this "
+                             "(Q units; 0 = plain argmax; needs the mean among the candidates)")
     parser.add_argument("--no-mean", action="store_true", help="candidates are K samples only (the paper's setup)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--split", choices=("heldout", "validation"), default="heldout")
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     base = sampling_policy(args.base, description)
     vgps = sampling_policy(args.base, description, k=args.k, selection="critic", include_mean=include_mean,
                            critic=str(critic.root), temperature=args.temperature, name=f"{args.base}_vgps",
-                           std_scale=args.std_scale)
+                           std_scale=args.std_scale, margin=args.margin)
     random_k = sampling_policy(args.base, description, k=args.k, selection="random", include_mean=include_mean,
                                std_scale=args.std_scale)
     t0 = time.monotonic()
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         if key == "vgps_success":
             diagnostics = policy.diagnostics()  # over its last 200 steps (the last episode), before the timing loop
     out.update(k=args.k, temperature=args.temperature, include_mean=include_mean, std_scale=args.std_scale,
-               step_ms_base=round(step_ms(base_mean, refs[0], args.timing_steps), 3),
+               margin=args.margin, step_ms_base=round(step_ms(base_mean, refs[0], args.timing_steps), 3),
                step_ms_vgps=round(step_ms(vgps, refs[0], args.timing_steps), 3),
                episodes_trained_on=int(critic.spec.info.get("episodes", -1)), critic=critic.name,
                algorithm=critic.spec.algorithm, split=args.split, path=args.path, seeds=args.seeds,

@@ -109,6 +109,10 @@ class Params:
     vgps_temperature: float = common.param(-1.0, "vgps: softmax temperature over Q, 0 = argmax (-1: the bundle's).",
                                            validate=lambda v: None if v == -1.0 or 0.0 <= v < float("inf") else
                                            f"vgps_temperature must be >= 0 (or -1 for the bundle's), got {v}")
+    vgps_margin: float = common.param(-1.0, "vgps: execute the argmax only if its Q beats the mean action's by more "
+                                            "than this (Q units, 0 = plain argmax; -1: the bundle's).",
+                                      validate=lambda v: None if v == -1.0 or 0.0 <= v < float("inf") else
+                                      f"vgps_margin must be a finite number >= 0 (or -1 for the bundle's), got {v}")
 
 
 def _vgps_overrides(p: Params) -> dict:
@@ -120,7 +124,7 @@ def _vgps_overrides(p: Params) -> dict:
         return {}  # the load itself reports the problem
     values = {"base_policy": p.vgps_base_policy or None, "critic": p.vgps_critic or None,
               "num_samples": p.vgps_num_samples or None, "temperature": None if p.vgps_temperature == -1.0
-              else p.vgps_temperature}
+              else p.vgps_temperature, "margin": None if p.vgps_margin == -1.0 else p.vgps_margin}
     return {k: v for k, v in values.items() if v is not None}
 
 

@@ -26,6 +26,37 @@ Bundle (``policies/<name>/policy.yaml``)::
       selection: critic            # critic | random
       seed: 0
       std_scale: 1.0               # candidates ~ N(mu, (std_scale * sigma)^2); 1 = the policy's own Gaussian
+      margin: 0.0                  # argmax only if it beats the mean action's Q by more than this (Q units)
+
+Conservative selection (``margin``, needs ``include_mean`` and ``selection: critic`` with temperature 0): with the
+mean action ``mu`` as candidate 0, the step executes::
+
+    k* = argmax_k Q(s, a_k)
+    a* = a_k*   if Q(s, a_k*) - Q(s, mu) > margin
+         mu     otherwise
+
+``margin = 0`` is plain argmax (``argmax`` returns the first maximum, so a tie already keeps ``mu``). The margin is
+in **absolute Q units**, not relative to the per-step spread (e.g. ``std_k Q(s, a_k)``), because:
+
+- the Q scale is fixed and meaningful here: sparse reward 1 on the last 3 steps of a success, gamma 0.98, so
+  ``Q(s_t, a) ~ P(success | s_t, a) * gamma^(T-3-t) * (1 + gamma + gamma^2)`` lies in [0, ~2.94] (T: the episode's
+  length): a margin is a predicted gain in discounted success, e.g. 0.2 ~ 7% of a sure success at the end; the
+  margin ships in the same bundle as the critic it is tuned for;
+- what the deviation costs does not shrink with the spread: a sample instead of ``mu`` is ``std_scale * sigma *
+  eps`` of step-to-step noise that the deployed gate's jerk filter turns into lag (issue 13). A relative rule
+  ``Q(a_k*) - Q(mu) > margin * std_k Q`` would accept a 0.001 gain when the candidates' Q values differ by 0.001,
+  i.e. exactly when the ranking is critic noise (a Cal-QL ensemble of 2 is not calibrated to 1e-3), and it is
+  scale-free only in a way that ignores how much the critic actually expects to gain;
+- it stays defined for every K >= 2 (a std over 2 candidates is one difference) and for a flat critic (std 0).
+
+The costs: Q is discounted towards the episode's end, so a fixed margin is stricter early in an episode (a sure
+success 150 steps before the end is worth 2.94 * 0.98^150 ~ 0.14), i.e. the rule lets the critic deviate mostly in
+the last seconds of a reference; and the margin does not transfer across ``std_scale`` (narrower candidates have a
+smaller Q range: spread 0.63 at std_scale 1, 0.14 at 0.3; per-step gain over the mean p90 0.19 vs 0.10, on the
+validation references), so it is chosen per (critic, std_scale) on the validation references.
+``vgps_q_gain_p50/p90`` in the diagnostics (``max_k Q(s, a_k) - Q(s, mu)`` per step) give its scale. Measured
+(issue 13, bench/results/vgps_margin_2026-12-07/): no margin beat the mean action through the deployed gate, so
+``track_cube_vgps`` keeps margin 0.
 
 Only checkpoints that define a distribution are accepted: rl_games actors (``a2c_network.sigma`` = the
 state-independent log-std, as rl_games' ``fixed_sigma`` saves it) and state_dict MLPs that carry a ``log_std``
@@ -58,7 +89,8 @@ from dexstack.robot.description import RobotDescription
 
 MAX_SAMPLES = 1024  # more candidates than this is a mistake (the paper found K = 100 already worse than 10-50)
 SELECTIONS = ("critic", "random")
-PARAM_KEYS = ("base_policy", "critic", "num_samples", "temperature", "include_mean", "selection", "seed", "std_scale")
+PARAM_KEYS = ("base_policy", "critic", "num_samples", "temperature", "include_mean", "selection", "seed", "std_scale",
+              "margin")
 MAX_STD_SCALE = 4.0
 
 
@@ -74,8 +106,14 @@ class VgpsConfig:
     # The Gaussian's std for the candidates, as a multiple of the policy's: PPO's exploration std passed through the
     # deployed gate's jerk filter costs more tracking than the critic's choice wins back (issue 13, 2026-12-07).
     std_scale: float = 1.0
+    # Execute the argmax only if its Q beats the mean action's (candidate 0) by more than this, in Q units (see the
+    # module docstring); 0 = plain argmax.
+    margin: float = 0.0
 
     def __post_init__(self) -> None:
+        m = self.margin
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m < 0:
+            raise PolicyError(f"margin must be a finite number >= 0 (Q units; 0 = plain argmax), got {m!r}")
         s = self.std_scale
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) \
                 or not 0 < s <= MAX_STD_SCALE:
@@ -90,6 +128,16 @@ class VgpsConfig:
             raise PolicyError(f"selection '{self.selection}' is not one of {list(SELECTIONS)}")
         if self.selection == "critic" and not self.critic:
             raise PolicyError("selection 'critic' needs a critic bundle (params.critic)")
+        if m > 0:
+            if not self.include_mean:
+                raise PolicyError(f"margin {m:g} compares the argmax with the mean action's Q: it needs include_mean "
+                                  f"(the mean as candidate 0)")
+            if self.selection != "critic":
+                raise PolicyError(f"margin {m:g} compares Q values: it needs selection 'critic', not "
+                                  f"'{self.selection}'")
+            if self.temperature != 0:
+                raise PolicyError(f"margin {m:g} applies to the argmax choice (temperature 0), got temperature "
+                                  f"{self.temperature:g}")
         if not self.base_policy:
             raise PolicyError("a vgps policy needs params.base_policy (the stochastic bundle it re-ranks)")
 
@@ -107,8 +155,9 @@ class VgpsConfig:
             values["temperature"] = float(values["temperature"])
         if "seed" in values:
             values["seed"] = int(values["seed"])
-        if "std_scale" in values and isinstance(values["std_scale"], int) and not isinstance(values["std_scale"], bool):
-            values["std_scale"] = float(values["std_scale"])
+        for key in ("std_scale", "margin"):
+            if key in values and isinstance(values[key], int) and not isinstance(values[key], bool):
+                values[key] = float(values[key])
         if "include_mean" in values:
             values["include_mean"] = bool(values["include_mean"])
         return cls(**values)
@@ -213,6 +262,7 @@ class VgpsPolicy(Policy):
                 self._last_action_slice = slice(offset, offset + f.size)
             offset += f.size
         self._q_spread: deque[float] = deque(maxlen=200)
+        self._q_gain: deque[float] = deque(maxlen=200)  # max_k Q - Q(mean) per step (with include_mean)
         self._differs: deque[float] = deque(maxlen=200)
         self._rerank_ms: deque[float] = deque(maxlen=200)
         self.reseed(config.seed)
@@ -276,11 +326,12 @@ class VgpsPolicy(Policy):
 
     def select(self, obs: np.ndarray, base: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float]]:
         """One V-GPS choice for observation ``obs`` (``base``: what the action layout adds the raw action to, at
-        the action's joints): (raw action, {"index", "q_spread"})."""
+        the action's joints): (raw action, {"index", "q_spread", "q_gain"}); ``q_gain`` = max_k Q - Q(mean action),
+        NaN without the mean among the candidates or without a critic."""
         c = self.config
         cands = self.head.candidates(obs, c.num_samples, self.generator, c.include_mean, c.std_scale)
         t0 = time.perf_counter()
-        spread = 0.0
+        spread, gain = 0.0, float("nan")
         if c.selection == "random" or self.critic is None:
             index = int(self._np_rng.integers(c.num_samples))
         else:
@@ -291,8 +342,13 @@ class VgpsPolicy(Policy):
                 critic_obs[self._last_action_slice] = self._last_effective
             q = self.critic.score(critic_obs, self._task_code, scored)
             spread = float(q.max() - q.min())
+            if c.include_mean:
+                gain = float(q.max() - q[0])
             if c.temperature == 0.0:
                 index = int(torch.argmax(q))
+                # conservative rule: leave the mean action (candidate 0) only for a predicted gain above the margin
+                if c.margin > 0 and index != 0 and not gain > c.margin:
+                    index = 0
             else:
                 p = torch.softmax(q / c.temperature, dim=0).double().cpu().numpy()
                 index = int(self._np_rng.choice(c.num_samples, p=p / p.sum()))
@@ -300,7 +356,7 @@ class VgpsPolicy(Policy):
         raw = cands[index].to("cpu", torch.float64).numpy()
         if base is not None:
             self._last_effective = self.effective(cands[index:index + 1], base)[0].to("cpu", torch.float64).numpy()
-        return raw, {"index": index, "q_spread": spread}
+        return raw, {"index": index, "q_spread": spread, "q_gain": gain}
 
     def act(self, ctx: StepContext) -> JointTargets:
         ctx.last_action = self._last_action
@@ -309,6 +365,8 @@ class VgpsPolicy(Policy):
         if not np.all(np.isfinite(raw)):
             raise PolicyError(f"policy '{self.name}' produced non-finite actions")
         self._q_spread.append(info["q_spread"])
+        if not math.isnan(info["q_gain"]):
+            self._q_gain.append(info["q_gain"])
         # the mean is candidate 0 when included; otherwise "differs" = not the candidate nearest the mean
         self._differs.append(float(info["index"] != 0) if self.config.include_mean else float("nan"))
         self._last_action = raw
@@ -318,7 +376,11 @@ class VgpsPolicy(Policy):
         c = self.config
         spread = np.array(self._q_spread) if self._q_spread else np.zeros(1)
         differs = [d for d in self._differs if not math.isnan(d)]
+        gain = np.array(self._q_gain)
         return {"vgps_k": str(c.num_samples), "vgps_temperature": f"{c.temperature:g}",
+                "vgps_margin": f"{c.margin:g}", "vgps_std_scale": f"{c.std_scale:g}",
+                "vgps_q_gain_p50": f"{np.median(gain):.4f}" if gain.size else "n/a",
+                "vgps_q_gain_p90": f"{np.percentile(gain, 90):.4f}" if gain.size else "n/a",
                 "vgps_selection": c.selection, "vgps_critic": self.critic.name if self.critic else "",
                 "vgps_base_policy": self.base.name,
                 "vgps_q_spread_mean": f"{spread.mean():.4f}", "vgps_q_spread_max": f"{spread.max():.4f}",

@@ -49,7 +49,7 @@ TOPICS = {STATE_TOPIC: "sensor_msgs/msg/JointState", OBJECT_TOPIC: "geometry_msg
 
 def sampling_policy(base: str, description, seed: int = 0, k: int = 1, selection: str = "random",
                     include_mean: bool = False, critic: str = "", temperature: float = 0.0,
-                    name: str = "", std_scale: float = 1.0) -> Policy:
+                    name: str = "", std_scale: float = 1.0, margin: float = 0.0) -> Policy:
     """A ``vgps`` policy around bundle ``base``; the defaults give plain sampling of its Gaussian."""
     from dexstack.policies.bundles import load_bundle_manifest  # noqa: PLC0415
 
@@ -58,7 +58,7 @@ def sampling_policy(base: str, description, seed: int = 0, k: int = 1, selection
            "robot_profile": base_manifest.robot_profile, "control_rate_hz": base_manifest.control_rate_hz,
            "params": {"base_policy": str(base_manifest.root), "num_samples": k, "selection": selection,
                       "include_mean": include_mean, "temperature": temperature, "seed": seed,
-                      "std_scale": std_scale,
+                      "std_scale": std_scale, "margin": margin,
                       **({"critic": critic} if critic else {})}}
     return build_policy(parse_manifest(raw), description)
 

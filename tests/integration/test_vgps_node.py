@@ -1,5 +1,5 @@
-"""The policy node running a vgps bundle in its own process: live vgps_* parameters (K, temperature, critic) are
-applied at a step boundary, bad ones are refused with the reason and the old values kept, and /diagnostics shows K,
+"""The policy node running a vgps bundle in its own process: live vgps_* parameters (K, temperature, margin, critic)
+are applied at a step boundary, bad ones are refused with the reason and the old values kept, and /diagnostics shows K,
 the spread of Q over the samples and how often the choice differs from the mean action."""
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ def test_vgps_parameters_live_with_refusals_and_diagnostics(ros_node, bundle, tm
 
         for name, value, reason in (("vgps_num_samples", -2, ""), ("vgps_num_samples", 100000, ""),
                                     ("vgps_temperature", -0.5, "vgps_temperature must be >= 0"),
+                                    ("vgps_margin", -0.5, "vgps_margin must be"),
+                                    ("vgps_margin", float("nan"), "vgps_margin must be"),
                                     ("vgps_critic", str(bundle / "q_short"), f"scores {N - 1} actions"),
                                     ("vgps_critic", str(bundle / "nowhere"), "not found")):
             result = set_param(ros_node, name, value)
@@ -98,6 +100,17 @@ def test_vgps_parameters_live_with_refusals_and_diagnostics(ros_node, bundle, tm
         n = len(diags)
         assert wait_for(lambda: len(diags) > n + 1 and diags[-1]["vgps_k"] == "3", 10.0), diags[-1:]
         assert diags[-1]["vgps_critic"] == "q_ok"  # the refused critics changed nothing
+        assert diags[-1]["vgps_margin"] == "0"  # the bundle's default
+        # a margin needs a temperature 0 choice: refused while a temperature is set, then accepted
+        assert set_param(ros_node, "vgps_temperature", 0.5).successful
+        result = set_param(ros_node, "vgps_margin", 0.25)
+        assert not result.successful and "temperature 0" in result.reason, result.reason
+        assert set_param(ros_node, "vgps_temperature", 0.0).successful
+        result = set_param(ros_node, "vgps_margin", 0.25)
+        assert result.successful, result.reason
+        n = len(diags)
+        assert wait_for(lambda: len(diags) > n + 1 and diags[-1]["vgps_margin"] == "0.25", 10.0), diags[-1:]
+        assert diags[-1]["vgps_k"] == "3"
     finally:
         ros_node.destroy_timer(timer)
         proc.send_signal(2)

@@ -223,6 +223,10 @@ def test_vgps_steps_through_the_action_layout_and_reports_diagnostics(root):
     ({"num_samples": 2.5}, "num_samples"), ({"temperature": -0.1}, "temperature"),
     ({"temperature": float("nan")}, "temperature"), ({"selection": "best"}, "selection"),
     ({"std_scale": 0.0}, "std_scale"), ({"std_scale": -1.0}, "std_scale"), ({"std_scale": 100.0}, "std_scale"),
+    ({"margin": -0.1}, "margin must be"), ({"margin": float("nan")}, "margin must be"),
+    ({"margin": float("inf")}, "margin must be"), ({"margin": "0.2"}, "margin must be"),
+    ({"margin": True}, "margin must be"), ({"margin": 0.2, "include_mean": False}, "needs include_mean"),
+    ({"margin": 0.2, "temperature": 0.5}, "temperature 0"),
     ({"surprise": 1}, "unknown keys")])
 def test_bad_parameters_are_refused(root, params, message):
     with pytest.raises(PolicyError, match=message):
@@ -361,3 +365,63 @@ def test_std_scale_narrows_the_candidates_around_the_mean(root):
         cands = policy.head.candidates(obs, 64, policy.generator, True, policy.config.std_scale).numpy()
         spreads[scale] = np.abs(cands[1:] - cands[0]).mean()
     assert spreads[0.25] == pytest.approx(0.25 * spreads[1.0], rel=0.05)
+
+
+# ------------------------------------------------------------------------------------------------ margin
+def _fixed_q(policy, q: list[float]) -> None:
+    """The critic returns these Q values for the K candidates, whatever they are (candidate 0 = the mean action)."""
+    policy.critic.score = lambda obs, code, actions: torch.tensor(q, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("margin, q, expected", [
+    # Q(mean) = 1.0, best sample #3 at 1.4: gain 0.4
+    (0.0, [1.0, 1.2, 0.3, 1.4, 0.9, 1.1, 0.2, 1.0], 3),  # margin 0: plain argmax
+    (0.5, [1.0, 1.2, 0.3, 1.4, 0.9, 1.1, 0.2, 1.0], 0),  # 0.4 <= 0.5: the mean
+    (0.25, [1.0, 1.2, 0.3, 1.4, 0.9, 1.1, 0.2, 1.0], 3),  # 0.4 > 0.25: the argmax
+    (0.5, [1.0, 1.2, 0.3, 1.4, 0.9, 1.6, 0.2, 1.0], 5),  # 0.6 > 0.5: the argmax (#5)
+    (0.5, [1.0, 1.2, 0.3, 1.5, 0.9, 1.1, 0.2, 1.0], 0),  # exactly the margin is not more than it: the mean
+    (0.5, [2.0, 1.2, 0.3, 1.5, 0.9, 1.1, 0.2, 1.0], 0),  # the mean is the argmax
+    (0.0, [1.0, 1.0, 0.3, 1.0, 0.9, 1.0, 0.2, 1.0], 0),  # margin 0 and a tie with the mean: the mean (first max)
+])
+def test_margin_keeps_the_mean_unless_the_argmax_beats_it_by_more(root, margin, q, expected):
+    obs = np.random.default_rng(1).normal(size=OBS)
+    policy = build(root, include_mean=True, margin=margin)
+    assert policy.config.margin == margin
+    _fixed_q(policy, q)
+    policy.reseed(5)
+    cands = policy.head.candidates(obs, 8, policy.generator, True).numpy()
+    policy.reseed(5)
+    raw, info = policy.select(obs)
+    assert info["index"] == expected
+    assert raw == pytest.approx(cands[expected], abs=1e-6)
+    assert info["q_gain"] == pytest.approx(max(q) - q[0], abs=1e-6)
+    assert info["q_spread"] == pytest.approx(max(q) - min(q), abs=1e-6)
+
+
+def test_margin_zero_is_todays_argmax_and_the_diagnostics_report_the_gain(root):
+    """Same draws, same critic: margin 0 picks exactly what a bundle without the key picks, step after step."""
+    picks = {}
+    for key, params in (("absent", {}), ("zero", {"margin": 0}), ("big", {"margin": 1e6})):
+        policy = build(root, include_mean=True, **params)
+        _set_linear_critic(policy, 1.0, 1.0)
+        ctx = synthetic_context(policy)
+        policy.reset(ctx)
+        policy.reseed(7)
+        picks[key] = [policy.act(ctx).arm.copy() for _ in range(10)]
+        diag = policy.diagnostics()
+        if key == "zero":
+            assert isinstance(policy.config.margin, float)  # the YAML int 0 read as a float
+            assert diag["vgps_margin"] == "0" and float(diag["vgps_q_gain_p90"]) >= float(diag["vgps_q_gain_p50"]) > 0
+            assert float(diag["vgps_choice_differs_from_mean"]) > 0
+        if key == "big":  # no sample can beat the mean by 1e6: always the mean
+            assert diag["vgps_margin"] == "1e+06" and float(diag["vgps_choice_differs_from_mean"]) == 0.0
+    assert all(np.array_equal(a, b) for a, b in zip(picks["absent"], picks["zero"]))
+    assert not all(np.array_equal(a, b) for a, b in zip(picks["zero"], picks["big"]))
+
+
+def test_margin_is_refused_without_a_critic_choice(root):
+    with pytest.raises(PolicyError, match="needs include_mean"):
+        VgpsConfig.from_params({"base_policy": "x", "critic": "y", "margin": 1, "include_mean": False})
+    with pytest.raises(PolicyError, match="selection 'critic'"):
+        build(root, include_mean=True, margin=0.1, selection="random")
+    assert VgpsConfig(base_policy="x", critic="y", include_mean=False, margin=0.0).margin == 0.0  # 0 is always fine
