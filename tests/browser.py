@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+from dexstack.processes import stop_process_group
 
 
 def chromium_path() -> str | None:
@@ -83,23 +83,6 @@ def screenshot(url: str, ready: Callable[[bytes], bool], wait_s: float = 40.0, s
                     if ready(png) or elapsed > wait_s:
                         return png
         finally:  # the whole group: renderer/GPU children still write into the profile after the main process
-            _stop_group(browser)
+            stop_process_group(browser)
 
 
-def _stop_group(process: subprocess.Popen) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-        deadline = time.monotonic() + wait_s  # the leader is gone: give the children a moment too
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(process.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)

@@ -12,7 +12,6 @@ same way: SIGINT to each node, SIGKILL after a timeout. Nodes also die with the 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import signal
 import subprocess
@@ -28,6 +27,7 @@ import yaml
 
 from dexstack.launch.xml import LaunchDescription, LaunchError, NodeAction, parse_launch_file
 from dexstack.paths import PACKAGE_NAME
+from dexstack.processes import die_with_parent_preexec
 from dexstack.rosenv import force_localhost_dds
 
 
@@ -73,30 +73,6 @@ def node_command(node: NodeAction, python: str = sys.executable, param_dir: Path
     return cmd
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-PARENT_DEATH_SIGNAL = signal.SIGTERM  # rclpy shuts a node down cleanly on it (SIGKILL would skip the cleanup)
-
-
-def _die_with_parent_preexec():
-    """A ``preexec_fn`` that makes the child get SIGTERM when this process dies (Linux), or None where prctl is not
-    available. The signal follows the *thread* that forked: only used from the main thread (see ``start``)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died between fork and prctl: nobody will signal us
-            os.kill(os.getpid(), PARENT_DEATH_SIGNAL)
-
-    return preexec
-
-
 @dataclass
 class RunningNode:
     name: str
@@ -121,7 +97,7 @@ class LaunchedGraph:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         # The parent-death signal fires when the forking *thread* ends: only tie nodes to the main thread's life.
-        preexec = _die_with_parent_preexec() if threading.current_thread() is threading.main_thread() else None
+        preexec = die_with_parent_preexec() if threading.current_thread() is threading.main_thread() else None
         for node in self.description.nodes:
             cmd = node_command(node, param_dir=self.log_dir)
             log_path = self.log_dir / f"{node.name}.log" if self.log_dir is not None else None

@@ -7,9 +7,7 @@ loopback, and the recording streams to it over gRPC. The page and its WebAssembl
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +18,7 @@ from urllib.parse import quote
 
 import rerun as rr
 
+from dexstack.processes import die_with_parent_preexec, stop_process_group
 from dexstack.viz.scene import default_blueprint
 
 LOOPBACK = "127.0.0.1"
@@ -28,16 +27,6 @@ LOOPBACK = "127.0.0.1"
 class VizServerError(ValueError):
     """The web viewer could not be started (port taken, rerun CLI missing): a setup error, reported without a
     traceback by the node's entry point like a bad parameter."""
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: Linux sends it SIGTERM when the viewer process dies, even by SIGKILL."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _free_port() -> int:
@@ -117,7 +106,8 @@ class WebViewer:
                "--web-viewer-port", str(self.web_port), "--server-memory-limit", self.memory_limit]
         cmd += ["--newest-first"] if self.newest_first else []
         self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent)
+                                        stderr=subprocess.PIPE, start_new_session=True,
+                                        preexec_fn=die_with_parent_preexec())
         deadline = time.monotonic() + timeout_s
         while not (_port_open(self.web_port) and _port_open(self.grpc_port)):
             if self.process.poll() is not None:
@@ -131,13 +121,7 @@ class WebViewer:
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            # its own session: stop the whole group (a wrapper's child too)
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+            stop_process_group(self.process)  # its own session: the whole group (a wrapper's child too)
         self.process = None
 
 
