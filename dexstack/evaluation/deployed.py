@@ -29,10 +29,6 @@ from dexstack.policies.reference import ReferenceTrajectory
 
 OBJECT_POSE_TOPIC = "/dexstack/object_pose"
 OBJECT_GT_TOPIC = "/dexstack/sim/object_pose_gt"
-OBJECT_POSE_COV_TOPIC = "/dexstack/object_pose_with_covariance"  # perception's covariance twin of each pose
-# Nobody publishes here: fed the ground truth, the policy must not wait for perception's twins of its poses (it
-# holds a pose until its twin arrives once a source has sent twins, so the ground truth would never be used).
-NO_TWIN_TOPIC = "/dexstack/sim/object_pose_gt_no_covariance"
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,6 @@ def graph_description(bundle: str, reference: str, options: DeployedOptions) -> 
             raise ValueError(f"launch file {options.launch_file} starts no policy node")
         for node in policy_nodes:
             node.remaps.append((OBJECT_POSE_TOPIC, OBJECT_GT_TOPIC))
-            node.remaps.append((OBJECT_POSE_COV_TOPIC, NO_TWIN_TOPIC))
     return description
 
 

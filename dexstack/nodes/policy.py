@@ -166,7 +166,11 @@ class PolicyNode(Node):
         self._object_sub = self._keypoints_sub = self._grasp_sub = self._object_cov_sub = None
         self._pose_std: dict[tuple, float] = {}  # (stamp ns, x, y, z) -> position std (m), recent poses
         self._pending_poses: dict[tuple, np.ndarray] = {}  # poses waiting for their covariance twin
-        self._last_twin_s = -float("inf")  # when a covariance twin last arrived (control time)
+        # When a covariance twin last matched one of our poses (control time): only then does the pose source send
+        # twins. Twins of other poses (perception running beside a remap of this input to another source) do not
+        # count, or every pose of that source would wait for a twin that never comes.
+        self._last_twin_match_s = -float("inf")
+        self._used_pose_keys: dict = {}  # recent poses used without a twin (a later twin still matches them)
         self.uncertain_poses = ReasonCounter()  # object poses not used: too uncertain
         self.stale_poses_used = 0  # object poses used although marked stale (std >= STALE_POSITION_STD_M)
         self.safety = SafetyLink(self) if self.params.wait_for_safety else None
@@ -274,29 +278,37 @@ class PolicyNode(Node):
         if std is not None and self._too_uncertain(std):
             return
         now = common.control_time_s(self)
-        if std is None and self.params.object_pose_max_std_m > 0 and now - self._last_twin_s < TWIN_RECENT_S:
+        if std is not None:
+            self._last_twin_match_s = now
+        elif self.params.object_pose_max_std_m > 0 and now - self._last_twin_match_s < TWIN_RECENT_S:
             # The source sends covariance twins: wait for this pose's twin before using it (a control tick between
             # the two would otherwise act once on a pose that turns out too uncertain).
             self._pending_poses[key] = pose
             while len(self._pending_poses) > 8:
                 del self._pending_poses[next(iter(self._pending_poses))]
             return
+        if std is None:
+            self._used_pose_keys[key] = True
+            while len(self._used_pose_keys) > 8:
+                del self._used_pose_keys[next(iter(self._used_pose_keys))]
         self.inputs.update_object(pose, now, key)
 
     def _on_object_covariance(self, msg: PoseWithCovarianceStamped) -> None:
         """The covariance of a pose on OBJECT_POSE_TOPIC (matched by stamp and position, so poses from another
-        source, e.g. a remap to the simulator's, are never matched): a too uncertain one is dropped, whichever of
-        the two messages arrives first."""
+        source, e.g. a remap to the simulator's, are never matched, and such a source's poses never wait for one):
+        a too uncertain one is dropped, whichever of the two messages arrives first."""
         c = msg.pose.covariance
         std = float(np.sqrt(max(c[0], c[7], c[14], 0.0)))
         key = _pose_key(msg.header.stamp, msg.pose.pose.position)
         self._pose_std[key] = std
-        self._last_twin_s = common.control_time_s(self)
+        now = common.control_time_s(self)
         while len(self._pose_std) > 64:
             del self._pose_std[next(iter(self._pose_std))]
         pending = self._pending_poses.pop(key, None)
+        if pending is not None or self._used_pose_keys.pop(key, False):
+            self._last_twin_match_s = now
         if pending is not None and not self._too_uncertain(std):
-            self.inputs.update_object(pending, self._last_twin_s, key)
+            self.inputs.update_object(pending, now, key)
         if self._too_uncertain(std):
             self.uncertain_poses.add(f"object pose std {100 * std:.1f} cm > "
                                      f"{100 * self.params.object_pose_max_std_m:.1f} cm")
