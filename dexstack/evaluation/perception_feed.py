@@ -116,21 +116,16 @@ class PerceptionFeed:
         estimator + keeper; updates :attr:`perceived` when the node would publish."""
         from dexstack.perception.geometry import pose_error  # noqa: PLC0415
         from dexstack.perception.object_pose import Occluders  # noqa: PLC0415
+        from dexstack.perception.pose_keeper import track_frame  # noqa: PLC0415
         from dexstack.transforms import matrix_to_quat_xyzw, pose_to_transform  # noqa: PLC0415
 
         image = self._render(t_s, q, obj)
         T_true = pose_to_transform(obj[:3], obj[3:])
         T_palm = self.kinematics.frame_pose(q, self.palm_link)
-        prediction = self.keeper.predict(t_s, T_palm)
         occluders = None if self.robot is None else Occluders(*self.robot.capsules_base(q, hand_only=True))
-        result = self.estimator.estimate(image.color_rgb8, image.depth_mm, self.calibration.intrinsics, t_s,
-                                         None if prediction is None else prediction.T_base_object, occluders)
-        T_pub, kind = None, "lost"
-        if result.tracking:
-            self.keeper.measured(t_s, result.T_base_object, result.covariance_base, T_palm)
-            T_pub, kind = result.T_base_object, "fresh"
-        elif prediction is not None:
-            T_pub, kind = prediction.T_base_object, f"kept ({prediction.mode})"
+        tracked = track_frame(self.estimator, self.keeper, t_s, image.color_rgb8, image.depth_mm,
+                              self.calibration.intrinsics, T_palm, occluders)
+        result, T_pub, kind = tracked.result, tracked.T_base_object, tracked.kind
         mm = deg = None
         if T_pub is not None:
             mm, deg = pose_error(T_pub, T_true, self.symmetries)

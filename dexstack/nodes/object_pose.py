@@ -54,7 +54,7 @@ from dexstack.perception.object_pose import (
     Occluders,
 )
 from dexstack.perception.objects import load_object_model
-from dexstack.perception.pose_keeper import PoseKeeper, PoseKeeperConfig, Prediction
+from dexstack.perception.pose_keeper import PoseKeeper, PoseKeeperConfig, Prediction, track_frame
 from dexstack.perception.tags import TagDetectorConfig
 from dexstack.transforms import transform_to_pose
 
@@ -162,27 +162,25 @@ class ObjectPoseNode(Node):
         q = self.palm.q_at(stamp_ns) if self.palm is not None else None
         T_palm = self.palm.palm_pose(q) if q is not None else None
         occluders = self.palm.hand_capsules(q) if q is not None and self.params.robot_self_filter else None
-        prediction = self.keeper.predict(t_s, T_palm) if self.params.keep_pose else None
         if self.params.table_roi:
             from dexstack.grasp.from_frame import DEFAULT_OBJECT_ROI_M, mask_depth_outside
 
             depth = mask_depth_outside(depth, camera, self.calibration.T_parent_camera,
                                        self.calibration.depth_scale_m, DEFAULT_OBJECT_ROI_M)
-        result = self.estimator.estimate(rgb, depth, camera, t_s,
-                                         None if prediction is None else prediction.T_base_object, occluders)
+        frame = track_frame(self.estimator, self.keeper, t_s, rgb, depth, camera, T_palm, occluders,
+                            keep=self.params.keep_pose)
+        result = frame.result
         self.process_ms = 1000.0 * (time.perf_counter() - t0)
         self.processed.tick()
         changed = self.last is None or self.last.tracking != result.tracking
         self.last = result
         self.prediction = None
-        if result.tracking:
-            self.keeper.measured(t_s, result.T_base_object, result.covariance_base, T_palm)
-            self._publish_pose(result.T_base_object, result.covariance_base, header.stamp)
-        else:
+        if not result.tracking:
             self.lost_reasons.add(result.lost_kind)
-            if prediction is not None:  # kept through the occlusion: published as stale
-                self.prediction = prediction
-                self._publish_pose(prediction.T_base_object, prediction.covariance_base, header.stamp)
+            self.prediction = frame.prediction  # kept through the occlusion: published as stale
+        if frame.T_base_object is not None:
+            self._publish_pose(frame.T_base_object, frame.covariance_base, header.stamp)
+            if not result.tracking:
                 self.stale_published.tick()
         if changed:
             if not result.tracking:

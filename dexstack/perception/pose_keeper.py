@@ -115,3 +115,32 @@ class PoseKeeper:
         rot_std = c.rotation_std_rad + c.rotation_std_growth_rad_s * age
         cov = self._last_cov + np.diag([pos_std ** 2] * 3 + [rot_std ** 2] * 3)
         return Prediction(T, cov, age, mode)
+
+
+@dataclass(frozen=True)
+class TrackedFrame:
+    """One frame through the estimator and the keeper, as the ``object_pose`` node handles it."""
+
+    result: object  # the estimator's ObjectPoseResult
+    prediction: Prediction | None  # the keeper's prediction that seeded the estimator
+    T_base_object: np.ndarray | None  # what to publish: the measurement, else the kept prediction, else nothing
+    covariance_base: np.ndarray | None
+    kind: str  # "fresh" | "kept (<prediction mode>)" | "lost"
+
+
+def track_frame(estimator, keeper: PoseKeeper, t_s: float, rgb: np.ndarray, depth: np.ndarray, camera,
+                T_base_palm: np.ndarray | None, occluders=None, keep: bool = True) -> TrackedFrame:
+    """The keeper's prediction seeds ``estimator.estimate``; a measurement updates the keeper and is published, a
+    lost frame publishes the prediction while the keeper has one (``keep`` False: no prediction at all). Shared by
+    the node and the in-process :class:`~dexstack.evaluation.perception_feed.PerceptionFeed`."""
+    prediction = keeper.predict(t_s, T_base_palm) if keep else None
+    result = estimator.estimate(rgb, depth, camera, t_s, None if prediction is None else prediction.T_base_object,
+                                occluders)
+    if result.tracking:
+        keeper.measured(t_s, result.T_base_object, result.covariance_base, T_base_palm)
+        return TrackedFrame(result, prediction, result.T_base_object, result.covariance_base, "fresh")
+    if prediction is not None:
+        return TrackedFrame(result, prediction, prediction.T_base_object, prediction.covariance_base,
+                            f"kept ({prediction.mode})")
+    return TrackedFrame(result, None, None, None, "lost")
+
