@@ -18,7 +18,9 @@ With ``robot_self_filter`` (default) the robot's hand, from the same joint state
 gate's :class:`~dexstack.safety.collision.CollisionModel`), is removed from the depth before the fit, so the cube is
 *measured* through the grasp from the faces the fingers leave visible instead of the fit sliding onto the fingers
 (measured on the lift references in-process: measured frames 0.55 -> 1.0, worst published error 70 -> 10 mm; see
-docs/benchmarks.md).
+docs/benchmarks.md). The same capsules check each pose physically (``max_robot_overlap_m``): a fit the hand reaches
+into is refused (under the closing fingers ICP can settle a few mm into them, turned), and a kept pose carried into
+fingers that closed after the last measurement is moved out of them.
 
 Publishes, stamped with the image's stamp, in the calibration's parent (base) frame, for frames where the
 object is found or kept:
@@ -94,6 +96,9 @@ class Params:
                "frame): the coarse search otherwise may fit a can to the robot's own base.", read_only=True)
     robot_self_filter: bool = common.param(True, "Remove the robot hand's depth points (its capsules at the "
                                            "image's joint state) before the fit (needs robot_profile).")
+    max_robot_overlap_m: float = common.param(
+        0.003, "With robot_self_filter: refuse a fit the hand's capsules reach deeper into than this (m), and move a "
+               "kept pose out of the hand to this depth; 0: off.", min=0.0, max=0.05)
 
 
 def estimator_config(p: Params) -> ObjectPoseConfig:
@@ -101,7 +106,7 @@ def estimator_config(p: Params) -> ObjectPoseConfig:
         method=p.method, tags=TagDetectorConfig(upsample=p.tag_upsample),
         fiducial_depth_refine=p.fiducial_depth_refine, icp=IcpConfig(), use_tags_for_init=p.use_tags_for_init,
         coarse_search=p.coarse_search, max_track_gap_s=p.max_track_gap_s, min_fitness=p.min_fitness,
-        min_coverage=p.min_coverage, max_rmse_m=p.max_rmse_m)
+        min_coverage=p.min_coverage, max_rmse_m=p.max_rmse_m, max_robot_overlap_m=p.max_robot_overlap_m)
 
 
 

@@ -27,6 +27,10 @@ the part not hidden behind something is confirmed (``min_unoccluded_coverage``) 
 points; its ICP covariance says which directions the few visible faces leave loose. Acquisition (tags, coarse
 search) keeps the strict check.
 
+The same capsules check every fit physically: a rigid object cannot be inside the hand, so a fit the capsules reach
+deeper into than ``max_robot_overlap_m`` is refused (:meth:`~dexstack.perception.occluders.Occluders.overlap_m`;
+under the closing fingers ICP settles a few mm into them, turned, and the pose keeper would carry that error on).
+
 Frames: camera = the color optical frame; base = the calibration's parent frame; object = the object config's frame.
 """
 
@@ -51,6 +55,7 @@ from dexstack.perception.geometry import (
 )
 from dexstack.perception.icp import IcpConfig, PointToPlaneIcp
 from dexstack.perception.objects import ObjectModel
+from dexstack.perception.occluders import Occluders
 from dexstack.perception.tags import TagDetection, TagDetector, TagDetectorConfig, tag_pose_candidates
 from dexstack.transforms import rpy_to_matrix
 
@@ -80,6 +85,9 @@ class ObjectPoseConfig:
     min_unoccluded_coverage: float = 0.5
     min_agree_points: int = 40
     occluder_margin_m: float = 0.005  # depth points within an occluder capsule's radius + this are the robot
+    # A fit the robot's capsules reach into deeper than this is inside the hand, not the object (the held object
+    # overlaps them only by their padding, ~1 mm; fits that slid into the closing fingers by 4-10 mm). 0: off.
+    max_robot_overlap_m: float = 0.003
     max_rmse_m: float = 0.004  # ICP point-to-plane RMS
     depth_tolerance_m: float = 0.01  # depth check (x3 for fiducial poses without depth refinement)
     min_depth_m: float = 0.1
@@ -91,48 +99,9 @@ class ObjectPoseConfig:
         for name in ("min_fitness", "min_coverage", "min_unoccluded_coverage"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"ObjectPoseConfig.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.min_agree_points < 1 or self.occluder_margin_m < 0:
-            raise ValueError("ObjectPoseConfig: min_agree_points must be >= 1 and occluder_margin_m >= 0")
-
-
-@dataclass(frozen=True)
-class Occluders:
-    """Known occluders (the robot's links) as capsules: segment ends (K, 3) and radii (K,), metres, in the base
-    frame where :meth:`ObjectPoseEstimator.estimate` takes them."""
-
-    starts: np.ndarray
-    ends: np.ndarray
-    radii_m: np.ndarray
-
-    def __post_init__(self) -> None:
-        k = len(self.radii_m)
-        if np.shape(self.starts) != (k, 3) or np.shape(self.ends) != (k, 3):
-            raise ValueError("Occluders: starts and ends must be (K, 3) for K radii")
-        if not (np.isfinite(self.starts).all() and np.isfinite(self.ends).all()
-                and np.isfinite(self.radii_m).all()):
-            raise ValueError("Occluders: non-finite geometry")
-
-    def transformed(self, T: np.ndarray) -> Occluders:
-        """The same capsules in another frame (``T`` maps base coordinates into it)."""
-        R, t = T[:3, :3], T[:3, 3]
-        return Occluders(self.starts @ R.T + t, self.ends @ R.T + t, self.radii_m)
-
-    def clearance_m(self, points: np.ndarray) -> np.ndarray:
-        """(N,) distance of each point (same frame as the capsules) to the nearest capsule surface (< 0: inside)."""
-        out = np.full(len(points), np.inf)
-        if len(self.radii_m) == 0 or len(points) == 0:
-            return out
-        lo, hi = points.min(axis=0), points.max(axis=0)
-        for a, b, r in zip(self.starts, self.ends, self.radii_m):
-            # capsules clear of the points' bounding box by more than the nearest distance found cannot matter
-            if np.any(np.minimum(a, b) - r > hi + 0.05) or np.any(np.maximum(a, b) + r < lo - 0.05):
-                continue
-            ab = b - a
-            rel = points - a
-            s = np.clip(rel @ ab / max(float(ab @ ab), 1e-12), 0.0, 1.0)
-            d = rel - s[:, None] * ab
-            np.minimum(out, np.sqrt(np.einsum("ij,ij->i", d, d)) - r, out=out)
-        return out
+        if self.min_agree_points < 1 or self.occluder_margin_m < 0 or not self.max_robot_overlap_m >= 0:
+            raise ValueError("ObjectPoseConfig: min_agree_points must be >= 1, occluder_margin_m and "
+                             "max_robot_overlap_m >= 0")
 
 
 @dataclass(frozen=True)
@@ -283,6 +252,11 @@ class ObjectPoseEstimator:
         if angle > self.config.prior_gate_rad:
             return f"turned {np.degrees(angle):.0f} deg from the predicted pose"
         return ""
+
+    def robot_overlap_m(self, T_co: np.ndarray) -> float:
+        """How deep the current frame's occluders (the robot) reach into the object at camera-frame pose ``T_co``
+        (0 without occluders)."""
+        return 0.0 if self._occluders is None else self._occluders.overlap_m(self.model, T_co)
 
     def _check(self, T_co: np.ndarray, depth_m: np.ndarray, camera: CameraModel, tolerance_m: float | None = None,
                tracked: bool = False) -> tuple[DepthFit, str]:
@@ -460,6 +434,11 @@ class ObjectPoseEstimator:
         far = self._far_from_prior(T_co)  # under the hand, fits (even tag-seeded ones) can land on the fingers
         if far:
             tried.append(f"{init}: {far}")
+            return None
+        overlap_m = self.robot_overlap_m(T_co)
+        if overlap_m > self.config.max_robot_overlap_m > 0:
+            tried.append(f"{init}: the hand reaches {1000 * overlap_m:.1f} mm into the fitted object "
+                         f"(limit {1000 * self.config.max_robot_overlap_m:.1f} mm)")
             return None
         if fit_result.rmse_m > self.config.max_rmse_m:
             tried.append(f"{init}: ICP residual {1000 * fit_result.rmse_m:.1f} mm > "

@@ -17,7 +17,7 @@ from a measurement (position variance >= ``STALE_POSITION_STD_M ** 2``) and weig
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -134,6 +134,15 @@ def track_frame(estimator, keeper: PoseKeeper, t_s: float, rgb: np.ndarray, dept
     lost frame publishes the prediction while the keeper has one (``keep`` False: no prediction at all). Shared by
     the node and the in-process :class:`~dexstack.evaluation.perception_feed.PerceptionFeed`."""
     prediction = keeper.predict(t_s, T_base_palm) if keep else None
+    allowed_m = estimator.config.max_robot_overlap_m
+    if prediction is not None and occluders is not None and allowed_m > 0:
+        # A held object moves with the palm, but the fingers close on it after its last measurement: the pose
+        # carried with the palm can sit inside them. Move it (within its own uncertainty) out of the hand.
+        cov = prediction.covariance_base
+        std_m = float(np.sqrt(max(cov[0, 0], cov[1, 1], cov[2, 2])))
+        std_rad = float(np.sqrt(max(cov[3, 3], cov[4, 4], cov[5, 5])))
+        T = occluders.push_out(estimator.model, prediction.T_base_object, std_m, std_rad, allowed_m)
+        prediction = replace(prediction, T_base_object=T)
     result = estimator.estimate(rgb, depth, camera, t_s, None if prediction is None else prediction.T_base_object,
                                 occluders)
     if result.tracking:

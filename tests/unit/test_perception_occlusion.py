@@ -3,6 +3,8 @@ grasp (the Allegro hand closing on it and lifting it, rendered by the sim cell's
 
 from __future__ import annotations
 
+import re
+
 import mujoco
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from dexstack.perception.geometry import pose_error
 from dexstack.perception.object_pose import ObjectPoseConfig, ObjectPoseEstimator, Occluders
 from dexstack.perception.objects import load_object_model
-from dexstack.perception.pose_keeper import STALE_POSITION_STD_M, PoseKeeper, PoseKeeperConfig
+from dexstack.perception.pose_keeper import STALE_POSITION_STD_M, PoseKeeper, PoseKeeperConfig, track_frame
 from dexstack.policies import load_reference, reference_path
 from dexstack.robot.kinematics import Kinematics
 from dexstack.safety.collision import CollisionModel
@@ -129,7 +131,9 @@ def _track(frames, cell, occluders_at=None, keeper=None):
     """Run the estimator (and the pose keeper, if given) over the frames; per frame (t, measured, error mm, deg)."""
     cal = cell.calibration
     model = load_object_model("cube")
-    estimator = ObjectPoseEstimator(model, cal.T_parent_camera, ObjectPoseConfig())
+    # The designed reference is kinematic: its closed fingers reach 16 mm into the cube (in the sim and on the
+    # robot they stop on it), so the hand-overlap check, which refuses such poses, is off here.
+    estimator = ObjectPoseEstimator(model, cal.T_parent_camera, ObjectPoseConfig(max_robot_overlap_m=0.0))
     out = []
     for t, image, T_true, T_palm, q in frames:
         prediction = keeper.predict(t, T_palm) if keeper is not None else None
@@ -171,3 +175,51 @@ def test_occluders_remove_only_points_near_the_capsules():
     np.testing.assert_allclose(moved.starts[0], [0.0, 0.0, 1.0])
     with pytest.raises(ValueError):
         Occluders(np.zeros((2, 3)), np.zeros((1, 3)), np.array([0.01]))
+
+
+def test_a_fit_the_hand_reaches_into_is_refused_with_the_reason(grasp_frames):
+    """A pose the robot's capsules overlap more than ``max_robot_overlap_m`` is inside the hand, not the object:
+    refused, saying so. Here a capsule hidden inside the (truly free) cube stands for a hand the fit slid into; its
+    self-filter removes no depth point (it is > 8 mm behind every face), so only the overlap check can refuse."""
+    cell, frames = grasp_frames
+    t, image, T_true, _ = frames[0]  # the hand still far from the cube
+    centre = T_true[:3, 3]
+    inside = Occluders(np.array([centre - [0, 0, 0.01]]), np.array([centre + [0, 0, 0.01]]), np.array([0.003]))
+    cal, model = cell.calibration, load_object_model("cube")
+
+    def estimate(**overrides):
+        estimator = ObjectPoseEstimator(model, cal.T_parent_camera, ObjectPoseConfig(**overrides))
+        return estimator.estimate(image.color_rgb8, image.depth_mm, cal.intrinsics, t, None, inside)
+
+    refused = estimate()
+    assert not refused.tracking
+    # every seed (tags, coarse) fitted the cube, 28 mm from the capsule's far point to the nearest face's outside
+    depths = [float(m) for m in re.findall(r"the hand reaches ([0-9.]+) mm into the fitted object", refused.reason)]
+    assert depths and all(26.0 < d < 29.0 for d in depths), refused.reason
+    unchecked = estimate(max_robot_overlap_m=0.0)  # the check off: the same frame is measured, on the true pose
+    assert unchecked.tracking, unchecked.reason
+    assert pose_error(unchecked.T_base_object, T_true, model.symmetries())[0] < 2.0
+    with pytest.raises(ValueError, match="max_robot_overlap_m"):
+        ObjectPoseConfig(max_robot_overlap_m=-0.001)
+
+
+def test_a_kept_pose_carried_into_the_closing_fingers_is_pushed_out_of_them(grasp_frames):
+    """The pose carried with the palm since the last measurement can sit inside fingers that closed afterwards:
+    ``track_frame`` publishes it moved out of the hand (to ``max_robot_overlap_m``), within its uncertainty."""
+    cell, frames = grasp_frames
+    _, image, T_true, T_palm = frames[0]
+    cal, model = cell.calibration, load_object_model("cube")
+    estimator = ObjectPoseEstimator(model, cal.T_parent_camera, ObjectPoseConfig())
+    keeper = PoseKeeper()
+    keeper.measured(0.0, T_true, np.eye(6) * 1e-6, T_palm)
+    blind = np.zeros_like(image.depth_mm)  # nothing measured: the frame publishes the prediction
+    top = T_true[:3, 3] + [0.0, 0.0, 0.025 + 0.006]  # a finger 4 mm into the top face since the close
+    finger = Occluders(np.array([top - [0.0, 0.03, 0.0]]), np.array([top + [0.0, 0.03, 0.0]]), np.array([0.01]))
+    out = track_frame(estimator, keeper, 0.1, image.color_rgb8, blind, cal.intrinsics, T_palm, finger)
+    assert out.kind.startswith("kept")
+    assert finger.overlap_m(model, out.prediction.T_base_object) == pytest.approx(0.003, abs=3e-4)
+    np.testing.assert_allclose(out.T_base_object, out.prediction.T_base_object)
+    assert pose_error(out.T_base_object, T_true, model.symmetries())[0] == pytest.approx(1.0, abs=0.3)  # mm, down
+    # without the robot's geometry the prediction is published as carried
+    plain = track_frame(estimator, keeper, 0.1, image.color_rgb8, blind, cal.intrinsics, T_palm, None)
+    np.testing.assert_allclose(plain.T_base_object, T_true, atol=1e-12)
