@@ -76,7 +76,8 @@ class ObjectPoseConfig:
     use_tags_for_init: bool = True  # model method: seed from the tags when not tracking
     coarse_search: bool = True  # model method: search the depth image when neither tracking nor tags give a seed
     prior_gate_m: float = 0.02  # with a predicted pose (occlusion), fits farther than this from it are refused ...
-    prior_gate_rad: float = 0.35  # ... or turned more than this (modulo the object's symmetries)
+    prior_gate_rad: float = 0.35  # ... or turned more than this (modulo the object's symmetries), or than
+    prior_gate_sigmas: float = 3.0  # ... this many of the prediction's rotation std when that is wider (0: off)
     min_fitness: float = 0.6  # depth agreement over the visible surface, see depth_fitness
     min_coverage: float = 0.2  # fraction of the predicted visible surface the depth confirms
     # A tracked fit under occlusion: enough of the surface that is not hidden (measured depth in front of it)
@@ -99,6 +100,8 @@ class ObjectPoseConfig:
         for name in ("min_fitness", "min_coverage", "min_unoccluded_coverage"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"ObjectPoseConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not self.prior_gate_sigmas >= 0:
+            raise ValueError(f"ObjectPoseConfig.prior_gate_sigmas must be >= 0, got {self.prior_gate_sigmas}")
         if self.min_agree_points < 1 or self.occluder_margin_m < 0 or not self.max_robot_overlap_m >= 0:
             raise ValueError("ObjectPoseConfig: min_agree_points must be >= 1, occluder_margin_m and "
                              "max_robot_overlap_m >= 0")
@@ -191,6 +194,7 @@ class ObjectPoseEstimator:
         self.icp = PointToPlaneIcp(self.points, self.normals, self.config.icp)
         self._previous: tuple[float, np.ndarray] | None = None  # (t_s, T_camera_object)
         self._prior: np.ndarray | None = None  # T_camera_object predicted for the current frame
+        self._prior_gate_rad = self.config.prior_gate_rad  # the rotation gate for the current frame's prediction
         self._occluders: Occluders | None = None  # the robot in the current frame, camera frame
         self._symmetries = model.symmetries()
 
@@ -200,15 +204,19 @@ class ObjectPoseEstimator:
     # ------------------------------------------------------------------ entry point
     def estimate(self, color_rgb8: np.ndarray | None, depth: np.ndarray | None, camera: CameraModel,
                  t_s: float, prior_base_object: np.ndarray | None = None,
-                 occluders: Occluders | None = None) -> ObjectPoseResult:
+                 occluders: Occluders | None = None, prior_std_rad: float = 0.0) -> ObjectPoseResult:
         """Pose in one RGB-D frame (depth: (H, W) in ``depth_scale_m`` units, aligned to color).
 
         ``prior_base_object``: where the object is predicted to be (e.g. :class:`~dexstack.perception.pose_keeper.
         PoseKeeper` while the hand occludes it): it seeds the model fit, and fits farther than ``prior_gate_m`` /
         ``prior_gate_rad`` from it are refused (under a hand, ICP seeded by anything, and the coarse search, land
-        on the fingers); the coarse search is skipped. ``occluders``: the robot's capsules at the image's time
-        (base frame): depth points on them are not the object."""
+        on the fingers); the coarse search is skipped. ``prior_std_rad``: the prediction's rotation uncertainty;
+        the rotation gate widens to ``prior_gate_sigmas`` of it (a prediction's rotation goes stale: a held object
+        turns in the fingers, is set down turned, and a fixed gate then refuses it for good once it is seen
+        again). ``occluders``: the robot's capsules at the image's time (base frame): depth points on them are not
+        the object, and a fit they reach into is refused."""
         c = self.config
+        self._prior_gate_rad = max(c.prior_gate_rad, c.prior_gate_sigmas * float(prior_std_rad))
         T_camera_base = invert_transform(self.T_base_camera)
         self._prior = None if prior_base_object is None else T_camera_base @ prior_base_object
         self._occluders = None if occluders is None else occluders.transformed(T_camera_base)
@@ -249,8 +257,9 @@ class ObjectPoseEstimator:
             return f"{100 * d:.1f} cm from the predicted pose (gate {100 * self.config.prior_gate_m:.1f} cm)"
         R = self._prior[:3, :3].T @ T_co[:3, :3]
         angle = min(rotation_angle_rad(R @ S) for S in self._symmetries)
-        if angle > self.config.prior_gate_rad:
-            return f"turned {np.degrees(angle):.0f} deg from the predicted pose"
+        if angle > self._prior_gate_rad:
+            gate_deg = np.degrees(self._prior_gate_rad)
+            return f"turned {np.degrees(angle):.0f} deg from the predicted pose (gate {gate_deg:.0f} deg)"
         return ""
 
     def robot_overlap_m(self, T_co: np.ndarray) -> float:

@@ -55,6 +55,11 @@ class Prediction:
     mode: str  # "attached" | "velocity"
 
     @property
+    def rotation_std_rad(self) -> float:
+        """The largest rotation std of the prediction (rad)."""
+        return float(np.sqrt(max(self.covariance_base[3, 3], self.covariance_base[4, 4], self.covariance_base[5, 5])))
+
+    @property
     def confidence(self) -> float:
         """1 for a measurement, falling towards 0 as the position std grows (1 cm -> 0.5)."""
         std = float(np.sqrt(max(self.covariance_base[0, 0], self.covariance_base[1, 1], self.covariance_base[2, 2])))
@@ -140,11 +145,11 @@ def track_frame(estimator, keeper: PoseKeeper, t_s: float, rgb: np.ndarray, dept
         # carried with the palm can sit inside them. Move it (within its own uncertainty) out of the hand.
         cov = prediction.covariance_base
         std_m = float(np.sqrt(max(cov[0, 0], cov[1, 1], cov[2, 2])))
-        std_rad = float(np.sqrt(max(cov[3, 3], cov[4, 4], cov[5, 5])))
-        T = occluders.push_out(estimator.model, prediction.T_base_object, std_m, std_rad, allowed_m)
+        T = occluders.push_out(estimator.model, prediction.T_base_object, std_m, prediction.rotation_std_rad,
+                               allowed_m)
         prediction = replace(prediction, T_base_object=T)
     result = estimator.estimate(rgb, depth, camera, t_s, None if prediction is None else prediction.T_base_object,
-                                occluders)
+                                occluders, 0.0 if prediction is None else prediction.rotation_std_rad)
     if result.tracking:
         keeper.measured(t_s, result.T_base_object, result.covariance_base, T_base_palm)
         return TrackedFrame(result, prediction, result.T_base_object, result.covariance_base, "fresh")

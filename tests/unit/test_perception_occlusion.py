@@ -19,7 +19,7 @@ from dexstack.safety.collision import CollisionModel
 from dexstack.sim import SimCell
 from dexstack.sim.camera import SimCamera
 from dexstack.sim.scene import OBJECT_JOINT
-from dexstack.transforms import make_transform
+from dexstack.transforms import make_transform, rpy_to_matrix
 
 
 def test_an_object_near_the_palm_moves_with_it_and_gets_less_certain():
@@ -223,3 +223,26 @@ def test_a_kept_pose_carried_into_the_closing_fingers_is_pushed_out_of_them(gras
     # without the robot's geometry the prediction is published as carried
     plain = track_frame(estimator, keeper, 0.1, image.color_rgb8, blind, cal.intrinsics, T_palm, None)
     np.testing.assert_allclose(plain.T_base_object, T_true, atol=1e-12)
+
+
+def test_the_rotation_gate_widens_with_the_predictions_rotation_uncertainty(grasp_frames):
+    """A prediction gone stale in rotation (the held cube turned in the fingers, or was set down turned) must not
+    refuse the cube for good once it is seen again: the rotation gate is ``prior_gate_sigmas`` of the prediction's
+    rotation std when that is wider than ``prior_gate_rad``."""
+    cell, frames = grasp_frames
+    t, image, T_true, _ = frames[0]  # the cube in full view
+    cal, model = cell.calibration, load_object_model("cube")
+    turned = T_true.copy()
+    turned[:3, :3] = T_true[:3, :3] @ rpy_to_matrix((0.0, 0.0, np.radians(30.0)))
+
+    def estimate(prior_std_rad):
+        estimator = ObjectPoseEstimator(model, cal.T_parent_camera, ObjectPoseConfig())
+        return estimator.estimate(image.color_rgb8, image.depth_mm, cal.intrinsics, t, turned, None, prior_std_rad)
+
+    fresh = estimate(0.05)  # a fresh prediction: the fixed 20 deg gate refuses the fit 30 deg from it
+    assert not fresh.tracking and "turned 30 deg from the predicted pose (gate 20 deg)" in fresh.reason, fresh.reason
+    stale = estimate(0.2)  # 3 x 0.2 rad = 34 deg
+    assert stale.tracking, stale.reason
+    assert pose_error(stale.T_base_object, T_true, model.symmetries())[0] < 2.0
+    with pytest.raises(ValueError, match="prior_gate_sigmas"):
+        ObjectPoseConfig(prior_gate_sigmas=-1.0)
