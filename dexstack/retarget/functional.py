@@ -175,7 +175,8 @@ class FunctionalRetargeter:
         pad = np.asarray(cfg.pad_axis, dtype=float)
         pad_xyz = tuple(float(v) for v in cfg.tip_radius_m * pad / np.linalg.norm(pad))
         pads = [FrameSpec(f"fg_pad_{links[-1]}", links[-1], pad_xyz, np.eye(3)) for links in cfg.finger_links.values()]
-        arm = [FrameSpec(f"fg_arm_{k}", palm, (0.0, 0.0, z), np.eye(3)) for k, z in enumerate(cfg.arm_samples_z_m or ())]
+        arm = [FrameSpec(f"fg_arm_{k}", palm, (0.0, 0.0, z), np.eye(3))
+               for k, z in enumerate(cfg.arm_samples_z_m or ())]
         self.hand = HandModel(self.description, [self.hand_config.human_frame, *frames, *pads, *arm])
         self._col_ids = [self.hand.frame_id(f.name) for f in frames[:-1]]
         self._col_radius = np.array(self._col_radius)
