@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 from dexstack.control.commands import CommandError  # noqa: E402
 from dexstack.grasp.baseline import OpenLoopGrasp, UnreachableError  # noqa: E402
 from dexstack.grasp.human_grasps import library  # noqa: E402
+from dexstack.grasp.verify import VerifiedRetargeter  # noqa: E402
 from dexstack.perception.objects import known_objects, load_object_model  # noqa: E402
 from dexstack.retarget.functional import FunctionalRetargeter, GraspRetargetError  # noqa: E402
 from dexstack.sim.cell import SimCell  # noqa: E402
@@ -57,9 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", default="fungrasp_allegro", help="grasp bundle ('' to skip)")
     parser.add_argument("--timestep-s", type=float, default=0.001, help="physics timestep of the policy trials")
     parser.add_argument("--skip-kinematic", action="store_true", help="only the policy (and its zero residual)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="the plain retargeting, not the first candidate that lifts in the simulated check")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     retargeter = FunctionalRetargeter()
+    verifier = None if args.no_verify else VerifiedRetargeter()
     names = args.objects or known_objects()
     cell = load_cell_config("tabletop_grasp")
     rows, per_object = [], {}
@@ -78,7 +82,13 @@ def main(argv: list[str] | None = None) -> int:
                 sim.step(200)
                 row = {"object": name, "split": model.split, "kind": grasp.kind, "success": False}
                 try:
-                    target = retargeter.retarget(model, grasp.keypoints_object_m, table_z_m=-z)
+                    if verifier is None:
+                        target = retargeter.retarget(model, grasp.keypoints_object_m, table_z_m=-z)
+                    else:  # the object-frame choice is made once per human grasp (memoised), at a nominal pose
+                        checked = verifier.retarget(model, grasp.keypoints_object_m, table_z_m=-z)
+                        target = checked.target
+                        row.update(verified=checked.verified, candidate=checked.candidate,
+                                   verify_ms=round(checked.verify_ms))
                     row.update(retarget_ms=target.retarget_ms, retarget_contact_match=target.contact_match)
                     result = baseline.run(target)
                     row.update(success=result.success, rise_m=round(result.rise_m, 4),
@@ -98,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         return _mean([r["success"] for r in rows if split is None or r["split"] == split])
 
     ms = [r["retarget_ms"] for r in rows if "retarget_ms" in r]
-    policy = evaluate_policy(args.policy, names, args.poses, args.seed, args.timestep_s) if args.policy else {}
+    policy = (evaluate_policy(args.policy, names, args.poses, args.seed, args.timestep_s, verifier or False)
+              if args.policy else {})
+    verify_ms = list({(r["object"], r["kind"]): r["verify_ms"] for r in rows if "verify_ms" in r}.values())
     print(json.dumps({
         "heldout_success": policy.get("heldout_success"), "train_success": policy.get("train_success"),
         **{k: v for k, v in policy.items() if k not in ("heldout_success", "train_success")},
@@ -108,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         "retarget_contact_match": _mean([r["retarget_contact_match"] for r in rows if "retarget_contact_match" in r]),
         "retarget_ms": round(float(np.median(ms)), 1) if ms else None,
         "retarget_ms_p95": round(float(np.percentile(ms, 95)), 1) if ms else None,
+        "verify": verifier is not None,
+        "verified_grasps": len({(r["object"], r["kind"]) for r in rows if r.get("verified")}),
+        "verify_ms_median": round(float(np.median(verify_ms))) if verify_ms else None,
         "n_heldout_objects": sum(load_object_model(n).split == "heldout" for n in names),
         "n_objects": len(names), "trials": len(rows),
         "unreachable": sum(bool(r.get("unreachable")) for r in rows),
@@ -117,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def evaluate_policy(bundle: str, names: list[str], poses: int, seed: int, timestep_s: float) -> dict:
+def evaluate_policy(bundle: str, names: list[str], poses: int, seed: int, timestep_s: float, verifier) -> dict:
     """The grasp policy and its zero residual on the same episodes (see the module doc)."""
     import time
 
@@ -139,7 +154,7 @@ def evaluate_policy(bundle: str, names: list[str], poses: int, seed: int, timest
     policy = load_policy(bundle, d)
     history = int(policy.manifest.params.get("history", 1))
     objects = [n for n in names if library(n)]
-    episodes, counts = build_episodes(objects, poses, 20_000 + seed, d)
+    episodes, counts = build_episodes(objects, poses, 20_000 + seed, d, verifier=verifier)
     task = GraspTask(policy.manifest, d, episodes, randomization=Randomization.none())
     backend = MultiObjectBatch([e.object_name for e in episodes], policy.manifest.period_s, task.link_names,
                                CommandPath.ideal("full", timestep_s))

@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--object-color", help="RGB PNG to take the object's pose from (default: --color)")
     parser.add_argument("--object-depth", help="depth PNG to take the object's pose from (default: --depth)")
     parser.add_argument("--topics", action="store_true", help="take the next frame from the camera topics")
+    parser.add_argument("--verify", action="store_true",
+                        help="keep the first retargeting candidate that lifts the object in the sim grasp cell "
+                             "(dexstack/grasp/verify.py; 2-30 s)")
     parser.add_argument("--timeout-s", type=float, default=10.0, help="--topics: wait this long for a frame")
     parser.add_argument("--sim", action="store_true", help="render the frame in the tabletop_grasp cell")
     parser.add_argument("--grasp", default=None, help="--sim: the library grasp kind (default: the first)")
@@ -116,7 +119,7 @@ def _run(args) -> int:
 
             object_frame = RGBDImage(0.0, _read_png(args.object_color, False), _read_png(args.object_depth, True))
     pipeline = GraspFromFrame(model, calibration.T_parent_camera, calibration.intrinsics,
-                              calibration.depth_scale_m, contact_gap_m=args.contact_gap_m)
+                              calibration.depth_scale_m, contact_gap_m=args.contact_gap_m, verify=args.verify)
     try:
         result = pipeline.estimate(color, depth,
                                    None if object_frame is None else object_frame.color_rgb8,

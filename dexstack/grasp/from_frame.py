@@ -58,7 +58,7 @@ class GraspFromFrame:
 
     def __init__(self, model: ObjectModel, T_base_camera: np.ndarray, camera: CameraModel, depth_scale_m: float,
                  detector=None, retargeter: FunctionalRetargeter | None = None, contact_gap_m: float = 0.02,
-                 object_roi_base_m=DEFAULT_OBJECT_ROI_M):
+                 object_roi_base_m=DEFAULT_OBJECT_ROI_M, verify: bool = False):
         if detector is None:
             from dexstack.perception.hand_detectors import MediaPipeHandDetector
 
@@ -70,6 +70,13 @@ class GraspFromFrame:
         base = retargeter or FunctionalRetargeter()
         # Perceived keypoints sit centimetres off (MediaPipe + depth): a wider contact band than for exact ones.
         self.retargeter = base if contact_gap_m == base.config.contact_gap_m else _with_gap(base, contact_gap_m)
+        # verify: the first retargeting candidate whose open-loop grasp lifts the object in the sim grasp cell
+        # (dexstack/grasp/verify.py, as bench/grasp.py and the training bank use), same contact band
+        self.verifier = None
+        if verify:
+            from dexstack.grasp.verify import VerifiedRetargeter  # noqa: PLC0415 (MuJoCo only when asked)
+
+            self.verifier = VerifiedRetargeter(retarget_config=self.retargeter.config)
 
     def estimate(self, color_rgb8: np.ndarray, depth: np.ndarray, object_color_rgb8: np.ndarray | None = None,
                  object_depth: np.ndarray | None = None, table_z_base_m: float | None = 0.0,
@@ -111,7 +118,10 @@ class GraspFromFrame:
         if table_z_base_m is not None:  # the table plane in the object frame (object upright on it)
             table_z = float(table_z_base_m - T_base_object[2, 3])
         try:
-            target = self.retargeter.retarget(self.model, kp_object, table_z_m=table_z)
+            if self.verifier is not None and table_z is not None:
+                target = self.verifier.retarget(self.model, kp_object, table_z_m=table_z).target
+            else:
+                target = self.retargeter.retarget(self.model, kp_object, table_z_m=table_z)
         except GraspRetargetError as exc:
             raise GraspInputError(str(exc)) from None
         return FrameGrasp(target, T_base_object, np.asarray(keypoints_base_m), float(score), float(pose.fitness))

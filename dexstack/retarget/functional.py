@@ -98,6 +98,13 @@ class FunctionalRetargetConfig:
         (-0.035, -0.02), (0.0, -0.02), (0.035, -0.02), (-0.035, -0.06), (0.0, -0.06), (0.035, -0.06))
     palm_sample_x_m: float = -0.004
     palm_sample_radius_m: float = 0.015
+    # The arm behind the hand keeps off the table too: points on the palm_link's -z axis (the flange at 95 mm, the
+    # Panda's wrist joint 107 mm further), whose centres stay arm_min_height_m above the table: the safety gate's
+    # 55 mm arm capsules may dip 15 mm into it, plus 5 mm. Without them the solver turned top pinches up to 106
+    # deg from the human's hand, fingers pointing up and the wrist on the table (10 of 34 bench trials refused
+    # by the arm plan, docs/grasp.md). None: the hand alone (no arm).
+    arm_samples_z_m: tuple[float, ...] | None = (-0.095, -0.15, -0.202)
+    arm_min_height_m: float = 0.045
 
     def __post_init__(self) -> None:
         for name in ("contact_gap_m", "match_tol_m", "tip_radius_m", "link_radius_m", "pregrasp_backoff_m"):
@@ -168,9 +175,12 @@ class FunctionalRetargeter:
         pad = np.asarray(cfg.pad_axis, dtype=float)
         pad_xyz = tuple(float(v) for v in cfg.tip_radius_m * pad / np.linalg.norm(pad))
         pads = [FrameSpec(f"fg_pad_{links[-1]}", links[-1], pad_xyz, np.eye(3)) for links in cfg.finger_links.values()]
-        self.hand = HandModel(self.description, [self.hand_config.human_frame, *frames, *pads])
+        arm = [FrameSpec(f"fg_arm_{k}", palm, (0.0, 0.0, z), np.eye(3))
+               for k, z in enumerate(cfg.arm_samples_z_m or ())]
+        self.hand = HandModel(self.description, [self.hand_config.human_frame, *frames, *pads, *arm])
         self._col_ids = [self.hand.frame_id(f.name) for f in frames[:-1]]
         self._col_radius = np.array(self._col_radius)
+        self._arm_ids = [self.hand.frame_id(f.name) for f in arm]
         # The mapped links: robot analogue of each human keypoint (wrist and CMCs excluded from contacts).
         self.kp_links = {k: link for k, link in enumerate(self.hand_config.keypoint_links) if link is not None}
         self.link_names = tuple(dict.fromkeys(link for k, link in self.kp_links.items() if k != 0))
@@ -200,11 +210,14 @@ class FunctionalRetargeter:
 
     # -------------------------------------------------------------------------------------------- solve
     def retarget(self, model: ObjectModel, keypoints_object_m: np.ndarray, table_z_m: float | None = None,
-                 side: str = "right") -> GraspTarget:
+                 side: str = "right", start_rotvec_palm_rad=None) -> GraspTarget:
         """The robot grasp target for a human grasp (keypoints (21, 3) in the object frame, metres).
 
-        ``table_z_m``: height of the supporting table in the object frame (None: no table). Raises
-        :class:`GraspRetargetError` when the hand does not touch the object or no solution avoids penetration.
+        ``table_z_m``: height of the supporting table in the object frame (None: no table).
+        ``start_rotvec_palm_rad``: turns the initial palm pose (the human wrist's) by this rotation vector about
+        its own axes: the same objective from another start, which ends in another local optimum (the contact
+        terms have many); :mod:`dexstack.grasp.verify` tries several. Raises :class:`GraspRetargetError` when the
+        hand does not touch the object or no solution avoids penetration.
         """
         t0 = time.perf_counter()
         cfg = self.config
@@ -218,6 +231,8 @@ class FunctionalRetargeter:
         # Initial guess: the robot's human_frame where the human wrist is; joints by vector retargeting.
         T_O_H = hand_frame_from_keypoints(kp, side)
         T = T_O_H @ invert_transform(self.T_palm_H)
+        if start_rotvec_palm_rad is not None:
+            T[:3, :3] = T[:3, :3] @ so3_exp(np.asarray(start_rotvec_palm_rad, dtype=float))
         self._vector.reset()
         q0 = self._vector.retarget(to_hand_frame(kp, side))
         q = q0.copy()
@@ -246,7 +261,8 @@ class FunctionalRetargeter:
         contact_links = {t[3] for t in terms}
         shape = [(self.hand.frame_id(link), kp[k], cfg.shape_weight) for k, link in self.kp_links.items()
                  if k != 0 and link not in contact_links]
-        ids = [t[0] for t in terms] + [s[0] for s in shape] + self._col_ids + self._tip_ids
+        ids = [t[0] for t in terms] + [s[0] for s in shape] + self._col_ids + self._tip_ids + self._arm_ids
+        n_arm = len(self._arm_ids)
         targets = np.array([t[1] for t in terms] + [s[1] for s in shape])
         weights = np.array([t[2] for t in terms] + [s[2] for s in shape])
         n_fit = len(targets)
@@ -268,22 +284,26 @@ class FunctionalRetargeter:
                 Jall = np.concatenate((np.broadcast_to(np.eye(3), (len(P), 3, 3)), Jw, Jq), axis=2)  # (F, 3, 6+n)
                 rows.append((Jall[:n_fit] * weights[:, None, None]).reshape(-1, 6 + self.hand.n))
             # penetration of the collision samples (hinge)
-            Pc = P[n_fit:]
+            Pc = P[n_fit:len(P) - n_arm]
             d, grad = model.signed_distance(Pc)
             viol = col_r - d
             act = viol > 0
             res.append(cfg.penetration_weight * np.where(act, viol, 0.0))
             if with_jacobian:
-                Jc = Jall[n_fit:]
+                Jc = Jall[n_fit:len(P) - n_arm]
                 rows.append(-cfg.penetration_weight * act[:, None] * np.einsum("fj,fjk->fk", grad, Jc))
             if table_z_m is not None:
-                tv = table_z_m + cfg.table_clearance_m + col_r - Pc[:, 2]
+                # hand samples clear the table by their radius + table_clearance_m, the arm's by arm_min_height_m
+                floor = np.concatenate((table_z_m + cfg.table_clearance_m + col_r,
+                                        np.full(n_arm, table_z_m + cfg.arm_min_height_m)))
+                tv = floor - P[n_fit:, 2]
                 ta = tv > 0
                 res.append(cfg.penetration_weight * np.where(ta, tv, 0.0))
                 if with_jacobian:
-                    rows.append(-cfg.penetration_weight * ta[:, None] * Jc[:, 2, :])
+                    rows.append(-cfg.penetration_weight * ta[:, None] * Jall[n_fit:, 2, :])
             # fingertip self-collision
-            Pt = P[-len(self._tip_ids):]
+            n_tip = len(self._tip_ids)
+            Pt = P[len(P) - n_arm - n_tip:len(P) - n_arm]
             for a in range(len(Pt)):
                 for b in range(a + 1, len(Pt)):
                     v = Pt[a] - Pt[b]
@@ -291,7 +311,7 @@ class FunctionalRetargeter:
                     sv = 2 * cfg.tip_radius_m - dist
                     res.append(np.array([cfg.penetration_weight * max(sv, 0.0)]))
                     if with_jacobian:
-                        ja, jb = Jall[len(P) - len(Pt) + a], Jall[len(P) - len(Pt) + b]
+                        ja, jb = Jall[len(P) - n_arm - n_tip + a], Jall[len(P) - n_arm - n_tip + b]
                         u = v / max(dist, 1e-9)
                         rows.append((-cfg.penetration_weight * (sv > 0) * (u @ (ja - jb)))[None])
             q_desc = self.hand.from_pin(q_pin)

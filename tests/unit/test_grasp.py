@@ -88,6 +88,20 @@ def test_retargeting_keeps_contacts_without_penetration(name, retargeter):
         assert np.abs(target.q_pregrasp_rad).sum() <= np.abs(target.q_hand_rad).sum() + 1e-9
 
 
+@pytest.mark.parametrize("name", ["ball", "cube", "wedge", "rod"])
+def test_retargeting_keeps_the_arm_off_the_table(name, retargeter):
+    """Top pinches of small objects: the wrist and the forearm behind the hand stay above the table by the safety
+    gate's arm capsule (they turned the hand fingers-up and put the wrist on the table, refused by the arm plan)."""
+    cfg = retargeter.config
+    model = load_object_model(name)
+    table_z = -model.extents_m[2] / 2
+    for grasp in library(name):
+        target = retargeter.retarget(model, grasp.keypoints_object_m, table_z_m=table_z)
+        for z in cfg.arm_samples_z_m:
+            p_object = target.T_object_palm @ np.array([0.0, 0.0, z, 1.0])
+            assert p_object[2] - table_z > cfg.arm_min_height_m - 0.002, (grasp.kind, z)
+
+
 def test_retargeting_reaches_the_human_contacts_on_a_primitive(retargeter):
     """Rod (a cylinder): every robot link mapped to a human contact ends on the surface, within 3 mm."""
     model = load_object_model("rod")

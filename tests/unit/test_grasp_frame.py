@@ -57,6 +57,17 @@ def test_a_rendered_frame_gives_the_grasp_target(scene):
     assert "thumb" in result.target.human_contact_fingers
 
 
+def test_verify_keeps_a_candidate_that_lifts_with_the_same_contact_band(scene):
+    """--verify: the target is the verifier's choice for the perceived grasp (its contact band kept)."""
+    sim, empty, frame, keypoints = scene
+    pipeline = _pipeline(sim, verify=True)
+    assert pipeline.verifier.retargeters[0].config.contact_gap_m == pipeline.retargeter.config.contact_gap_m
+    result = pipeline.estimate(frame.color_rgb8, frame.depth_mm, empty.color_rgb8, empty.depth_mm,
+                               keypoints_base_m=keypoints)
+    (checked,) = pipeline.verifier._memo.values()  # the one verified human grasp of this frame
+    assert checked.verified and checked.target is result.target
+
+
 def test_the_object_fit_ignores_the_robot_base(scene):
     """Without the table-workspace mask, object_pose's coarse search fits the can to the robot's base."""
     sim, empty, _, _ = scene

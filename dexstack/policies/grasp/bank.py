@@ -2,8 +2,9 @@
 
 The targets come from retargeting the synthetic human grasps of the library (``config/grasps/``, made with the
 rendered hand's kinematics), so no image is needed in training. Each human grasp is retargeted once (its object
-frame target does not depend on the placement); each placement on the table (position and yaw, seeded, the
-ranges of ``bench/grasp.py``) gets its arm plan (:func:`dexstack.grasp.episode.plan_grasp`). Placements the arm
+frame target does not depend on the placement; by default the first of several retargeting candidates that lifts the
+object in a simulated check, :mod:`dexstack.grasp.verify`); each placement on the table (position and yaw, seeded,
+the ranges of ``bench/grasp.py``) gets its arm plan (:func:`dexstack.grasp.episode.plan_grasp`). Placements the arm
 cannot reach are skipped and counted.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 from dexstack.grasp.baseline import UnreachableError
 from dexstack.grasp.episode import GraspPhases, GraspPlan, plan_grasp
 from dexstack.grasp.human_grasps import library
+from dexstack.grasp.verify import VerifiedRetargeter
 from dexstack.perception.objects import load_object_model
 from dexstack.retarget.arm import ArmIK, ArmIKConfig
 from dexstack.retarget.functional import FunctionalRetargeter, GraspRetargetError, GraspTarget
@@ -47,22 +49,33 @@ def placement(rng: np.random.Generator, height_m: float) -> np.ndarray:
 
 def build_episodes(objects: list[str], placements: int, seed: int, description: RobotDescription,
                    phases: GraspPhases | None = None, retargeter: FunctionalRetargeter | None = None,
-                   log=None) -> tuple[list[GraspEpisode], dict]:
-    """Episodes of ``objects`` (every library grasp x ``placements``); returns (episodes, counts)."""
+                   log=None, verifier: VerifiedRetargeter | None | bool = True) -> tuple[list[GraspEpisode], dict]:
+    """Episodes of ``objects`` (every library grasp x ``placements``); returns (episodes, counts).
+
+    ``verifier``: the retargeting candidates checked by the open-loop grasp in the sim
+    (:mod:`dexstack.grasp.verify`; True: a default one, as ``bench/grasp.py`` uses), or False/None for the plain
+    ``retargeter``."""
     from dexstack.safety.gate import SafetyGate, load_safety_config  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
     retargeter = retargeter or FunctionalRetargeter(description=description)
+    if verifier is True:
+        verifier = VerifiedRetargeter()
     ik = ArmIK(description, ArmIKConfig(max_iterations=200, posture_weight=1e-4))
     gate = SafetyGate(description, load_safety_config())
     n_arm = len(description.arm_joints)
-    episodes, counts = [], {"unreachable": 0, "retarget_failed": 0, "planned": 0}
+    episodes, counts = [], {"unreachable": 0, "retarget_failed": 0, "planned": 0, "verified_grasps": 0}
     for name in objects:
         model = load_object_model(name)
         for grasp in library(name):
             z = float(model.extents_m[2]) / 2 + 1e-4
             try:
-                target = retargeter.retarget(model, grasp.keypoints_object_m, table_z_m=-z)
+                if verifier:
+                    checked = verifier.retarget(model, grasp.keypoints_object_m, table_z_m=-z)
+                    target = checked.target
+                    counts["verified_grasps"] += checked.verified
+                else:
+                    target = retargeter.retarget(model, grasp.keypoints_object_m, table_z_m=-z)
             except GraspRetargetError as exc:
                 counts["retarget_failed"] += placements
                 if log:

@@ -97,6 +97,7 @@ class GraspTraining:
 
     def __init__(self, config: GraspTrainConfig, log=print):
         from dexstack.grasp.human_grasps import library  # noqa: PLC0415
+        from dexstack.grasp.verify import VerifiedRetargeter  # noqa: PLC0415
         from dexstack.perception.objects import known_objects  # noqa: PLC0415
         from dexstack.policies.grasp.bank import build_episodes  # noqa: PLC0415
         from dexstack.policies.manifest import parse_manifest  # noqa: PLC0415
@@ -110,9 +111,11 @@ class GraspTraining:
             raise ValueError(f"held-out objects {sorted(held & set(objects))} must not be trained on")
         self.objects = objects
         t0 = time.monotonic()
-        self.train_episodes, self.train_counts = build_episodes(objects, config.placements, config.seed, d)
+        verifier = VerifiedRetargeter()  # one for both: each library grasp is checked once (memoised)
+        self.train_episodes, self.train_counts = build_episodes(objects, config.placements, config.seed, d,
+                                                                verifier=verifier)
         self.val_episodes, self.val_counts = build_episodes(objects, config.validation_placements,
-                                                            10_000 + config.seed, d)
+                                                            10_000 + config.seed, d, verifier=verifier)
         log(f"{len(self.train_episodes)} training / {len(self.val_episodes)} validation episodes of {objects} "
             f"({self.train_counts}, {self.val_counts}) in {time.monotonic() - t0:.1f} s")
         self.link_names = self.train_episodes[0].target.link_names
