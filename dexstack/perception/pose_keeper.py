@@ -145,11 +145,8 @@ def track_frame(estimator, keeper: PoseKeeper, t_s: float, rgb: np.ndarray, dept
     allowed_m = estimator.config.max_robot_overlap_m
     if prediction is not None and occluders is not None and allowed_m > 0:
         # A held object moves with the palm, but the fingers close on it after its last measurement: the pose
-        # carried with the palm can sit inside them. Move it (within its own uncertainty) out of the hand.
-        cov = prediction.covariance_base
-        std_m = float(np.sqrt(max(cov[0, 0], cov[1, 1], cov[2, 2])))
-        T = occluders.push_out(estimator.model, prediction.T_base_object, std_m, prediction.rotation_std_rad,
-                               allowed_m)
+        # carried with the palm can sit inside them. Move it out of the hand (by the least translation).
+        T = occluders.push_out(estimator.model, prediction.T_base_object, allowed_m)
         prediction = replace(prediction, T_base_object=T)
     result = estimator.estimate(rgb, depth, camera, t_s, None if prediction is None else prediction.T_base_object,
                                 occluders, 0.0 if prediction is None else prediction.rotation_std_rad)
