@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return _mean([r["success"] for r in rows if split is None or r["split"] == split])
 
     ms = [r["retarget_ms"] for r in rows if "retarget_ms" in r]
-    policy = (evaluate_policy(args.policy, names, args.poses, args.seed, args.timestep_s, verifier or False)
+    policy = (evaluate_policy(args.policy, names, args.poses, args.seed, args.timestep_s, verifier)
               if args.policy else {})
     verify_ms = list({(r["object"], r["kind"]): r["verify_ms"] for r in rows if "verify_ms" in r}.values())
     print(json.dumps({

@@ -444,7 +444,7 @@ class ObjectPoseEstimator:
         if far:
             tried.append(f"{init}: {far}")
             return None
-        overlap_m = self.robot_overlap_m(T_co)
+        overlap_m = self.robot_overlap_m(T_co) if self.config.max_robot_overlap_m > 0 else 0.0
         if overlap_m > self.config.max_robot_overlap_m > 0:
             tried.append(f"{init}: the hand reaches {1000 * overlap_m:.1f} mm into the fitted object "
                          f"(limit {1000 * self.config.max_robot_overlap_m:.1f} mm)")

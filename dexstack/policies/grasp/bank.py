@@ -2,10 +2,10 @@
 
 The targets come from retargeting the synthetic human grasps of the library (``config/grasps/``, made with the
 rendered hand's kinematics), so no image is needed in training. Each human grasp is retargeted once (its object
-frame target does not depend on the placement; by default the first of several retargeting candidates that lifts the
-object in a simulated check, :mod:`dexstack.grasp.verify`); each placement on the table (position and yaw, seeded,
-the ranges of ``bench/grasp.py``) gets its arm plan (:func:`dexstack.grasp.episode.plan_grasp`). Placements the arm
-cannot reach are skipped and counted.
+frame target does not depend on the placement; with a verifier, the first of several retargeting candidates that
+lifts the object in a simulated check, :mod:`dexstack.grasp.verify`); each placement on the table (position and
+yaw, seeded, the ranges of ``bench/grasp.py``) gets its arm plan (:func:`dexstack.grasp.episode.plan_grasp`).
+Placements the arm cannot reach are skipped and counted.
 """
 
 from __future__ import annotations
@@ -49,18 +49,15 @@ def placement(rng: np.random.Generator, height_m: float) -> np.ndarray:
 
 def build_episodes(objects: list[str], placements: int, seed: int, description: RobotDescription,
                    phases: GraspPhases | None = None, retargeter: FunctionalRetargeter | None = None,
-                   log=None, verifier: VerifiedRetargeter | None | bool = True) -> tuple[list[GraspEpisode], dict]:
+                   log=None, verifier: VerifiedRetargeter | None = None) -> tuple[list[GraspEpisode], dict]:
     """Episodes of ``objects`` (every library grasp x ``placements``); returns (episodes, counts).
 
     ``verifier``: the retargeting candidates checked by the open-loop grasp in the sim
-    (:mod:`dexstack.grasp.verify`; True: a default one, as ``bench/grasp.py`` uses), or False/None for the plain
-    ``retargeter``."""
+    (:mod:`dexstack.grasp.verify`, as the trainer and ``bench/grasp.py`` use); None: the plain ``retargeter``."""
     from dexstack.safety.gate import SafetyGate, load_safety_config  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
     retargeter = retargeter or FunctionalRetargeter(description=description)
-    if verifier is True:
-        verifier = VerifiedRetargeter()
     ik = ArmIK(description, ArmIKConfig(max_iterations=200, posture_weight=1e-4))
     gate = SafetyGate(description, load_safety_config())
     n_arm = len(description.arm_joints)
@@ -70,7 +67,7 @@ def build_episodes(objects: list[str], placements: int, seed: int, description: 
         for grasp in library(name):
             z = float(model.extents_m[2]) / 2 + 1e-4
             try:
-                if verifier:
+                if verifier is not None:
                     checked = verifier.retarget(model, grasp.keypoints_object_m, table_z_m=-z)
                     target = checked.target
                     counts["verified_grasps"] += checked.verified
