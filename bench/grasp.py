@@ -5,17 +5,28 @@
 For every shipped object (train and held-out splits, ``config/objects/*.yaml``), every human grasp of its library
 (``config/grasps/``) and ``--poses`` object placements on the table (position and yaw varied, seeded): retarget
 the human grasp to the Allegro (timed), then run the baseline (pre-grasp, approach, close, lift 10 cm, hold 2 s;
-every command through the safety gate). The object pose is the simulator's (the retargeting works in the object
-frame; perception of the pose is exercised by ``dexstack-grasp-target``).
+every command through the safety gate).
+
+The object pose (``--object-pose``) is perception's by default, as the ``sim_grasp`` graph gives it
+(:mod:`dexstack.evaluation.grasp_perception`): the grasp is planned from the ``object_pose`` core's fit of one
+rendered frame before the robot moves (the object alone on the table, the robot at home, the node's ``table_roi``),
+and the policy sees that node's pose every control step (estimator + pose keeper + the hand's self-filter on the
+rendered camera at ``--camera-hz``, tracking on from the planning frame). A frame that gives no pose plans nothing
+(a failed trial, ``unperceived``). ``--object-pose sim``: the simulator's pose for both (the comparison). Success,
+rise and slip are always measured on the simulator's pose. Measured (2026-12-07, all objects, ``--poses 2``,
+``bench/results/grasp_perception_2026-12-07/``), perception vs sim: kinematic_success 0.5 vs 0.618, train_success
+0.409 vs 0.636, heldout_success 0.667 both; planning poses 0.12 mm median off, but a symmetric object's fitted frame
+is another of its symmetric frames, and the library grasp placed in it is often out of the arm's reach.
 
 The grasp policy (``--policy``, default the shipped ``fungrasp_allegro``; ``--policy ''`` skips it) runs on its own
 placements of the same library grasps (``--poses`` per grasp, seed ``20000 + --seed``: never the training or
 validation placements), in the MuJoCo grasp cell at ``--timestep-s`` (the cell's 1 ms by default; training used
-5 ms) behind the full safety gate, no latency, the simulator's object pose: its network as the runtime loads it
+5 ms) behind the full safety gate, no latency, the object pose of ``--object-pose``: its network as the runtime loads it
 (normaliser, clip, observation history) on the batched task's observation (equal to the runtime's field by field,
 tests/unit/test_grasp_policy.py). The same episodes are also run with a zero residual (the planned grasp alone:
-the open-loop baseline on the policy's physics), ``zero_residual_success``. Placements whose arm plan fails count
-as failures for both.
+the open-loop baseline on the policy's physics, planned from the same perceived pose; its commands do not read the
+observed pose, so it runs without the tracking feed), ``zero_residual_success``. Placements whose arm plan fails (or,
+with perception, whose planning frame gives no pose) count as failures for both.
 
 Prints one JSON line: heldout_success, train_success (the policy; null without one), zero_residual_success(_train,
 _heldout), policy_trials, policy_unplanned, kinematic_success (all trials),
@@ -23,7 +34,10 @@ kinematic_success_train, kinematic_success_heldout, contact_match (fraction of h
 counterpart touches the object in the sim after the close), retarget_contact_match (the same, kinematically, at
 the retargeted target), retarget_ms (median), retarget_ms_p95, n_heldout_objects, n_objects, trials,
 unreachable (trials whose palm poses the arm cannot reach: counted as failures), blocked_by_table (trials with
-a robot body on the table after the close), per_object.
+a robot body on the table after the close), per_object, object_pose; with perception: perception (the planning
+poses of the kinematic trials and of the policy's episodes: perceived_fraction, err_mm / err_deg (the object's
+enumerated symmetries considered) / tilt_deg (z axis) statistics, wrong; the policy episodes' tracking: fresh and
+published fractions, errors), per-object figures in per_object / policy_per_object, policy_unperceived.
 """
 
 from __future__ import annotations
@@ -58,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", default="fungrasp_allegro", help="grasp bundle ('' to skip)")
     parser.add_argument("--timestep-s", type=float, default=0.001, help="physics timestep of the policy trials")
     parser.add_argument("--skip-kinematic", action="store_true", help="only the policy (and its zero residual)")
+    parser.add_argument("--object-pose", choices=("perception", "sim"), default="perception",
+                        help="where the robot's object pose comes from (success is always measured on the sim's)")
+    parser.add_argument("--camera-hz", type=float, default=15.0, help="perception: frames per second tracked")
     parser.add_argument("--no-verify", action="store_true",
                         help="the plain retargeting, not the first candidate that lifts in the simulated check")
     args = parser.parse_args(argv)
@@ -67,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     names = args.objects or known_objects()
     cell = load_cell_config("tabletop_grasp")
     rows, per_object = [], {}
+    perception = None
+    if args.object_pose == "perception":
+        from dexstack.evaluation.grasp_perception import GraspPerception  # noqa: PLC0415
+        from dexstack.robot import load_description  # noqa: PLC0415
+
+        perception = GraspPerception(load_description(cell.robot_profile), camera_hz=args.camera_hz)
+    initial = []  # the kinematic trials' planning poses (perception)
     for name in ([] if args.skip_kinematic else names):
         model = load_object_model(name)
         sim = SimCell(with_object(cell, name), with_camera=False)
@@ -81,6 +105,18 @@ def main(argv: list[str] | None = None) -> int:
                 sim.reset()
                 sim.step(200)
                 row = {"object": name, "split": model.split, "kind": grasp.kind, "success": False}
+                T_plan = None  # the simulator's
+                if perception is not None:  # one frame before the robot moves, the robot at home
+                    init = perception.initial(name, sim.joint_state().position_rad, sim.object_pose())
+                    initial.append(init)
+                    row["perception"] = init.row()
+                    T_plan = init.T_base_object
+                    init.feed = None  # not tracked further: free it
+                    if T_plan is None:
+                        row.update(unperceived=True, error="no object pose from the planning frame")
+                        obj_rows.append(row)
+                        print(json.dumps(row), file=sys.stderr)
+                        continue
                 try:
                     if verifier is None:
                         target = retargeter.retarget(model, grasp.keypoints_object_m, table_z_m=-z)
@@ -90,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                         row.update(verified=checked.verified, candidate=checked.candidate,
                                    verify_ms=round(checked.verify_ms))
                     row.update(retarget_ms=target.retarget_ms, retarget_contact_match=target.contact_match)
-                    result = baseline.run(target)
+                    result = baseline.run(target, T_base_object=T_plan)
                     row.update(success=result.success, rise_m=round(result.rise_m, 4),
                                slip_m=round(result.slip_m, 4), contact_match=result.contact_match,
                                blocked_by_table=bool(result.blocked_by_table))
@@ -103,13 +139,18 @@ def main(argv: list[str] | None = None) -> int:
         rows += obj_rows
         per_object[name] = {"split": model.split, "trials": len(obj_rows),
                             "kinematic_success": _mean([r["success"] for r in obj_rows])}
+        if perception is not None:
+            from dexstack.evaluation.grasp_perception import initial_summary  # noqa: PLC0415
+
+            per_object[name]["perception"] = _short(initial_summary([p for p in initial if p.object_name == name]))
 
     def rate(split=None):
         return _mean([r["success"] for r in rows if split is None or r["split"] == split])
 
     ms = [r["retarget_ms"] for r in rows if "retarget_ms" in r]
-    policy = (evaluate_policy(args.policy, names, args.poses, args.seed, args.timestep_s, verifier)
+    policy = (evaluate_policy(args.policy, names, args.poses, args.seed, args.timestep_s, verifier, perception)
               if args.policy else {})
+    perception_json = {} if perception is None else {"perception": _perception_figures(initial, policy)}
     verify_ms = list({(r["object"], r["kind"]): r["verify_ms"] for r in rows if "verify_ms" in r}.values())
     print(json.dumps({
         "heldout_success": policy.get("heldout_success"), "train_success": policy.get("train_success"),
@@ -127,13 +168,19 @@ def main(argv: list[str] | None = None) -> int:
         "n_objects": len(names), "trials": len(rows),
         "unreachable": sum(bool(r.get("unreachable")) for r in rows),
         "blocked_by_table": sum(bool(r.get("blocked_by_table")) for r in rows),
-        "per_object": per_object,
+        "per_object": per_object, "object_pose": args.object_pose,
+        **perception_json,
     }))
+    if perception is not None:
+        perception.close()
     return 0
 
 
-def evaluate_policy(bundle: str, names: list[str], poses: int, seed: int, timestep_s: float, verifier) -> dict:
-    """The grasp policy and its zero residual on the same episodes (see the module doc)."""
+def evaluate_policy(bundle: str, names: list[str], poses: int, seed: int, timestep_s: float, verifier,
+                    perception=None) -> dict:
+    """The grasp policy and its zero residual on the same episodes (see the module doc). ``perception``: a
+    :class:`~dexstack.evaluation.grasp_perception.GraspPerception`: the plans from the perceived pose, the policy's
+    observed object pose from its tracking (None: the simulator's)."""
     import time
 
     import torch
@@ -154,18 +201,32 @@ def evaluate_policy(bundle: str, names: list[str], poses: int, seed: int, timest
     policy = load_policy(bundle, d)
     history = int(policy.manifest.params.get("history", 1))
     objects = [n for n in names if library(n)]
-    episodes, counts = build_episodes(objects, poses, 20_000 + seed, d, verifier=verifier)
+    initial = []  # every placement's planning pose (perception)
+
+    def perceive(name, T_true):
+        init = perception.initial(name, d.home(), T_true)
+        initial.append(init)
+        return init
+
+    episodes, counts = build_episodes(objects, poses, 20_000 + seed, d, verifier=verifier,
+                                      perceive=None if perception is None else perceive)
     task = GraspTask(policy.manifest, d, episodes, randomization=Randomization.none())
     backend = MultiObjectBatch([e.object_name for e in episodes], policy.manifest.period_s, task.link_names,
                                CommandPath.ideal("full", timestep_s))
-    env = VecGraspEnv(task, backend, auto_reset=False)
+    env = zero_env = VecGraspEnv(task, backend, auto_reset=False)
+    feeds = []
+    if perception is not None:  # the policy sees the object_pose node's pose, tracked from the planning frame
+        from dexstack.evaluation.grasp_perception import PerceivedBatch  # noqa: PLC0415
+
+        feeds = [e.perception.feed for e in episodes]
+        env = VecGraspEnv(task, PerceivedBatch(backend, feeds, policy.manifest.period_s), auto_reset=False)
 
     def act(x: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(np.stack([policy.network(row.numpy()) for row in x]), dtype=torch.float32)
 
     t0 = time.monotonic()
     learned = validate(env, act, history)["per_episode"]
-    zero = validate(env, lambda x: torch.zeros(x.shape[0], task.action_size), history)["per_episode"]
+    zero = validate(zero_env, lambda x: torch.zeros(x.shape[0], task.action_size), history)["per_episode"]
     split = {n: load_object_model(n).split for n in objects}
     unplanned = {s: sum(counts_per for o, counts_per in _unplanned(objects, poses, episodes).items()
                         if split[o] == s) for s in ("train", "heldout")}
@@ -183,12 +244,23 @@ def evaluate_policy(bundle: str, names: list[str], poses: int, seed: int, timest
 
     per_object = {o: {"split": split[o], "trials": sum(e.object_name == o for e in episodes) + missing[o],
                       "policy": of(learned, o), "zero_residual": of(zero, o)} for o in objects}
+    perception_out = {}
+    if perception is not None:
+        from dexstack.evaluation.grasp_perception import initial_summary, tracking_summary  # noqa: PLC0415
+
+        for o in objects:
+            per_object[o]["perception"] = _short(initial_summary([p for p in initial if p.object_name == o]))
+            per_object[o]["tracking"] = _short(tracking_summary([e.perception.feed for e in episodes
+                                                                  if e.object_name == o]))
+        perception_out = {"policy_initial": initial_summary(initial), "policy_tracking": tracking_summary(feeds),
+                          "policy_unperceived": counts["unperceived"]}
     return {"heldout_success": rate(learned, "heldout"), "train_success": rate(learned, "train"),
             "policy_success": rate(learned), "zero_residual_success": rate(zero),
             "zero_residual_success_train": rate(zero, "train"), "zero_residual_success_heldout": rate(zero, "heldout"),
             "policy_trials": len(episodes) + sum(unplanned.values()), "policy_unplanned": counts["unreachable"],
             "policy_bundle": str(policy.manifest.root), "policy_timestep_s": timestep_s,
-            "policy_eval_s": round(time.monotonic() - t0, 1), "policy_per_object": per_object}
+            "policy_eval_s": round(time.monotonic() - t0, 1), "policy_per_object": per_object,
+            **perception_out}
 
 
 def _unplanned(objects, poses, episodes) -> dict[str, int]:
@@ -196,6 +268,20 @@ def _unplanned(objects, poses, episodes) -> dict[str, int]:
     from dexstack.grasp.human_grasps import library
 
     return {o: poses * len(library(o)) - sum(e.object_name == o for e in episodes) for o in objects}
+
+
+def _perception_figures(initial, policy: dict) -> dict:
+    """The JSON line's ``perception``: the kinematic trials' planning poses, the policy episodes' planning poses and
+    tracking."""
+    from dexstack.evaluation.grasp_perception import initial_summary  # noqa: PLC0415
+
+    return {"kinematic_initial": initial_summary(initial),
+            **{k: policy.pop(k) for k in ("policy_initial", "policy_tracking") if k in policy}}
+
+
+def _short(summary: dict) -> dict:
+    """A per-object summary with medians only."""
+    return {k: (v.get("median") if isinstance(v, dict) and "n" in v else v) for k, v in summary.items()}
 
 
 def _mean(values) -> float | None:

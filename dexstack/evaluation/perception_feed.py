@@ -58,10 +58,13 @@ class PerceptionFeed:
     """In-process object pose from perception. ``reset()`` before each episode, then pass the feed as
     ``run_episode(..., perceive=feed)``; ``summary()`` after it. ``camera``: a :class:`~dexstack.sim.camera.SimCamera`
     to share between feeds (its cell must have the backend's model layout); default: the feed's own scene camera
-    (closed by :meth:`close`)."""
+    (closed by :meth:`close`). ``cell``: a cell name or :class:`~dexstack.sim.config.CellConfig` (its object is the
+    one perceived: e.g. ``dexstack.policies.grasp.physics.grasp_cell(name)``). ``table_roi``: ignore depth outside
+    the table workspace box, as the ``object_pose`` node's ``table_roi`` (on in ``sim_grasp``)."""
 
     def __init__(self, description, camera=None, camera_hz: float = 15.0, self_filter: bool = True,
-                 config_overrides: dict | None = None, wrong_mm: float = 15.0, cell: str = "tabletop"):
+                 config_overrides: dict | None = None, wrong_mm: float = 15.0, cell="tabletop",
+                 table_roi: bool = False):
         from dexstack.perception.objects import load_object_model  # noqa: PLC0415
         from dexstack.robot.kinematics import Kinematics  # noqa: PLC0415
         from dexstack.safety.collision import CollisionModel  # noqa: PLC0415
@@ -81,6 +84,7 @@ class PerceptionFeed:
         self.config_overrides = dict(config_overrides or {})
         self.camera_hz = float(camera_hz)
         self.wrong_mm = float(wrong_mm)
+        self.table_roi = bool(table_roi)
         self.kinematics = Kinematics(description)
         self.robot = CollisionModel(description) if self_filter else None
         self.palm_link = description.profile.hand.palm_link
@@ -120,10 +124,17 @@ class PerceptionFeed:
         from dexstack.transforms import matrix_to_quat_xyzw, pose_to_transform  # noqa: PLC0415
 
         image = self._render(t_s, q, obj)
+        depth = image.depth_mm
+        if self.table_roi:  # the node's table_roi: the workspace box only (never the robot's own base)
+            from dexstack.grasp.from_frame import DEFAULT_OBJECT_ROI_M, mask_depth_outside  # noqa: PLC0415
+
+            cal = self.calibration
+            depth = mask_depth_outside(depth, cal.intrinsics, cal.T_parent_camera, cal.depth_scale_m,
+                                       DEFAULT_OBJECT_ROI_M)
         T_true = pose_to_transform(obj[:3], obj[3:])
         T_palm = self.kinematics.frame_pose(q, self.palm_link)
         occluders = None if self.robot is None else Occluders(*self.robot.capsules_base(q, hand_only=True))
-        tracked = track_frame(self.estimator, self.keeper, t_s, image.color_rgb8, image.depth_mm,
+        tracked = track_frame(self.estimator, self.keeper, t_s, image.color_rgb8, depth,
                               self.calibration.intrinsics, T_palm, occluders)
         result, T_pub, kind = tracked.result, tracked.T_base_object, tracked.kind
         mm = deg = None

@@ -139,9 +139,13 @@ class OpenLoopGrasp:
         # finger flexion joints (not the abductions, not the thumb's rotation): Allegro joints 1-3, 5-7, 9-11, 13-15
         self._flex = np.array([not j.endswith(("_0.0", "_4.0", "_8.0", "_12.0")) for j in d.hand_joints], float)
 
-    def run(self, target: GraspTarget, human_fingers: tuple[str, ...] | None = None) -> TrialResult:
+    def run(self, target: GraspTarget, human_fingers: tuple[str, ...] | None = None,
+            T_base_object: np.ndarray | None = None) -> TrialResult:
+        """One trial. ``T_base_object``: the object pose the grasp is planned from (perception's; default the
+        simulator's); the rise and slip are always measured on the simulator's."""
         sim, cfg, d = self.sim, self.config, self.sim.description
-        T_base_object = sim.object_pose()
+        z0 = float(sim.object_pose()[2, 3])
+        T_base_object = sim.object_pose() if T_base_object is None else np.asarray(T_base_object, dtype=float)
         q_now = sim.joint_state().position_rad
         gate = SafetyGate(d, self.safety)
         self.intervention_counts: Counter[str] = Counter()  # the gate's reasons in the last run, for diagnosis
@@ -179,7 +183,6 @@ class OpenLoopGrasp:
         touching, on_table = self.touching_fingers(), self.table_contacts()
         palm_error = float(np.linalg.norm(self._palm_pose()[:3, 3] - target.T_base_palm(T_base_object)[:3, 3]))
         hand_error = float(np.abs(sim.joint_state().position_rad[self._n_arm:] - target.q_hand_rad).max())
-        z0 = T_base_object[2, 3]
         run_phase(plan["lift"], hand_closed, cfg.lift_s)
         T_palm_obj_lift = invert_transform(self._palm_pose()) @ sim.object_pose()
         run_phase(plan["lift"], hand_closed, cfg.hold_s)

@@ -34,7 +34,9 @@ class GraspEpisode:
     object_name: str
     kind: str  # the human grasp's kind (side_power, top_precision)
     target: GraspTarget
-    plan: GraspPlan
+    plan: GraspPlan  # planned from the object pose the robot was given (perceived, or the placement)
+    T_base_object_true: np.ndarray | None = None  # where the object is (None: where the plan says)
+    perception: object = None  # with ``perceive``: its record of the planning pose (bench/grasp.py)
 
 
 def placement(rng: np.random.Generator, height_m: float) -> np.ndarray:
@@ -49,11 +51,16 @@ def placement(rng: np.random.Generator, height_m: float) -> np.ndarray:
 
 def build_episodes(objects: list[str], placements: int, seed: int, description: RobotDescription,
                    phases: GraspPhases | None = None, retargeter: FunctionalRetargeter | None = None,
-                   log=None, verifier: VerifiedRetargeter | None = None) -> tuple[list[GraspEpisode], dict]:
+                   log=None, verifier: VerifiedRetargeter | None = None,
+                   perceive=None) -> tuple[list[GraspEpisode], dict]:
     """Episodes of ``objects`` (every library grasp x ``placements``); returns (episodes, counts).
 
     ``verifier``: the retargeting candidates checked by the open-loop grasp in the sim
-    (:mod:`dexstack.grasp.verify`, as the trainer and ``bench/grasp.py`` use); None: the plain ``retargeter``."""
+    (:mod:`dexstack.grasp.verify`, as the trainer and ``bench/grasp.py`` use); None: the plain ``retargeter``.
+    ``perceive(object_name, T_base_object_true) -> record``: the object pose to plan from (perception's,
+    :meth:`dexstack.evaluation.grasp_perception.GraspPerception.initial`: ``record.T_base_object``, None when the
+    frame gave none: the placement is skipped and counted in ``unperceived``); the episode keeps the true placement
+    (``T_base_object_true``, where the physics puts the object) and the record."""
     from dexstack.safety.gate import SafetyGate, load_safety_config  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
@@ -61,7 +68,8 @@ def build_episodes(objects: list[str], placements: int, seed: int, description: 
     ik = ArmIK(description, ArmIKConfig(max_iterations=200, posture_weight=1e-4))
     gate = SafetyGate(description, load_safety_config())
     n_arm = len(description.arm_joints)
-    episodes, counts = [], {"unreachable": 0, "retarget_failed": 0, "planned": 0, "verified_grasps": 0}
+    episodes, counts = [], {"unreachable": 0, "retarget_failed": 0, "planned": 0, "verified_grasps": 0,
+                        "unperceived": 0}
     for name in objects:
         model = load_object_model(name)
         for grasp in library(name):
@@ -80,14 +88,22 @@ def build_episodes(objects: list[str], placements: int, seed: int, description: 
                 continue
             for k in range(placements):
                 T = placement(rng, float(model.extents_m[2]))
+                record, T_plan = None, T
+                if perceive is not None:
+                    record = perceive(name, T)
+                    if record.T_base_object is None:
+                        counts["unperceived"] += 1
+                        continue
+                    T_plan = record.T_base_object
                 try:
-                    plan = plan_grasp(target, T, description.home(), ik, description, phases,
+                    plan = plan_grasp(target, T_plan, description.home(), ik, description, phases,
                                       collision_m=lambda qa, qh: gate.collision_violation_m(np.concatenate((qa, qh))),
                                       name=f"{name}_{grasp.kind}_{k}")
                 except UnreachableError:
                     counts["unreachable"] += 1
                     continue
                 assert plan.reference.q_rad.shape[1] == n_arm + len(description.hand_joints)
-                episodes.append(GraspEpisode(name, grasp.kind, target, plan))
+                episodes.append(GraspEpisode(name, grasp.kind, target, plan,
+                                             None if perceive is None else T, record))
                 counts["planned"] += 1
     return episodes, counts

@@ -154,6 +154,13 @@ class GraspTask(TrackingTask):
         self.refs_of_object = {o: torch.as_tensor([i for i, e in enumerate(episodes) if e.object_name == o],
                                                   device=self.device) for o in self.objects}
         self.env_object: list[str] | None = None  # set by the env: which object each env's physics has
+        # where the physics puts each episode's object: its true placement when the plan was made from another
+        # (perceived) pose, else the reference's start
+        true = [e.T_base_object_true for e in episodes]
+        self.object_start = None
+        if any(T is not None for T in true):
+            start = [e.plan.T_base_object if T is None else T for e, T in zip(episodes, true)]
+            self.object_start = self._t([np.concatenate([T[:3, 3], matrix_to_quat_xyzw(T[:3, :3])]) for T in start])
 
     # -------------------------------------------------------------------------------- resets
     def new_state(self, n_envs: int) -> GraspState:
@@ -181,6 +188,8 @@ class GraspTask(TrackingTask):
             t_s = torch.full((env_ids.numel(),), self.grasp.phases.t_pregrasp_s, dtype=self.dtype,
                              device=self.device)
         start = super().reset(state, env_ids, generator, ref=ref, t_s=t_s)
+        if self.object_start is not None:  # the object where it truly is (the plan's pose was perceived)
+            start["object_pose"] = self.object_start[ref]
         state.z0[env_ids] = start["object_pose"][:, 2]
         for name in ("last_obj_pos", "last_palm_pos", "hold_obj_in_palm"):
             getattr(state, name)[env_ids] = float("nan")
