@@ -2,6 +2,7 @@
 """Training throughput of the tracking trainer (one JSON line).
 
     flock /tmp/dexstack-cpu.lock .venv/bin/python bench/train_throughput.py --seconds 60
+    flock /tmp/dexstack-cpu.lock .venv/bin/python bench/train_throughput.py --seconds 60 --envs 128 --timestep 0.01
 
 Keys: ``cpu_samples_per_s`` (PPO training samples per second on this machine, everything included: physics
 workers, the safety gate in the loop, task layer, policy, PPO update, no validation), ``cpu_cpu_ms_per_sample``
@@ -16,7 +17,8 @@ C backend after ``--mjwarp-steps`` physics steps of the same controls; null if m
 ``--before`` vs ``--after`` bundles), ``baseline_samples_per_s`` (the old trainer's recorded figure, from the
 ``--before`` bundle's train.json when it describes an old-trainer run). ``--timestep-sweep`` adds
 ``timestep_sweep``: per physics timestep, the replayed reference's joint and object error vs 1 ms and whether it
-stayed finite.
+stayed finite. ``gate``, ``groups``, ``envs``, ``workers``, ``timestep_s``: the configuration measured (the trainer's
+per-sample costs fall with more envs per call: the task layer, policy and gate bookkeeping run once per batch).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def _cpu_s() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def training_rate(seconds: float, gate: str, envs: int, workers: int, groups: int = 2) -> dict:
+def training_rate(seconds: float, gate: str, envs: int, workers: int, groups: int = 2,
+                  timestep_s: float = 0.005) -> dict:
     """PPO samples/s: a time-limited training run without validation (separate process: its CPU time is counted)."""
     import subprocess  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
@@ -53,7 +56,7 @@ def training_rate(seconds: float, gate: str, envs: int, workers: int, groups: in
         "from pathlib import Path\n"
         "from dexstack.policies.tracking import trainer\n"
         f"c = trainer.TrainConfig(minutes={seconds / 60.0}, envs={envs}, workers={workers}, groups={groups},"
-        f" gate='{gate}',"
+        f" gate='{gate}', timestep_s={timestep_s},"
         " validate_every_s=1e9, validation_references=1)\n"
         "s = trainer.train(c, Path(sys.argv[1]), progress=False, log=lambda *a: None)\n"
         "print(json.dumps({'samples': s['samples'], 'wall_s': s['wall_s']}))\n"
@@ -68,7 +71,7 @@ def training_rate(seconds: float, gate: str, envs: int, workers: int, groups: in
             "cpu_ms_per_sample_upper": 1000.0 * cpu / max(result["samples"], 1)}
 
 
-def env_rate(seconds: float, gate: str, envs: int, workers: int) -> float:
+def env_rate(seconds: float, gate: str, envs: int, workers: int, timestep_s: float = 0.005) -> float:
     from dexstack.policies.manifest import parse_manifest  # noqa: PLC0415
     from dexstack.policies.tracking.cpu_backend import CommandPath, WorkerPool  # noqa: PLC0415
     from dexstack.policies.tracking.references import BASE_SPECS, cached_reference  # noqa: PLC0415
@@ -80,7 +83,7 @@ def env_rate(seconds: float, gate: str, envs: int, workers: int) -> float:
     d = load_description("panda_allegro")
     m = parse_manifest(tracking_manifest(len(d.arm_joints), len(d.hand_joints)))
     task = TrackingTask(m, d, [cached_reference(s, d) for s in BASE_SPECS.values()])
-    pool = WorkerPool(envs, m.period_s, workers, CommandPath(gate=gate))
+    pool = WorkerPool(envs, m.period_s, workers, CommandPath(gate=gate, timestep_s=timestep_s))
     try:
         env = VecTrackingEnv(task, pool, envs)
         env.reset()
@@ -94,13 +97,13 @@ def env_rate(seconds: float, gate: str, envs: int, workers: int) -> float:
         pool.close()
 
 
-def env_cost_breakdown(gate: str, envs: int = 16, periods: int = 40) -> dict:
+def env_cost_breakdown(gate: str, envs: int = 16, periods: int = 40, timestep_s: float = 0.005) -> dict:
     """CPU ms per environment step (one 50 ms control period) of the two halves of the CPU backend, in this process
     (``process_time``: the figure does not move with other load): the command path (the safety gate's 5 ticks and
     its ruckig filters, in Python per env) and the physics (one ``mujoco.rollout`` call for all envs)."""
     from dexstack.policies.tracking.cpu_backend import CommandPath, MujocoBatch  # noqa: PLC0415
 
-    batch = MujocoBatch(envs, 0.05, CommandPath.ideal(gate))
+    batch = MujocoBatch(envs, 0.05, CommandPath.ideal(gate, timestep_s))
     lim = batch.description.limit_arrays()
     q0 = np.tile((lim["lower"] + lim["upper"]) / 2, (envs, 1))
     batch.reset(np.arange(envs), q0, np.tile([0.5, 0.0, 0.05, 0.0, 0.0, 0.0, 1.0], (envs, 1)), np.ones(envs),
@@ -178,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--groups", type=int, default=2, help="env groups (trainer's --groups; 1: synchronous)")
     parser.add_argument("--gate", default="limits", choices=("full", "limits", "off"))
+    parser.add_argument("--timestep", type=float, default=0.005, help="physics timestep (s) of the training runs")
     parser.add_argument("--before", default="", help="bundle evaluated as 'before' (e.g. the old track_cube)")
     parser.add_argument("--after", default="", help="bundle evaluated as 'after'")
     parser.add_argument("--mjwarp-steps", type=int, default=20)
@@ -185,14 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     result: dict = {}
-    train = training_rate(args.seconds, args.gate, args.envs, args.workers, args.groups)
+    train = training_rate(args.seconds, args.gate, args.envs, args.workers, args.groups, args.timestep)
     result["cpu_samples_per_s"] = round(train["samples_per_s"], 1)
     result["cpu_cpu_ms_per_sample"] = round(train["cpu_ms_per_sample_upper"], 3)
     result["cpu_samples_per_s_gate_off"] = round(training_rate(args.seconds, "off", args.envs, args.workers,
-                                                               args.groups)["samples_per_s"], 1)
-    result["cpu_env_steps_per_s"] = round(env_rate(args.seconds / 2, args.gate, args.envs, args.workers), 1)
+                                                               args.groups, args.timestep)["samples_per_s"], 1)
+    result["cpu_env_steps_per_s"] = round(env_rate(args.seconds / 2, args.gate, args.envs, args.workers,
+                                                   args.timestep), 1)
     result["gate"], result["groups"] = args.gate, args.groups
-    result["env_cpu_ms_per_step"] = {g: env_cost_breakdown(g) for g in (args.gate, "off")}
+    result["envs"], result["workers"], result["timestep_s"] = args.envs, args.workers, args.timestep
+    result["env_cpu_ms_per_step"] = {g: env_cost_breakdown(g, timestep_s=args.timestep) for g in (args.gate, "off")}
     result["mjwarp_cpu_state_err"] = mjwarp_state_error(args.mjwarp_steps)
     result["gpu_samples_per_s"] = None
     result["gpu_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None

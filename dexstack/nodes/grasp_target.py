@@ -19,7 +19,9 @@ the frame's stamp:
 and answers success with a one-line summary (contact match, retargeting time). ``compute_on_start`` makes the first
 target by itself (from the first frame that gives one, retried about once a second); ``sim_human_grasp`` (the
 simulated cell only) takes the human hand from the object's grasp library instead of the detector, the object's
-pose still from the frame. Any failure (no frame yet, no hand,
+pose still from the frame. ``verify`` checks the retargeting candidates by an open-loop grasp in the simulated grasp
+cell and keeps the first that lifts the object (:mod:`dexstack.grasp.verify`; 30-100 s per target measured on 2
+cores, the node answers nothing else meanwhile). Any failure (no frame yet, no hand,
 no object, a hand not touching it, no non-penetrating solution) answers ``success: false`` with the cause and
 publishes nothing, so a consumer keeps the previous target. ``object`` may be changed while running; an unknown
 object is refused (the known ones listed) and the old one kept.
@@ -74,6 +76,10 @@ class Params:
         "", "Simulation only: the human hand is this grasp kind of the object's library (config/grasps/) instead of "
             "detected (MediaPipe misses the rendered hand holding an object, docs/grasp.md); the object's pose still "
             "comes from the frame. '': detect the hand.", read_only=True)
+    verify: bool = common.param(
+        False, "Check the retargeting candidates by an open-loop grasp in the simulated grasp cell and keep the first "
+               "that lifts the object (dexstack/grasp/verify.py, what bench/grasp.py measures; 2-30 s per target). "
+               "Applies from the next target.")
     compute_on_start: bool = common.param(
         False, "Make a target from the first frame that gives one (retried about once a second) without waiting "
                "for ~/compute.", read_only=True)
@@ -94,7 +100,7 @@ class GraspTargetNode(Node):
         p = self.params
         self.calibration = load_camera_calibration(p.calibration)
         self.base_frame = self.calibration.parent_frame
-        self._pipelines: dict = {}  # (object, gap) -> GraspFromFrame: MediaPipe and the models load once
+        self._pipelines: dict = {}  # (object, gap, verify) -> GraspFromFrame: MediaPipe and the models load once
         self._frame = None
         self.pubs = {k: self.create_publisher(JointState if k == "joints" else PoseArray if k == "contacts"
                                               else PoseStamped, topic, common.LATCHED_QOS)
@@ -125,12 +131,13 @@ class GraspTargetNode(Node):
         from dexstack.grasp.from_frame import GraspFromFrame
         from dexstack.perception.objects import load_object_model
 
-        key = (self.params.object, self.params.contact_gap_m)
+        key = (self.params.object, self.params.contact_gap_m, self.params.verify)
         if key not in self._pipelines:
             for old in self._pipelines.values():
                 old.close()
             self._pipelines = {key: GraspFromFrame(load_object_model(key[0]), self.calibration.T_parent_camera,
-                                                   camera, self.calibration.depth_scale_m, contact_gap_m=key[1])}
+                                                   camera, self.calibration.depth_scale_m, contact_gap_m=key[1],
+                                                   verify=key[2])}
         pipeline = self._pipelines[key]
         pipeline.camera = camera  # intrinsics from camera_info, when received
         return pipeline

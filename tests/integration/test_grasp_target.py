@@ -76,3 +76,9 @@ def test_the_node_refuses_a_frame_without_a_hand_and_publishes_nothing(grasp_cel
     refused = _set(ros_node, "object", "mug")
     assert not refused.successful and "known objects are" in refused.reason and "'bottle'" in refused.reason
     assert _set(ros_node, "object", "bottle").successful
+    # verify rebuilds the pipeline with the simulated check (it is never reached without a hand)
+    request = SetParameters.Request(parameters=[Parameter(name="verify", value=ParameterValue(
+        type=ParameterType.PARAMETER_BOOL, bool_value=True))])
+    assert call_service(ros_node, SetParameters, "/grasp_target/set_parameters", request).results[0].successful
+    response = call_service(ros_node, Trigger, "/grasp_target/compute", Trigger.Request(), timeout_s=60.0)
+    assert not response.success and "no hand in the frame" in response.message

@@ -166,6 +166,28 @@ def test_gate_off_batch_reproduces_the_single_cell_backend():
     np.testing.assert_allclose(out["object_pose"][1, :3], obj[:3], atol=1e-4)
 
 
+def test_a_diverged_physics_step_ends_only_that_episode_as_failed_and_is_reported():
+    """MuJoCo resets a diverged simulation; the env must end that episode as failed with no reward and say why
+    (the trainer counts these per iteration: the curves' ``diverged`` column)."""
+    from dexstack.policies.tracking.vec_env import VecTrackingEnv
+
+    class Diverging(MujocoBatch):
+        def step(self, targets):
+            out = super().step(targets)
+            out["unstable"][1] = 1.0
+            return out
+
+    task = TrackingTask(parse_manifest(manifest_yaml()), D, REFS[:1], dtype=torch.float64,
+                        randomization=Randomization.none())
+    env = VecTrackingEnv(task, Diverging(2, 0.05, CommandPath.ideal("off")), 2, auto_reset=False)
+    env.reset()
+    _, reward, done, info = env.step(torch.zeros(2, task.action_size))
+    assert info.diverged.tolist() == [False, True]
+    assert done.tolist() == [False, True] and info.failed.tolist() == [False, True]
+    assert float(reward[1]) == 0.0 and float(reward[0]) > 0.0
+    assert not bool(info.success[1])
+
+
 def test_training_commands_pass_the_safety_gate_limits_and_rate():
     """An absurd target (far outside the limits, a jump) reaches the physics only as the gate lets it: inside the
     joint-limit margin, at most the gate's velocity per tick."""
@@ -322,6 +344,7 @@ def test_tiny_training_run_writes_a_bundle_the_runtime_loads(tmp_path):
     rows = (tmp_path / "run" / "curves.csv").read_text().strip().splitlines()
     assert len(rows) == 3 and rows[0].startswith("iteration,")
     assert summary["best"]["iteration"] >= 1
+    assert summary["diverged_episodes"] == 0  # gate-on 5 ms physics from the references' states
     policy = load_policy(str(tmp_path / "run"), D)
     assert policy.manifest.observation_size == 166
 

@@ -22,7 +22,7 @@ from dexstack.policies.tracking.vec_env import VecTrackingEnv, run_episodes
 N_ARM_SCALE, N_HAND_SCALE = 0.04, 0.2  # residual range (rad) per unit action: arm, hand
 BACKENDS = ("cpu", "mjwarp", "isaacgym")
 CURVE_COLUMNS = ["iteration", "wall_s", "samples", "samples_per_s", "mean_reward", "episodes", "success_rate",
-                 "val_success", "val_max_error_m", "value_loss", "kl", "lr", "std"]
+                 "val_success", "val_max_error_m", "value_loss", "kl", "lr", "std", "diverged"]
 
 
 def tracking_manifest(n_arm: int, n_hand: int, rate_hz: float = 20.0, hidden: tuple[int, ...] = (256, 128),
@@ -287,7 +287,7 @@ def train(config: TrainConfig, out: Path, progress: bool = True, log=print) -> d
         writer.writerow(CURVE_COLUMNS)
         t_train = time.monotonic()
         deadline = t_train + 60.0 * config.minutes
-        iteration = samples = 0
+        iteration = samples = diverged_total = 0
         recent: list[float] = []
         best = {"val_success": -1.0, "val_max_error_m": np.inf, "iteration": 0, "samples": 0}
         if config.init_bundle:
@@ -318,6 +318,7 @@ def train(config: TrainConfig, out: Path, progress: bool = True, log=print) -> d
 
         while (iteration < config.iterations) if config.iterations else (time.monotonic() < deadline):
             parts_buf = [{k: [] for k in keys} for _ in envs]
+            diverged = 0  # episodes of this iteration ended by a physics divergence (timestep choice: docs/train.md)
             for g in range(len(envs)):
                 send(g)
             for t in range(config.steps):
@@ -326,6 +327,7 @@ def train(config: TrainConfig, out: Path, progress: bool = True, log=print) -> d
                     for key, value in zip(keys, (*sent[g], rewards.float(), dones.float())):
                         parts_buf[g][key].append(value)
                     recent += info.success[dones].float().tolist()
+                    diverged += int(info.diverged.sum())
                     if t + 1 < config.steps:
                         send(g)
             buf = {k: [torch.cat([b[k][t] for b in parts_buf]) for t in range(config.steps)] for k in keys}
@@ -350,7 +352,8 @@ def train(config: TrainConfig, out: Path, progress: bool = True, log=print) -> d
                    "mean_reward": round(float(torch.stack(buf["rewards"]).mean()), 4), "episodes": len(recent),
                    "success_rate": round(float(np.mean(recent)), 3) if recent else 0.0, **val,
                    "value_loss": round(stats["value_loss"], 5), "kl": round(stats["kl"], 5),
-                   "lr": f"{stats['lr']:.2e}", "std": round(stats["std"], 4)}
+                   "lr": f"{stats['lr']:.2e}", "std": round(stats["std"], 4), "diverged": diverged}
+            diverged_total += diverged
             writer.writerow([row[c] for c in CURVE_COLUMNS])
             curves.flush()
             _advance(bar, config, iteration, wall, row, best)
@@ -364,8 +367,8 @@ def train(config: TrainConfig, out: Path, progress: bool = True, log=print) -> d
                 b.close()
     plot_curves(curves_path, out / "curves.png")
     return {"seed": config.seed, "iterations": iteration, "samples": samples, "wall_s": round(wall, 1),
-            "samples_per_s": round(samples / max(wall, 1e-9), 1), "best": best, "config": asdict(config),
-            "ppo": asdict(ppo_config), "validation_references": [r.name for r in val_refs],
+            "samples_per_s": round(samples / max(wall, 1e-9), 1), "diverged_episodes": diverged_total, "best": best,
+            "config": asdict(config), "ppo": asdict(ppo_config), "validation_references": [r.name for r in val_refs],
             "training_references": len(train_refs)}
 
 

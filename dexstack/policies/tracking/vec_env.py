@@ -26,6 +26,7 @@ class StepInfo:
     done: torch.Tensor  # (N,) bool: the episode ended with this step (the env was reset)
     success: torch.Tensor  # (N,) bool: ended by reaching the reference's end within the criteria
     failed: torch.Tensor  # (N,) bool
+    diverged: torch.Tensor  # (N,) bool: failed because the physics diverged (MuJoCo reset it), not by the task
     ref: torch.Tensor  # (N,) reference index of the episode that ran this step
     max_position_error_m: torch.Tensor  # (N,) of the episode that ran this step
     final_position_error_m: torch.Tensor  # (N,) after this step
@@ -98,12 +99,13 @@ class VecTrackingEnv:
             out = self.backend.step_wait()
         true = self._measured(out, "")
         reward, failed, timeout = task.advance(state, true, raw_c, targets)
+        unstable = torch.zeros_like(failed)
         if "unstable" in out:  # the physics diverged and was reset: a failed episode, no reward for it
             unstable = _tensor(out["unstable"], state.t_s) > 0
             failed = failed | unstable
             reward = torch.where(unstable, torch.zeros_like(reward), reward)
         done = failed | timeout
-        info = StepInfo(done=done, success=task.success(state) & timeout & ~failed, failed=failed,
+        info = StepInfo(done=done, success=task.success(state) & timeout & ~failed, failed=failed, diverged=unstable,
                         ref=state.ref.clone(), max_position_error_m=state.max_pos_err.clone(),
                         final_position_error_m=state.last_pos_err.clone())
         if self.auto_reset:
