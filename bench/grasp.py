@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"object": name, "split": model.split, "kind": grasp.kind, "success": False}
                 T_plan = None  # the simulator's
                 if perception is not None:  # one frame before the robot moves, the robot at home
-                    init = perception.initial(name, sim.joint_state().position_rad, sim.object_pose())
+                    init = perception.initial(name, sim.joint_state().position_rad, sim.object_pose(),
+                                              grasp.keypoints_object_m)
                     initial.append(init)
                     row["perception"] = init.row()
                     T_plan = init.T_base_object
@@ -203,8 +204,8 @@ def evaluate_policy(bundle: str, names: list[str], poses: int, seed: int, timest
     objects = [n for n in names if library(n)]
     initial = []  # every placement's planning pose (perception)
 
-    def perceive(name, T_true):
-        init = perception.initial(name, d.home(), T_true)
+    def perceive(name, T_true, keypoints_object_m):
+        init = perception.initial(name, d.home(), T_true, keypoints_object_m)
         initial.append(init)
         return init
 
@@ -219,7 +220,8 @@ def evaluate_policy(bundle: str, names: list[str], poses: int, seed: int, timest
         from dexstack.evaluation.grasp_perception import PerceivedBatch  # noqa: PLC0415
 
         feeds = [e.perception.feed for e in episodes]
-        env = VecGraspEnv(task, PerceivedBatch(backend, feeds, policy.manifest.period_s), auto_reset=False)
+        turns = [e.perception.frame_turn for e in episodes]
+        env = VecGraspEnv(task, PerceivedBatch(backend, feeds, policy.manifest.period_s, turns), auto_reset=False)
 
     def act(x: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(np.stack([policy.network(row.numpy()) for row in x]), dtype=torch.float32)
