@@ -32,6 +32,29 @@ class FrameChoice:
     hand_rms_mm: float  # rms distance of the seen hand's keypoints to the library grasp's, in the chosen frame
 
 
+def _about_centre(R: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    C = np.eye(4)
+    C[:3, :3], C[:3, 3] = R, centre - R @ centre
+    return C
+
+
+def _surface_mm(model, C: np.ndarray, surface: np.ndarray) -> float:
+    """Mean |signed distance| (mm) of the model's surface points moved by ``C`` (object frame) to its surface."""
+    distance, _ = model.signed_distance(transform_points(C, surface))
+    return float(1e3 * np.mean(np.abs(distance)))
+
+
+def symmetric_turn(model, T_base_object: np.ndarray, T_base_object_wanted: np.ndarray,
+                   max_surface_m: float = 0.002) -> np.ndarray | None:
+    """The turn ``C`` (object frame, about the shape's centre) with ``T_base_object @ C`` oriented as
+    ``T_base_object_wanted``, when that turn is a symmetry of the shape (the same object seen in another of its
+    equivalent frames: two fits of one can); None when it changes the geometry (the object really turned)."""
+    surface, _ = model.surface_points(0.004)
+    R = np.asarray(T_base_object, dtype=float)[:3, :3].T @ np.asarray(T_base_object_wanted, dtype=float)[:3, :3]
+    C = _about_centre(R, surface.mean(axis=0))
+    return C if _surface_mm(model, C, surface) <= 1e3 * max_surface_m else None
+
+
 def hand_consistent_frame(model, T_base_object_fit: np.ndarray, keypoints_base_m: np.ndarray,
                           keypoints_object_m: np.ndarray, max_surface_m: float = 0.002,
                           min_turn_deg: float = 5.0) -> FrameChoice:
@@ -50,11 +73,9 @@ def hand_consistent_frame(model, T_base_object_fit: np.ndarray, keypoints_base_m
     # (seen - c) ~= R (lib - c): turning the fitted frame by R about c expresses the hand as the library grasp
     rotation, _ = Rotation.align_vectors(seen - centre, lib - centre)
     R = rotation.as_matrix()
-    C = np.eye(4)
-    C[:3, :3], C[:3, 3] = R, centre - R @ centre
+    C = _about_centre(R, centre)
     turned = T_fit @ C
-    distance, _ = model.signed_distance(transform_points(C, surface))
-    surface_mm = float(1e3 * np.mean(np.abs(distance)))
+    surface_mm = _surface_mm(model, C, surface)
     turn_deg = float(np.degrees(rotation_angle_rad(R)))
     if turn_deg <= min_turn_deg or surface_mm > 1e3 * max_surface_m:
         return FrameChoice(T_fit, 0.0, surface_mm, rms_mm(T_fit))
