@@ -7,7 +7,11 @@ Two places use the object pose in a grasp:
    :meth:`GraspPerception.initial` renders that frame (the object alone on the table, the robot at ``q``, usually
    home) in the grasp cell with the trial's object and runs the ``object_pose`` core on it
    (:class:`~dexstack.evaluation.perception_feed.PerceptionFeed`: estimator + pose keeper + the hand's self-filter,
-   the node's ``table_roi`` as ``sim_grasp`` sets it).
+   the node's ``table_roi`` as ``sim_grasp`` sets it). Given the trial's human grasp (object-frame keypoints), the
+   fitted frame of a symmetric object is then turned into the one the seen hand holds it in
+   (:func:`dexstack.grasp.frame_choice.hand_consistent_frame`; the hand as a perfect detector would see it, the
+   library grasp on the true object): a grasp seen by the camera is expressed in whatever frame was fitted, so the
+   fit's choice among equivalent frames does not move it.
 2. **Tracking.** The policy sees the ``object_pose`` node's pose every control step. :class:`PerceivedBatch` wraps a
    grasp physics backend (:class:`~dexstack.policies.grasp.physics.MultiObjectBatch`) and replaces each env's
    observed object pose (``object_pose_obs``) by its feed's: the feed that measured the planning pose goes on
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dexstack.evaluation.perception_feed import FeedFrame, PerceptionFeed, stats
+from dexstack.transforms import matrix_to_quat_xyzw, pose_to_transform
 
 
 def tilt_deg(T_est: np.ndarray, T_true: np.ndarray) -> float:
@@ -42,6 +47,10 @@ class InitialPose:
     frame: FeedFrame
     feed: PerceptionFeed  # goes on tracking from this frame (PerceivedBatch)
     tilt_deg: float | None
+    # the fitted frame turned to the hand's (object frame, T_base_object = T_published @ frame_turn; None: as fitted):
+    # the feed's later poses are turned the same way (PerceivedBatch)
+    frame_turn: np.ndarray | None = None
+    turned_deg: float = 0.0
 
     @property
     def perceived(self) -> bool:
@@ -52,7 +61,8 @@ class InitialPose:
         f = self.frame
         out = {"perceived": self.perceived}
         if self.perceived:
-            out.update(err_mm=round(f.err_mm, 2), err_deg=round(f.err_deg, 1), tilt_deg=round(self.tilt_deg, 1))
+            out.update(err_mm=round(f.err_mm, 2), err_deg=round(f.err_deg, 1), tilt_deg=round(self.tilt_deg, 1),
+                       turned_deg=round(self.turned_deg, 1))
         else:
             out.update(why=f"{f.lost_kind}: {f.reason}"[:200])
         return out
@@ -83,10 +93,14 @@ class GraspPerception:
         return PerceptionFeed(self.description, camera=self.camera(object_name), camera_hz=self.camera_hz,
                               table_roi=self.table_roi, config_overrides=self.config_overrides)
 
-    def initial(self, object_name: str, q_rad: np.ndarray, T_base_object_true: np.ndarray) -> InitialPose:
+    def initial(self, object_name: str, q_rad: np.ndarray, T_base_object_true: np.ndarray,
+                keypoints_object_m: np.ndarray | None = None) -> InitialPose:
         """The planning pose: the first frame of a new feed with the robot at ``q_rad`` and the object at its true
-        pose (the feed is left at that frame, ready to track)."""
-        from dexstack.transforms import matrix_to_quat_xyzw  # noqa: PLC0415
+        pose (the feed is left at that frame, ready to track). ``keypoints_object_m``: the trial's human grasp; the
+        fitted frame is turned to the one its hand holds the object in (module docstring)."""
+        from dexstack.grasp.frame_choice import hand_consistent_frame  # noqa: PLC0415
+        from dexstack.perception.objects import load_object_model  # noqa: PLC0415
+        from dexstack.transforms import invert_transform, matrix_to_quat_xyzw, transform_points  # noqa: PLC0415
 
         T = np.asarray(T_base_object_true, dtype=float)
         feed = self.feed(object_name)
@@ -94,8 +108,16 @@ class GraspPerception:
         f = feed.frame(0.0, np.asarray(q_rad, dtype=float), obj)
         feed.next_frame_s = 1.0 / feed.camera_hz
         T_pub = f.T_published
-        return InitialPose(object_name, None if T_pub is None else T_pub.copy(), T, f, feed,
-                           None if T_pub is None else tilt_deg(T_pub, f.T_true))
+        if T_pub is None:
+            return InitialPose(object_name, None, T, f, feed, None)
+        T_plan, turn, turned = T_pub.copy(), None, 0.0
+        if keypoints_object_m is not None:
+            kp = np.asarray(keypoints_object_m, dtype=float)
+            choice = hand_consistent_frame(load_object_model(object_name), T_pub, transform_points(T, kp), kp)
+            if choice.turned_deg > 0.0:
+                T_plan, turned = choice.T_base_object, choice.turned_deg
+                turn = invert_transform(T_pub) @ T_plan
+        return InitialPose(object_name, T_plan, T, f, feed, tilt_deg(T_pub, f.T_true), turn, turned)
 
     def close(self) -> None:
         for camera in self._cameras.values():
@@ -104,10 +126,12 @@ class GraspPerception:
 
 
 def initial_summary(poses: list[InitialPose], wrong_mm: float = 15.0, wrong_tilt_deg: float = 10.0) -> dict:
-    """Figures over planning poses: ``frames``, ``perceived_fraction``, ``err_mm``/``err_deg``/``tilt_deg`` stats,
+    """Figures over planning poses: ``frames``, ``perceived_fraction``, ``hand_turned`` (frames turned to the
+    hand's, :meth:`GraspPerception.initial`), ``err_mm``/``err_deg``/``tilt_deg`` stats,
     ``wrong`` (perceived more than ``wrong_mm`` or ``wrong_tilt_deg`` of tilt off)."""
     ok = [p for p in poses if p.perceived]
     return {"frames": len(poses), "perceived_fraction": round(len(ok) / max(len(poses), 1), 3),
+            "hand_turned": sum(p.turned_deg > 0.0 for p in ok),
             "err_mm": stats([p.frame.err_mm for p in ok]), "err_deg": stats([p.frame.err_deg for p in ok]),
             "tilt_deg": stats([p.tilt_deg for p in ok]),
             "wrong": sum(p.frame.err_mm > wrong_mm or p.tilt_deg > wrong_tilt_deg for p in ok)}
@@ -136,10 +160,15 @@ class PerceivedBatch:
     from their first frame: at an env's reset the feed's clock is one camera period after that frame, then it
     advances ``period_s`` per step. Reset each env once per feed (an evaluation: one episode per env)."""
 
-    def __init__(self, backend, feeds: list[PerceptionFeed | None], period_s: float):
+    def __init__(self, backend, feeds: list[PerceptionFeed | None], period_s: float,
+                 turns: list[np.ndarray | None] | None = None):
         if len(feeds) != backend.n_envs:
             raise ValueError(f"{len(feeds)} feeds for {backend.n_envs} envs")
         self.backend, self.feeds, self.period_s = backend, list(feeds), float(period_s)
+        # per env: the planning frame's turn (InitialPose.frame_turn), applied to every pose its feed gives
+        self.turns = list(turns) if turns is not None else [None] * backend.n_envs
+        if len(self.turns) != backend.n_envs:
+            raise ValueError(f"{len(self.turns)} frame turns for {backend.n_envs} envs")
         self.n_envs = backend.n_envs
         self.env_object = getattr(backend, "env_object", None)
         self.description = backend.description
@@ -160,7 +189,11 @@ class PerceivedBatch:
             feed = self.feeds[i]
             if feed is None:
                 continue
-            out["object_pose_obs"][i] = feed(float(self.clock[i]), out["q"][i], out["dq"][i], out["object_pose"][i])
+            pose = feed(float(self.clock[i]), out["q"][i], out["dq"][i], out["object_pose"][i])
+            if self.turns[i] is not None and feed.perceived is not None:  # (no pose yet: the feed gives the truth)
+                T = pose_to_transform(pose[:3], pose[3:]) @ self.turns[i]
+                pose = np.concatenate([T[:3, 3], matrix_to_quat_xyzw(T[:3, :3])])
+            out["object_pose_obs"][i] = pose
             self.calls += 1
 
     def reset(self, ids, q, object_pose, friction_scale, mass_scale) -> None:

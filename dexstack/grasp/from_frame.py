@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dexstack.camera_model import CameraModel
+from dexstack.grasp.frame_choice import hand_consistent_frame
 from dexstack.perception.hand import HandPipeline, HandPipelineConfig
 from dexstack.perception.object_pose import ObjectPoseEstimator
 from dexstack.perception.objects import ObjectModel
@@ -86,7 +87,8 @@ class GraspFromFrame:
         same view without the hand, when the hand hides too much of the object). ``keypoints_base_m``: skip the
         hand detector and use these (ground truth in the sim, for isolating the retargeting);
         ``keypoints_object_m``: the same in the object frame (a library human grasp: only the object's pose comes
-        from the frame)."""
+        from the frame); with both, the library grasp held as ``keypoints_base_m`` shows (the simulator's object
+        pose): the fitted frame of a symmetric object is turned to the hand's (:mod:`dexstack.grasp.frame_choice`)."""
         if keypoints_object_m is not None:
             score = 1.0
         elif keypoints_base_m is None:
@@ -111,6 +113,10 @@ class GraspFromFrame:
         T_base_object = pose.T_base_object
         if keypoints_object_m is not None:
             kp_object = np.asarray(keypoints_object_m, dtype=float)
+            if keypoints_base_m is not None:  # the library grasp as the hand holds it: a symmetric object's fitted
+                # frame turned to the one the hand holds it in (the grasp lands where the hand is, upright frame)
+                T_base_object = hand_consistent_frame(self.model, T_base_object, keypoints_base_m,
+                                                      kp_object).T_base_object
             keypoints_base_m = transform_points(T_base_object, kp_object)
         else:
             kp_object = transform_points(invert_transform(T_base_object), keypoints_base_m)

@@ -193,6 +193,9 @@ def _stop_via_rclpy(signum: int, frame) -> None:
 
 
 EXECUTOR_ENV = "DEXSTACK_EXECUTOR"
+# the simulated cell's object pose (geometry_msgs/PoseStamped, base frame): ground truth, for evaluation and for
+# the sim-only inputs that stand in for what a camera would see (sim_cell publishes it for a listener)
+SIM_OBJECT_GT_TOPIC = "dexstack/sim/object_pose_gt"
 EXECUTORS = ("events", "single")
 
 

@@ -18,8 +18,11 @@ the frame's stamp:
 
 and answers success with a one-line summary (contact match, retargeting time). ``compute_on_start`` makes the first
 target by itself (from the first frame that gives one, retried about once a second); ``sim_human_grasp`` (the
-simulated cell only) takes the human hand from the object's grasp library instead of the detector, the object's
-pose still from the frame. ``verify`` checks the retargeting candidates by an open-loop grasp in the simulated grasp
+simulated cell only) takes the human hand from the object's grasp library instead of the detector, held on the
+object where the simulator has it (``dexstack/sim/object_pose_gt``: the hand as a perfect detector would see it);
+the object's pose still comes from the frame, its frame turned to the one the hand holds it in when the object is
+symmetric (placed in the fitted frame as it came, the grasp went to another side of a cube, can, lemon or rod:
+docs/grasp.md). ``verify`` checks the retargeting candidates by an open-loop grasp in the simulated grasp
 cell and keeps the first that lifts the object (:mod:`dexstack.grasp.verify`; 30-100 s per target measured on 2
 cores, the node answers nothing else meanwhile). Any failure (no frame yet, no hand,
 no object, a hand not touching it, no non-penetrating solution) answers ``success: false`` with the cause and
@@ -109,9 +112,18 @@ class GraspTargetNode(Node):
         self._auto = p.compute_on_start  # still to make the first target by itself
         self._last_try_s = -1e9
         self.input = RgbdInput(self, self.calibration, p.sync_tolerance_s, self._on_frame)
+        self._T_base_object_sim = None  # sim_human_grasp: where the simulator has the object (the human's grasp)
+        if p.sim_human_grasp:
+            self.create_subscription(PoseStamped, common.SIM_OBJECT_GT_TOPIC, self._on_object_sim, common.STATE_QOS)
         self.create_service(Trigger, "~/compute", self._on_compute)
         self.get_logger().info(f"grasp_target up: object '{p.object}', call ~/compute to make a target from the "
                                f"latest frame; publishing {TOPICS['palm']} and the rest of dexstack/grasp/")
+
+    def _on_object_sim(self, msg: PoseStamped) -> None:
+        from dexstack.transforms import pose_to_transform
+
+        p, o = msg.pose.position, msg.pose.orientation
+        self._T_base_object_sim = pose_to_transform((p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
 
     def _on_param(self, name: str, value) -> None:
         if name == "sync_tolerance_s":
@@ -153,8 +165,10 @@ class GraspTargetNode(Node):
             return False, "no RGB-D frame received yet (is the camera running?)"
         header, rgb, depth, camera = self._frame
         try:
+            library = self._library_keypoints()  # (object frame, base frame as held) or None: detect the hand
             result = self._pipeline(camera).estimate(rgb, depth, table_z_base_m=self.params.table_z_m,
-                                                     keypoints_object_m=self._library_keypoints())
+                                                     keypoints_object_m=None if library is None else library[0],
+                                                     keypoints_base_m=None if library is None else library[1])
         except GraspInputError as exc:
             self.get_logger().warning(f"no grasp target: {exc}", throttle_duration_sec=5.0)
             return False, str(exc)
@@ -187,16 +201,23 @@ class GraspTargetNode(Node):
                                  "retarget_ms": round(target.retarget_ms, 1)})
 
     def _library_keypoints(self):
-        """The configured library grasp's keypoints (object frame), or None to detect the hand."""
+        """The configured library grasp's keypoints (object frame) and where they are as the human holds the object
+        where the simulator has it (base frame), or None to detect the hand."""
         if not self.params.sim_human_grasp:
             return None
         from dexstack.grasp.from_frame import GraspInputError
         from dexstack.grasp.human_grasps import human_grasp
+        from dexstack.transforms import transform_points
 
         try:
-            return human_grasp(self.params.object, self.params.sim_human_grasp).keypoints_object_m
+            keypoints_object_m = human_grasp(self.params.object, self.params.sim_human_grasp).keypoints_object_m
         except (KeyError, ValueError) as exc:
             raise GraspInputError(f"sim_human_grasp '{self.params.sim_human_grasp}': {exc}") from None
+        if self._T_base_object_sim is None:
+            raise GraspInputError(f"sim_human_grasp: no simulator object pose on {common.SIM_OBJECT_GT_TOPIC} yet "
+                                  "(the library hand is placed on the object where the sim has it: is sim_cell "
+                                  "running?)")
+        return keypoints_object_m, transform_points(self._T_base_object_sim, keypoints_object_m)
 
     def destroy_node(self) -> None:
         for pipeline in self._pipelines.values():

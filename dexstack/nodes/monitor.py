@@ -15,7 +15,6 @@ from dexstack.nodes import common
 
 CAMERA_COLOR = "camera/camera/color/image_raw"
 CAMERA_DEPTH = "camera/camera/aligned_depth_to_color/image_raw"
-OBJECT_GT = "dexstack/sim/object_pose_gt"
 OBJECT_ESTIMATE = "dexstack/object_pose"
 ARM_INPUT = "dexstack/arm/command"
 
@@ -61,7 +60,7 @@ class GraphMonitor(Node):
         self.create_subscription(JointState, "joint_states", self._on_joint_state, common.STATE_QOS)
         self.create_subscription(Image, CAMERA_COLOR, self._on_color, common.SENSOR_QOS)
         self.create_subscription(Image, CAMERA_DEPTH, lambda _m: self.depth.tick(), common.SENSOR_QOS)
-        self.create_subscription(PoseStamped, OBJECT_GT, self._on_object_gt, common.STATE_QOS)
+        self.create_subscription(PoseStamped, common.SIM_OBJECT_GT_TOPIC, self._on_object_gt, common.STATE_QOS)
         self.create_subscription(PoseStamped, OBJECT_ESTIMATE, self._on_object_estimate, common.STATE_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 

@@ -39,7 +39,6 @@ from dexstack.sim.placement import object_start_pose  # noqa: E402
 from dexstack.transforms import transform_to_pose  # noqa: E402
 
 CAMERA_NS = "camera/camera"
-OBJECT_GT_TOPIC = "dexstack/sim/object_pose_gt"
 
 
 @dataclass
@@ -99,7 +98,7 @@ class SimCellNode(Node):
 
         self._joint_names = list(self.cell.joints)  # built once, not per /joint_states message
         self.joint_state_pub = self.create_publisher(JointState, "joint_states", common.STATE_QOS)
-        self.object_gt_pub = self.create_publisher(PoseStamped, OBJECT_GT_TOPIC, common.STATE_QOS)
+        self.object_gt_pub = self.create_publisher(PoseStamped, common.SIM_OBJECT_GT_TOPIC, common.STATE_QOS)
         # /clock as rclpy's time source subscribes to it (best effort, latest only)
         self.clock_pub = (self.create_publisher(Clock, "/clock", QoSProfile(
             depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)) if self.params.publish_clock else None)

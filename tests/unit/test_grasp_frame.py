@@ -103,3 +103,28 @@ def test_cli_refuses_unknown_objects_and_missing_frames(capsys):
     assert "give --color and --depth" in capsys.readouterr().err
     assert grasp_target.main(["--object", "can", "--color", "/nonexistent.png", "--depth", "/nonexistent.png"]) == 2
     assert "cannot read image" in capsys.readouterr().err
+
+
+def test_a_library_grasp_held_where_the_sim_has_the_object_lands_on_the_hand(scene):
+    """grasp_target's sim_human_grasp: the library grasp (object frame) and where it is as the human holds the
+    object (base frame). The can's fitted yaw is arbitrary; its frame is turned to the hand's, so the target's
+    keypoints are the seen hand's, the fitted position kept (this frame's fit put the library grasp 15 cm from
+    the hand)."""
+    from dexstack.transforms import transform_points
+
+    sim, empty, frame, _ = scene
+    grasp = human_grasp("can", "side_power")
+    seen = transform_points(sim.object_pose(), grasp.keypoints_object_m)
+    pipeline = _pipeline(sim)
+    args = (frame.color_rgb8, frame.depth_mm, empty.color_rgb8, empty.depth_mm)
+    as_fitted = pipeline.estimate(*args, keypoints_object_m=grasp.keypoints_object_m)
+    held = pipeline.estimate(*args, keypoints_object_m=grasp.keypoints_object_m, keypoints_base_m=seen)
+
+    def miss_m(result):
+        return float(np.max(np.linalg.norm(result.keypoints_base_m - seen, axis=1)))
+
+    assert miss_m(held) < 0.005
+    assert np.allclose(held.T_base_object[:3, 3], as_fitted.T_base_object[:3, 3], atol=1e-3)  # (the turn is about
+    # the sampled surface's centroid)
+    if miss_m(as_fitted) < 0.005:  # the fit happened to be in the hand's frame: nothing to turn
+        assert np.allclose(held.T_base_object, as_fitted.T_base_object)

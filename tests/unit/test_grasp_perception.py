@@ -61,6 +61,45 @@ def test_the_planning_pose_is_measured_on_the_grasp_cells_object(description):
         perception.close()
 
 
+def test_the_seen_hand_turns_a_symmetric_objects_fitted_frame_to_its_own(description):
+    """A can's yaw is unobservable: the fit's frame is arbitrary about its axis. With the human grasp given, the
+    planning frame is the one the hand holds it in (the library grasp placed with it lands on the hand), the
+    fitted position kept; and the policy's observed poses are turned the same way."""
+    from dexstack.grasp.human_grasps import library
+    from dexstack.transforms import transform_points
+
+    kp = library("can")[0].keypoints_object_m
+    perception = GraspPerception(description, camera_hz=10.0)
+    try:
+        T = placement(np.random.default_rng(3), 0.12)
+        plain = perception.initial("can", description.home(), T)
+        init = perception.initial("can", description.home(), T, kp)
+    finally:
+        perception.close()
+    hand_base = transform_points(T, kp)
+
+    def hand_miss_mm(T_plan):
+        return 1e3 * np.max(np.linalg.norm(transform_points(T_plan, kp) - hand_base, axis=1))
+
+    assert hand_miss_mm(init.T_base_object) < 5.0
+    assert np.allclose(init.T_base_object[:3, 3], plain.T_base_object[:3, 3], atol=2e-3)  # the fit's position kept
+    turned = init.turned_deg > 0.0  # (this placement's fit: 49 deg off about the can's axis)
+    assert turned == (hand_miss_mm(plain.T_base_object) > 5.0)  # turned exactly when the fit's frame was not it
+    if turned:
+        assert np.allclose(plain.T_base_object @ init.frame_turn, init.T_base_object)
+    # the policy's observations: the feed's poses in the turned frame, the truth (no pose yet) untouched
+    turn = np.eye(4)
+    turn[:3, :3] = rpy_to_matrix([0.0, 0.0, np.pi / 2])
+    feed = _FakeFeed([0.5, 0.0, 0.06, 0.0, 0.0, 0.0, 1.0])
+    batch = PerceivedBatch(_FakeBackend(1), [feed], period_s=0.05, turns=[turn])
+    true = np.array([[0.5, 0.0, 0.06, 0, 0, 0, 1]], float)
+    batch.reset(np.arange(1), np.zeros((1, 7)), true, np.ones(1), np.ones(1))
+    assert np.allclose(batch.out["object_pose_obs"][0, 3:], matrix_to_quat_xyzw(turn[:3, :3]))
+    feed.perceived = None
+    batch.step(np.zeros((1, 7)))
+    assert np.allclose(batch.out["object_pose_obs"][0], batch.out["object_pose"][0])
+
+
 def test_tilt_ignores_a_turn_about_the_vertical():
     T = np.eye(4)
     turned = np.eye(4)
@@ -74,7 +113,7 @@ def test_tilt_ignores_a_turn_about_the_vertical():
 def test_episodes_are_planned_from_the_perceived_pose_and_the_physics_gets_the_true_one(description):
     seen = []
 
-    def perceive(name, T_true):
+    def perceive(name, T_true, keypoints_object_m):
         seen.append((name, T_true.copy()))
         return _Record(_offset(T_true))
 
@@ -96,7 +135,7 @@ def test_episodes_are_planned_from_the_perceived_pose_and_the_physics_gets_the_t
 
 
 def test_a_placement_perception_gives_no_pose_is_not_planned_and_counted(description):
-    episodes, counts = build_episodes(["can"], 1, 0, description, perceive=lambda name, T: _Record(None))
+    episodes, counts = build_episodes(["can"], 1, 0, description, perceive=lambda name, T, kp: _Record(None))
     assert episodes == [] and counts["unperceived"] >= 1 and counts["planned"] == 0
 
 
@@ -126,10 +165,11 @@ class _FakeFeed:
 
     def __init__(self, pose):
         self.pose, self.calls = np.asarray(pose, dtype=float), []
+        self.perceived = self.pose  # a pose measured (None: the feed hands out the truth)
 
     def __call__(self, now_s, q, dq, obj):
         self.calls.append((now_s, obj.copy()))
-        return self.pose
+        return self.pose if self.perceived is not None else obj
 
 
 class _FakeBackend:
@@ -179,7 +219,7 @@ class _FakePerception:
         self.calls = []
         _FakePerception.made.append(self)
 
-    def initial(self, name, q, T_true):
+    def initial(self, name, q, T_true, keypoints_object_m=None):
         from dexstack.evaluation.perception_feed import FeedFrame
 
         self.calls.append((name, np.array(T_true)))

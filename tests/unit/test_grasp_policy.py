@@ -302,6 +302,38 @@ def test_grasp_policy_waits_without_a_target_and_runs_the_reach_then_the_network
         policy.act(StepContext(RobotState(q=q, dq=0 * q, object_pose=moved), 0.0, PERIOD_S, ref, q.copy()))
 
 
+def test_a_tracked_frame_turned_by_a_symmetry_is_taken_and_a_real_turn_refused(description, episodes, tmp_path):
+    """The object pose node may fit a can in another of its equivalent frames than grasp_target did: a turn about
+    its axis is a symmetry, and the tracked poses are then expressed in the target's frame; a can tipped by the
+    same angle is a different pose and is refused."""
+    from dexstack.transforms import make_transform, matrix_to_quat_xyzw, pose_to_transform, rpy_to_matrix
+
+    bundle = _tiny_bundle(description, episodes, tmp_path)
+    text = json.dumps(target_to_dict(episodes[0].target, episodes[0].plan.T_base_object))
+    policy = load_policy(str(bundle), description, reference=text)
+    ref, q = policy.reference, description.home()
+    pose = ref.object_pose_at(0.0)
+    T = pose_to_transform(pose[:3], pose[3:])
+
+    def seen(rpy):
+        Tt = T @ make_transform((0.0, 0.0, 0.0), rpy_to_matrix(rpy))
+        return np.concatenate([Tt[:3, 3], matrix_to_quat_xyzw(Tt[:3, :3])])
+
+    spun = seen([0.0, 0.0, 1.2])  # 69 deg about the can's axis
+    ctx = StepContext(RobotState(q=q, dq=0 * q, object_pose=spun), 0.0, PERIOD_S, ref, q.copy())
+    policy.reset(ctx)
+    assert policy.act(ctx) is not None and policy.status["phase"] == "reach"
+    assert policy.status["object_frame_turned_deg"] == "69"
+    assert np.allclose(ctx.state.object_pose, pose, atol=2e-3)  # seen in the target's frame
+    later = StepContext(RobotState(q=ref.q_at(2.5), dq=0 * q, object_pose=spun), 2.5, PERIOD_S, ref, q.copy())
+    policy.act(later)
+    assert np.allclose(later.state.object_pose, pose, atol=2e-3)  # and so on every step of the run
+    policy.reset(ctx)
+    with pytest.raises(PolicyError, match="deg from where the grasp target was made"):
+        policy.act(StepContext(RobotState(q=q, dq=0 * q, object_pose=seen([0.5, 0.0, 0.0])), 0.0, PERIOD_S, ref,
+                               q.copy()))
+
+
 def test_bad_grasp_targets_are_refused_with_the_cause(description, episodes, tmp_path):
     bundle = _tiny_bundle(description, episodes, tmp_path)
     ep = episodes[0]

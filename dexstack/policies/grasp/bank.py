@@ -57,7 +57,8 @@ def build_episodes(objects: list[str], placements: int, seed: int, description: 
 
     ``verifier``: the retargeting candidates checked by the open-loop grasp in the sim
     (:mod:`dexstack.grasp.verify`, as the trainer and ``bench/grasp.py`` use); None: the plain ``retargeter``.
-    ``perceive(object_name, T_base_object_true) -> record``: the object pose to plan from (perception's,
+    ``perceive(object_name, T_base_object_true, keypoints_object_m) -> record``: the object pose to plan from
+    (perception's, the human grasp's keypoints given to choose among a symmetric object's frames,
     :meth:`dexstack.evaluation.grasp_perception.GraspPerception.initial`: ``record.T_base_object``, None when the
     frame gave none: the placement is skipped and counted in ``unperceived``); the episode keeps the true placement
     (``T_base_object_true``, where the physics puts the object) and the record."""
@@ -90,7 +91,7 @@ def build_episodes(objects: list[str], placements: int, seed: int, description: 
                 T = placement(rng, float(model.extents_m[2]))
                 record, T_plan = None, T
                 if perceive is not None:
-                    record = perceive(name, T)
+                    record = perceive(name, T, grasp.keypoints_object_m)
                     if record.T_base_object is None:
                         counts["unperceived"] += 1
                         continue

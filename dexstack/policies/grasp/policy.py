@@ -128,6 +128,12 @@ class _Kinematics:
         return T, p @ T[:3, :3].T + T[:3, 3]
 
 
+def _turned(pose: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """An object pose (xyz, quat xyzw) re-expressed in the frame ``C`` (object frame) turns it to."""
+    T = pose_to_transform(pose[:3], pose[3:]) @ C
+    return np.concatenate([T[:3, 3], matrix_to_quat_xyzw(T[:3, :3])])
+
+
 @register_policy("grasp")
 class GraspPolicy(NetworkPolicy):
     max_object_shift_m = 0.03
@@ -213,6 +219,7 @@ class GraspPolicy(NetworkPolicy):
     def _reset_run(self) -> None:
         self.reference = self.planned_reference
         self._anchored, self._refusal, self._hold = False, None, None
+        self._frame_turn = None  # object frame: the tracker's -> the target's (a symmetry of the shape), or None
         self._history: list[np.ndarray] = []
         self._last_object: tuple[np.ndarray, np.ndarray, float] | None = None  # (pose, T_base_palm, t_s)
         self.status = {"phase": "waiting for a grasp target" if self.target is None else "starting"}
@@ -229,6 +236,24 @@ class GraspPolicy(NetworkPolicy):
         self._anchored = True
         shift = float(np.linalg.norm(np.asarray(pose[:3]) - self.T_base_object[:3, 3]))
         turn = quat_angle_rad(np.asarray(pose[3:]), matrix_to_quat_xyzw(self.T_base_object[:3, :3]))
+        if turn > self.max_object_turn_rad:
+            # A symmetric object (a can, a cube) fits equally well in several frames: the tracker's may be another
+            # than the one the target was made in. When the turn between them is a symmetry of the shape, the
+            # tracked poses are expressed in the target's frame from now on (the target is about the object, not
+            # about which of its equivalent frames a fit returned).
+            from dexstack.grasp.frame_choice import symmetric_turn  # noqa: PLC0415
+            from dexstack.perception.objects import ObjectConfigError, load_object_model  # noqa: PLC0415
+
+            try:
+                model = load_object_model(self.target.object_name)
+            except ObjectConfigError:  # no model to tell a symmetry: the turn stands
+                model = None
+            T_seen = pose_to_transform(pose[:3], pose[3:])
+            self._frame_turn = None if model is None else symmetric_turn(model, T_seen, self.T_base_object)
+            if self._frame_turn is not None:
+                self.status = {**self.status, "object_frame_turned_deg": f"{np.degrees(turn):.0f}"}
+                ctx.state.object_pose = _turned(pose, self._frame_turn)
+                turn = quat_angle_rad(ctx.state.object_pose[3:], matrix_to_quat_xyzw(self.T_base_object[:3, :3]))
         if shift > self.max_object_shift_m or turn > self.max_object_turn_rad:
             self._refusal = (f"the object is {100 * shift:.1f} cm / {np.degrees(turn):.0f} deg from where the grasp "
                              f"target was made (limits {100 * self.max_object_shift_m:.0f} cm / "
@@ -240,13 +265,16 @@ class GraspPolicy(NetworkPolicy):
         q[0] = ctx.state.q
         self.reference = ReferenceTrajectory(ref.times_s, q, ref.object_pose, ref.name, ref.kind, ref.robot_profile,
                                              ref.metadata)
-        self.status = {"phase": "reach", "object_shift_m": f"{shift:.4f}"}
+        self.status = {**{k: v for k, v in self.status.items() if k == "object_frame_turned_deg"},
+                       "phase": "reach", "object_shift_m": f"{shift:.4f}"}
 
     def act(self, ctx: StepContext) -> JointTargets | None:
         if self.target is None:
             return None
         if not self._anchored:
             self._anchor(ctx)
+        elif self._frame_turn is not None and ctx.state.object_pose is not None:
+            ctx.state.object_pose = _turned(ctx.state.object_pose, self._frame_turn)
         if self._refusal is not None:
             raise PolicyError(self._refusal)
         ctx.reference = self.reference
