@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dexstack.evaluation.perception_feed import FeedFrame, PerceptionFeed, stats
-from dexstack.transforms import matrix_to_quat_xyzw, pose_to_transform
+from dexstack.grasp.frame_choice import turned_pose
 
 
 def tilt_deg(T_est: np.ndarray, T_true: np.ndarray) -> float:
@@ -191,8 +191,7 @@ class PerceivedBatch:
                 continue
             pose = feed(float(self.clock[i]), out["q"][i], out["dq"][i], out["object_pose"][i])
             if self.turns[i] is not None and feed.perceived is not None:  # (no pose yet: the feed gives the truth)
-                T = pose_to_transform(pose[:3], pose[3:]) @ self.turns[i]
-                pose = np.concatenate([T[:3, 3], matrix_to_quat_xyzw(T[:3, :3])])
+                pose = turned_pose(pose, self.turns[i])
             out["object_pose_obs"][i] = pose
             self.calls += 1
 

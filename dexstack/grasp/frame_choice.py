@@ -21,7 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from dexstack.transforms import invert_transform, rotation_angle_rad, transform_points
+from dexstack.transforms import (
+    invert_transform,
+    pose_to_transform,
+    rotation_angle_rad,
+    transform_points,
+    transform_to_pose,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,14 @@ def _surface_mm(model, C: np.ndarray, surface: np.ndarray) -> float:
     """Mean |signed distance| (mm) of the model's surface points moved by ``C`` (object frame) to its surface."""
     distance, _ = model.signed_distance(transform_points(C, surface))
     return float(1e3 * np.mean(np.abs(distance)))
+
+
+def turned_pose(pose_xyzw: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """An object pose (xyz, quaternion xyzw) re-expressed in the frame the turn ``C`` (object frame) gives it: how
+    a tracked pose is read in the frame a grasp was made in (the grasp policy, the benchmark's feed)."""
+    pose_xyzw = np.asarray(pose_xyzw, dtype=float)
+    xyz, quat = transform_to_pose(pose_to_transform(pose_xyzw[:3], pose_xyzw[3:]) @ C)
+    return np.concatenate([xyz, quat])
 
 
 def symmetric_turn(model, T_base_object: np.ndarray, T_base_object_wanted: np.ndarray,

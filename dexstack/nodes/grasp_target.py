@@ -112,7 +112,7 @@ class GraspTargetNode(Node):
         self._auto = p.compute_on_start  # still to make the first target by itself
         self._last_try_s = -1e9
         self.input = RgbdInput(self, self.calibration, p.sync_tolerance_s, self._on_frame)
-        self._T_base_object_sim = None  # sim_human_grasp: where the simulator has the object (the human's grasp)
+        self._object_sim = None  # sim_human_grasp: where the simulator has the object (the human's grasp)
         if p.sim_human_grasp:
             self.create_subscription(PoseStamped, common.SIM_OBJECT_GT_TOPIC, self._on_object_sim, common.STATE_QOS)
         self.create_service(Trigger, "~/compute", self._on_compute)
@@ -120,10 +120,7 @@ class GraspTargetNode(Node):
                                f"latest frame; publishing {TOPICS['palm']} and the rest of dexstack/grasp/")
 
     def _on_object_sim(self, msg: PoseStamped) -> None:
-        from dexstack.transforms import pose_to_transform
-
-        p, o = msg.pose.position, msg.pose.orientation
-        self._T_base_object_sim = pose_to_transform((p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
+        self._object_sim = msg.pose  # at the sim's state rate: read only when a target is made
 
     def _on_param(self, name: str, value) -> None:
         if name == "sync_tolerance_s":
@@ -207,17 +204,19 @@ class GraspTargetNode(Node):
             return None
         from dexstack.grasp.from_frame import GraspInputError
         from dexstack.grasp.human_grasps import human_grasp
-        from dexstack.transforms import transform_points
+        from dexstack.transforms import pose_to_transform, transform_points
 
         try:
             keypoints_object_m = human_grasp(self.params.object, self.params.sim_human_grasp).keypoints_object_m
         except (KeyError, ValueError) as exc:
             raise GraspInputError(f"sim_human_grasp '{self.params.sim_human_grasp}': {exc}") from None
-        if self._T_base_object_sim is None:
+        if self._object_sim is None:
             raise GraspInputError(f"sim_human_grasp: no simulator object pose on {common.SIM_OBJECT_GT_TOPIC} yet "
                                   "(the library hand is placed on the object where the sim has it: is sim_cell "
                                   "running?)")
-        return keypoints_object_m, transform_points(self._T_base_object_sim, keypoints_object_m)
+        p, o = self._object_sim.position, self._object_sim.orientation
+        T_base_object = pose_to_transform((p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
+        return keypoints_object_m, transform_points(T_base_object, keypoints_object_m)
 
     def destroy_node(self) -> None:
         for pipeline in self._pipelines.values():

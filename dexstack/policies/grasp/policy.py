@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dexstack.grasp.frame_choice import symmetric_turn, turned_pose
 from dexstack.policies.action import ActionMapper, JointTargets
 from dexstack.policies.builtin import NetworkPolicy
 from dexstack.policies.checkpoints import load_network
@@ -126,12 +127,6 @@ class _Kinematics:
         T = self.arm.forward(q[: self.n_arm])
         p = self.hand.link_positions(q[self.n_arm:], self.links)
         return T, p @ T[:3, :3].T + T[:3, 3]
-
-
-def _turned(pose: np.ndarray, C: np.ndarray) -> np.ndarray:
-    """An object pose (xyz, quat xyzw) re-expressed in the frame ``C`` (object frame) turns it to."""
-    T = pose_to_transform(pose[:3], pose[3:]) @ C
-    return np.concatenate([T[:3, 3], matrix_to_quat_xyzw(T[:3, :3])])
 
 
 @register_policy("grasp")
@@ -241,7 +236,6 @@ class GraspPolicy(NetworkPolicy):
             # than the one the target was made in. When the turn between them is a symmetry of the shape, the
             # tracked poses are expressed in the target's frame from now on (the target is about the object, not
             # about which of its equivalent frames a fit returned).
-            from dexstack.grasp.frame_choice import symmetric_turn  # noqa: PLC0415
             from dexstack.perception.objects import ObjectConfigError, load_object_model  # noqa: PLC0415
 
             try:
@@ -252,7 +246,7 @@ class GraspPolicy(NetworkPolicy):
             self._frame_turn = None if model is None else symmetric_turn(model, T_seen, self.T_base_object)
             if self._frame_turn is not None:
                 self.status = {**self.status, "object_frame_turned_deg": f"{np.degrees(turn):.0f}"}
-                ctx.state.object_pose = _turned(pose, self._frame_turn)
+                ctx.state.object_pose = turned_pose(pose, self._frame_turn)
                 turn = quat_angle_rad(ctx.state.object_pose[3:], matrix_to_quat_xyzw(self.T_base_object[:3, :3]))
         if shift > self.max_object_shift_m or turn > self.max_object_turn_rad:
             self._refusal = (f"the object is {100 * shift:.1f} cm / {np.degrees(turn):.0f} deg from where the grasp "
@@ -274,7 +268,7 @@ class GraspPolicy(NetworkPolicy):
         if not self._anchored:
             self._anchor(ctx)
         elif self._frame_turn is not None and ctx.state.object_pose is not None:
-            ctx.state.object_pose = _turned(ctx.state.object_pose, self._frame_turn)
+            ctx.state.object_pose = turned_pose(ctx.state.object_pose, self._frame_turn)
         if self._refusal is not None:
             raise PolicyError(self._refusal)
         ctx.reference = self.reference
