@@ -91,8 +91,10 @@ class PartFilters:
         inp.target_velocity = self._zeros if velocity is None else velocity
         try:
             result = self._otg[i].update(inp, out)
-        except RuckigError:
-            result = None
+        except RuckigError as exc:  # invalid input (e.g. a non-finite target): name it in the intervention
+            result = "RuckigError: " + " ".join(str(exc).split(" input:")[0].split())  # not its input dump
+        except ValueError as exc:  # an error code the binding's Result enum lacks (e.g. -101, duration overflow)
+            result = f"ruckig result {exc}"
         if result not in _OK:
             if velocity is not None:  # retry toward a target at rest before giving up
                 return self.step_row(i, target, None)

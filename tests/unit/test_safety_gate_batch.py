@@ -9,7 +9,7 @@ import pytest
 from dexstack.control.commands import CommandError
 from dexstack.robot import load_description
 from dexstack.safety.gate import SafetyGate, load_safety_config
-from dexstack.safety.gate_batch import TAKEN, GateBatch
+from dexstack.safety.gate_batch import TAKEN, GateBatch, PartFilters
 
 TICK_S = 0.01
 
@@ -275,3 +275,23 @@ def test_vectorised_arm_reference_samples_what_each_follower_samples(D):
             expected = np.array([batch.arm_ref[i].sample(ti) for i, ti in zip(live, t)])
             np.testing.assert_array_equal(batch._sample_arm_ref(live, t), expected)
     assert paths == {True, False}  # both paths ran
+
+
+
+@pytest.mark.parametrize("n_dof, bad, cause", [
+    (7, np.nan, "RuckigError: [ruckig] target position nan of DoF 0 should be a valid number."),
+    (7, 1e9, "RuckigError: [ruckig] error in step 1, dof: 0"),  # without the input dump that follows it
+    (2, 1e5, "ruckig result -101 is not a valid Result."),  # a code the binding's enum lacks: it raises ValueError
+])
+def test_a_filter_step_ruckig_cannot_take_holds_and_names_the_cause(n_dof, bad, cause):
+    """The filter never raises out of a tick: a step ruckig refuses holds the row where it is (at rest) and the
+    intervention says why (it read "(None)" before, which hid the cause of a hold seen on the launched graph)."""
+    filters = PartFilters(1, np.full(n_dof, -np.inf), np.full(n_dof, np.inf), np.ones(n_dof), 5.0, 50.0, TICK_S)
+    filters.seed(np.array([0]), np.zeros((1, n_dof)))
+    assert filters.step_row(0, [0.1] * n_dof, None) == (True, None)
+    moved = filters.position[0].copy()
+    assert np.all(moved > 0.0)
+    ok, result = filters.step_row(0, [bad] + [0.0] * (n_dof - 1), None)
+    assert not ok and result == cause
+    np.testing.assert_array_equal(filters.position[0], moved)  # held where it was
+    assert filters.step_row(0, [0.0] * n_dof, None) == (True, None)  # and the next valid target is followed
