@@ -14,7 +14,7 @@ import yaml
 from dexstack.grasp.episode import GraspPhases
 from dexstack.grasp.from_frame import target_to_dict
 from dexstack.policies import PolicyError, RobotState, StepContext, load_policy
-from dexstack.policies.grasp.bank import build_episodes
+from dexstack.policies.grasp.bank import build_episodes, library_placements
 from dexstack.policies.grasp.env import History, VecGraspEnv
 from dexstack.policies.grasp.physics import MultiObjectBatch
 from dexstack.policies.grasp.task import GraspMeasured, GraspTask, GraspTaskConfig, link_weights, quat_apply
@@ -38,6 +38,16 @@ def episodes(description):
     eps, counts = build_episodes(["can"], 1, 0, description)
     assert counts["planned"] == len(eps) >= 2  # the can has a side power and a top precision grasp
     return eps
+
+
+def test_episodes_are_planned_at_the_library_placements(episodes):
+    """bench/deployed_grasp.py places the launched graph's object by library_placements: the same poses."""
+    where = library_placements(["can"], 1, 0)
+    assert len(where) == len(episodes)
+    for (name, _g, k, T), e in zip(where, episodes):
+        assert (name, k) == (e.object_name, 0)
+        np.testing.assert_array_equal(e.plan.T_base_object, T)
+    assert not np.allclose(where[0][3], where[1][3])  # drawn, not one pose
 
 
 def _manifest(description, episodes, teacher: bool):

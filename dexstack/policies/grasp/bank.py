@@ -49,6 +49,20 @@ def placement(rng: np.random.Generator, height_m: float) -> np.ndarray:
     return T
 
 
+def library_placements(objects: list[str], placements: int, seed: int) -> list[tuple[str, int, int, np.ndarray]]:
+    """(object, library grasp index, placement index, T_base_object) of every library grasp of ``objects`` x
+    ``placements``, in :func:`build_episodes`' order and from its random stream: the placements it plans for ``seed``
+    (for the launched graph's benchmark, ``bench/deployed_grasp.py``, to place the object where the in-process
+    benchmark did)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in objects:
+        height_m = float(load_object_model(name).extents_m[2])
+        for g, _grasp in enumerate(library(name)):
+            out.extend((name, g, k, placement(rng, height_m)) for k in range(placements))
+    return out
+
+
 def build_episodes(objects: list[str], placements: int, seed: int, description: RobotDescription,
                    phases: GraspPhases | None = None, retargeter: FunctionalRetargeter | None = None,
                    log=None, verifier: VerifiedRetargeter | None = None,
@@ -64,7 +78,7 @@ def build_episodes(objects: list[str], placements: int, seed: int, description: 
     (``T_base_object_true``, where the physics puts the object) and the record."""
     from dexstack.safety.gate import SafetyGate, load_safety_config  # noqa: PLC0415
 
-    rng = np.random.default_rng(seed)
+    where = {(name, g, k): T for name, g, k, T in library_placements(objects, placements, seed)}
     retargeter = retargeter or FunctionalRetargeter(description=description)
     ik = ArmIK(description, ArmIKConfig(max_iterations=200, posture_weight=1e-4))
     gate = SafetyGate(description, load_safety_config())
@@ -73,7 +87,7 @@ def build_episodes(objects: list[str], placements: int, seed: int, description: 
                         "unperceived": 0}
     for name in objects:
         model = load_object_model(name)
-        for grasp in library(name):
+        for g, grasp in enumerate(library(name)):
             z = float(model.extents_m[2]) / 2 + 1e-4
             try:
                 if verifier is not None:
@@ -88,7 +102,7 @@ def build_episodes(objects: list[str], placements: int, seed: int, description: 
                     log(f"{name} {grasp.kind}: {exc}")
                 continue
             for k in range(placements):
-                T = placement(rng, float(model.extents_m[2]))
+                T = where[(name, g, k)]
                 record, T_plan = None, T
                 if perceive is not None:
                     record = perceive(name, T, grasp.keypoints_object_m)

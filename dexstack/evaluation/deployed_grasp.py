@@ -1,0 +1,166 @@
+"""Grasping on the launched graph (issue 12): one ``sim_grasp`` graph per trial, scored as ``bench/grasp.py`` scores.
+
+The graph is ``launch/sim_grasp.launch.xml`` as a user starts it (``sim_cell``, ``grasp_target``, ``object_pose``,
+``safety_monitor``, ``policy``: separate processes over real DDS, the camera rendering and perception on), the object
+placed by the launch file's ``object_start`` argument. ``grasp_target`` fits the object in the camera's frame and
+retargets the human grasp; the policy node takes the target and runs the grasp episode (reach -> approach -> close
+-> lift -> hold, :class:`~dexstack.grasp.episode.GraspPhases`) through the safety monitor.
+
+An :class:`~dexstack.nodes.episode_probe.EpisodeProbe` in this process records the simulator's object pose and the
+policy's commands, and a :class:`JointTrace` the joint states (the palm's pose for the slip). The episode's clock
+starts at the policy's first arm command (the reach's start). Success as in the in-process benchmark
+(:meth:`dexstack.grasp.baseline.OpenLoopGrasp.run`): the object ends >= ``success_rise_m`` above where it rested
+before the first command, and its position in the palm frame moves < ``max_slip_m`` over the hold (from the lift's
+end to the episode's end). The caller must have forced localhost DDS before importing rclpy
+(:func:`dexstack.rosenv.force_localhost_dds`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dexstack.grasp.episode import GraspPhases
+from dexstack.robot.description import RobotDescription
+from dexstack.transforms import invert_transform, pose_to_transform
+
+
+@dataclass(frozen=True)
+class GraspScoring:
+    success_rise_m: float = 0.08
+    max_slip_m: float = 0.02
+    phases: GraspPhases = field(default_factory=GraspPhases)
+
+    def __post_init__(self) -> None:
+        if not (self.success_rise_m > 0 and self.max_slip_m > 0):
+            raise ValueError("GraspScoring.success_rise_m and max_slip_m must be positive")
+
+
+@dataclass
+class GraspScore:
+    success: bool
+    rise_m: float
+    slip_m: float
+    reason: str  # why it failed ('' on success)
+
+
+def _at(times_s: np.ndarray, values: np.ndarray, t_s: float) -> np.ndarray | None:
+    """The last sample at or before ``t_s`` (None if there is none)."""
+    k = int(np.searchsorted(times_s, t_s, side="right")) - 1
+    return None if k < 0 else values[k]
+
+
+def score_grasp(gt_t_s, gt_pose, joint_t_s, joint_q_rad, start_t_s: float, palm_pose, scoring: GraspScoring
+                ) -> GraspScore:
+    """Score one episode from the simulator's object poses (``gt_pose`` (K, 7) xyz + quat xyzw at ``gt_t_s``),
+    the measured joints (``joint_q_rad`` (M, n) at ``joint_t_s``), the reach's start ``start_t_s`` and
+    ``palm_pose(q) -> T_base_palm``."""
+    gt_t, gt = np.asarray(gt_t_s, dtype=float), np.asarray(gt_pose, dtype=float)
+    jt, jq = np.asarray(joint_t_s, dtype=float), np.asarray(joint_q_rad, dtype=float)
+    ph = scoring.phases
+    t_lift_end, t_end = start_t_s + ph.t_hold_s, start_t_s + ph.duration_s
+    rest, end = _at(gt_t, gt, start_t_s), _at(gt_t, gt, t_end)
+    if rest is None or end is None or gt_t[-1] < t_end:
+        return GraspScore(False, float("nan"), float("nan"), "the object's pose was not recorded over the episode")
+    rise = float(end[2] - rest[2])
+
+    def in_palm(t_s: float) -> np.ndarray | None:
+        q, pose = _at(jt, jq, t_s), _at(gt_t, gt, t_s)
+        if q is None or pose is None:
+            return None
+        return (invert_transform(palm_pose(q)) @ pose_to_transform(pose[:3], pose[3:]))[:3, 3]
+
+    lifted, held = in_palm(t_lift_end), in_palm(t_end)
+    if lifted is None or held is None or jt[-1] < t_end:
+        return GraspScore(False, rise, float("nan"), "no joint state over the hold")
+    slip = float(np.linalg.norm(held - lifted))
+    reasons = []
+    if rise < scoring.success_rise_m:
+        reasons.append(f"rose {1000 * rise:.0f} mm (< {1000 * scoring.success_rise_m:.0f})")
+    if slip >= scoring.max_slip_m:
+        reasons.append(f"slipped {1000 * slip:.0f} mm in the hand (>= {1000 * scoring.max_slip_m:.0f})")
+    return GraspScore(not reasons, rise, slip, "; ".join(reasons))
+
+
+class JointTrace:
+    """The joint states a node receives, in ``description.joints`` order, on that node's clock."""
+
+    def __init__(self, node, description: RobotDescription, topic: str = "/joint_states") -> None:
+        from sensor_msgs.msg import JointState  # noqa: PLC0415
+
+        from dexstack.nodes import common  # noqa: PLC0415
+
+        self._node, self._joints = node, list(description.joints)
+        self._lock = threading.Lock()
+        self.t_s: list[float] = []
+        self.q_rad: list[np.ndarray] = []
+        node.create_subscription(JointState, topic, self._on_state, common.STATE_QOS)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.t_s, self.q_rad = [], []
+
+    def _on_state(self, msg) -> None:
+        names = list(msg.name)
+        if not set(self._joints) <= set(names):
+            return
+        q = np.array([msg.position[names.index(j)] for j in self._joints])
+        with self._lock:
+            self.t_s.append(self._node.get_clock().now().nanoseconds * 1e-9)
+            self.q_rad.append(q)
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            return np.array(self.t_s), np.array(self.q_rad)
+
+
+def run_grasp_trial(probe, joints: JointTrace, launch_args: dict[str, str], scoring: GraspScoring,
+                    palm_pose, log_dir: Path, startup_timeout_s: float = 300.0) -> dict:
+    """One trial in a fresh ``sim_grasp`` graph; returns its score and what the nodes said."""
+    from dexstack.evaluation.scoring import intervention_note  # noqa: PLC0415
+    from dexstack.launch.runner import LaunchedGraph  # noqa: PLC0415
+    from dexstack.launch.xml import parse_launch_file  # noqa: PLC0415
+
+    description = parse_launch_file("sim_grasp", launch_args)
+    probe.start(launch_args.get("object", ""))
+    joints.clear()
+    notes: list[str] = []
+    run_for_s = scoring.phases.duration_s + 0.5
+    wall0 = time.monotonic()
+    with LaunchedGraph(description, log_dir=log_dir) as graph:
+        deadline = time.monotonic() + startup_timeout_s
+        while probe.record.start_t_s is None and time.monotonic() < deadline and not graph.failed():
+            time.sleep(0.05)
+        record = probe.snapshot()
+        start = record.start_t_s
+        startup_s = time.monotonic() - wall0
+        if start is None:
+            failed = graph.failed()
+            notes.append(f"nodes exited: {failed} (logs in {log_dir})" if failed else
+                         f"no policy command within {startup_timeout_s:.0f} s")
+        else:
+            wall_deadline = time.monotonic() + 10.0 * run_for_s + 60.0  # sim time: a slow simulation gets its time
+            while probe.now_s() - start < run_for_s and time.monotonic() < wall_deadline and not graph.failed():
+                time.sleep(0.05)
+            record = probe.snapshot()
+            if graph.failed():
+                notes.append(f"nodes exited during the episode: {graph.failed()}")
+        note = intervention_note(dict(probe.diagnostics.get("safety_monitor", {})))
+        if note is not None:
+            notes.append(note)
+        messages = dict(probe.diagnostic_messages)
+    for name in ("grasp_target", "policy", "object_pose"):
+        if name in messages:
+            notes.append(f"{name}: {messages[name][:200]}")
+    if start is None:
+        score = GraspScore(False, float("nan"), float("nan"), "the policy never commanded")
+    else:
+        jt, jq = joints.snapshot()
+        score = score_grasp(record.gt_t_s, record.gt_pose, jt, jq, start, palm_pose, scoring)
+    return {"success": score.success, "rise_m": round(score.rise_m, 4), "slip_m": round(score.slip_m, 4),
+            "reason": score.reason, "startup_s": round(startup_s, 1), "commands": len(record.command_t_s),
+            "notes": notes + record.notes}
