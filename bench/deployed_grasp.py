@@ -52,15 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--launch-arg takes name:=value, got {bad}")
     extra = dict(a.split(":=", 1) for a in args.launch_arg)
 
-    import tempfile
-
-    import rclpy
-    from rclpy.context import Context
-
+    from dexstack.evaluation.deployed import probe_session
     from dexstack.evaluation.deployed_grasp import GraspScoring, JointTrace, run_grasp_trial
     from dexstack.grasp.human_grasps import library
-    from dexstack.nodes.common import BackgroundSpin
-    from dexstack.nodes.episode_probe import EpisodeProbe
     from dexstack.perception.objects import known_objects, load_object_model
     from dexstack.policies.grasp.bank import library_placements
     from dexstack.robot import load_description
@@ -81,41 +75,23 @@ def main(argv: list[str] | None = None) -> int:
     def palm_pose(q):
         return kin.frame_pose(q, palm)
 
-    use_sim_time = extra.get("use_sim_time", "false").lower() == "true"
-    context = Context()
-    rclpy.init(args=[], context=context)
-    probe = EpisodeProbe("deployed_grasp_probe", context=context)
-    if use_sim_time:
-        from rclpy.parameter import Parameter
-
-        probe.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, True)])
-    joints = JointTrace(probe, d)
-    spinner = BackgroundSpin(probe, name="deployed-grasp-probe")
     scoring = GraspScoring()
     rows = []
-    tmp = None
-    try:
-        log_root = args.log_dir
-        if log_root is None:
-            tmp = tempfile.TemporaryDirectory(prefix="dexstack_deployed_grasp_")
-            log_root = Path(tmp.name)
+    with probe_session("deployed_grasp_probe", extra, args.log_dir) as (probe, log_root):
+        joints = JointTrace(probe, d)
         for name, g, k, T in trials:
             kind = library(name)[g].kind
             yaw = float(np.arctan2(T[1, 0], T[0, 0]))
             start = f"{T[0, 3]:.6f} {T[1, 3]:.6f} {T[2, 3]:.6f} {yaw:.6f}"
             launch_args = {"object": name, "grasp": kind, "policy": args.policy, "object_start": start,
                            "verify": "true" if args.verify else "false", **extra}
-            result = run_grasp_trial(probe, joints, launch_args, scoring, palm_pose,
-                                     Path(log_root) / f"{name}_{kind}_{k}", args.startup_timeout_s)
+            result = run_grasp_trial(probe, joints, launch_args, scoring, palm_pose, log_root / f"{name}_{kind}_{k}",
+                                     args.startup_timeout_s)
             row = {"object": name, "split": load_object_model(name).split, "grasp": kind, "placement": k,
                    "object_start": start, **result}
             rows.append(row)
             print(f"{name} {kind} #{k}: success={row['success']} rise={row['rise_m']} slip={row['slip_m']} "
                   f"{row['reason']}", file=sys.stderr, flush=True)
-    finally:
-        spinner.close(shutdown_rclpy=True)
-        if tmp is not None:
-            tmp.cleanup()
 
     def rate(split=None):
         ok = [r["success"] for r in rows if split is None or r["split"] == split]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,15 +94,16 @@ def run_episode(probe, bundle: str, reference: ReferenceTrajectory, options: Dep
     return record, messages
 
 
-def run_deployed(bundle: str, references: list[ReferenceTrajectory], options: DeployedOptions | None = None,
-                 progress: Callable[[str], None] | None = None) -> list[DeployedResult]:
-    """Each reference in a fresh launched graph; one scored result per reference (in order)."""
+@contextmanager
+def probe_session(name: str, launch_args: dict[str, str], log_dir: Path | None):
+    """An :class:`~dexstack.nodes.episode_probe.EpisodeProbe` spinning in this process (on sim time when the graph
+    runs ``use_sim_time:=true``) and the folder for the episodes' node logs (``log_dir``, or a temporary one removed
+    at exit): yields (probe, log_root)."""
     import rclpy
 
     from dexstack.nodes.common import BackgroundSpin
     from dexstack.nodes.episode_probe import EpisodeProbe
 
-    options = options or DeployedOptions()
     own_context = not rclpy.ok()
     context = None
     if own_context:  # a fresh context per call: the default one cannot be initialised again after a shutdown
@@ -109,23 +111,33 @@ def run_deployed(bundle: str, references: list[ReferenceTrajectory], options: De
 
         context = Context()
         rclpy.init(args=[], context=context)  # not the caller's argv: name:=value launch arguments would be remaps
-    use_sim_time = options.launch_args.get("use_sim_time", "false").lower() == "true"
-    probe = EpisodeProbe("deployed_eval_probe", context=context)
-    if use_sim_time:
+    probe = EpisodeProbe(name, context=context)
+    if launch_args.get("use_sim_time", "false").lower() == "true":
         from rclpy.parameter import Parameter
 
         probe.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, True)])
-    spinner = BackgroundSpin(probe, name="deployed-eval-probe")
-    results = []
+    spinner = BackgroundSpin(probe, name=name.replace("_", "-"))
     tmp = None
     try:
-        log_root = options.log_dir
-        if log_root is None:
-            tmp = tempfile.TemporaryDirectory(prefix="dexstack_deployed_")
-            log_root = Path(tmp.name)
+        if log_dir is None:
+            tmp = tempfile.TemporaryDirectory(prefix=f"dexstack_{name}_")
+            log_dir = Path(tmp.name)
+        yield probe, Path(log_dir)
+    finally:
+        spinner.close(shutdown_rclpy=own_context)
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def run_deployed(bundle: str, references: list[ReferenceTrajectory], options: DeployedOptions | None = None,
+                 progress: Callable[[str], None] | None = None) -> list[DeployedResult]:
+    """Each reference in a fresh launched graph; one scored result per reference (in order)."""
+    options = options or DeployedOptions()
+    results = []
+    with probe_session("deployed_eval_probe", options.launch_args, options.log_dir) as (probe, log_root):
         for ref in references:
             mode = "gt" if options.gt_object_pose else "perception"
-            record, messages = run_episode(probe, bundle, ref, options, Path(log_root) / f"{ref.name}_{mode}")
+            record, messages = run_episode(probe, bundle, ref, options, log_root / f"{ref.name}_{mode}")
             result = score_episode(record, ref, options.scoring)
             for name in ("safety_monitor", "policy", "object_pose"):
                 if name in messages:
@@ -135,8 +147,4 @@ def run_deployed(bundle: str, references: list[ReferenceTrajectory], options: De
                 progress(f"{bundle} on {ref.name} ({mode}): success={result.success} "
                          f"max={result.max_position_error_m:.3f} m end={result.final_position_error_m:.3f} m "
                          f"held={result.held_after_end} coverage={result.object_pose_coverage:.2f}")
-    finally:
-        spinner.close(shutdown_rclpy=own_context)
-        if tmp is not None:
-            tmp.cleanup()
     return results

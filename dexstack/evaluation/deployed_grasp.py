@@ -118,6 +118,17 @@ class JointTrace:
             return np.array(self.t_s), np.array(self.q_rad)
 
 
+def _refusal(graph) -> str | None:
+    """The policy node's refusal of the grasp target (e.g. an unreachable pose), from its log: the policy then
+    never commands, and waiting out the start-up timeout would learn nothing more."""
+    for node in graph.nodes:
+        if node.name == "policy" and node.log_path is not None and node.log_path.exists():
+            for line in node.log_path.read_text(errors="replace").splitlines():
+                if "grasp target refused" in line:
+                    return "grasp target refused: " + line.split("refused: ")[-1].strip()[:200]
+    return None
+
+
 def run_grasp_trial(probe, joints: JointTrace, launch_args: dict[str, str], scoring: GraspScoring,
                     palm_pose, log_dir: Path, startup_timeout_s: float = 300.0) -> dict:
     """One trial in a fresh ``sim_grasp`` graph; returns its score and what the nodes said."""
@@ -133,14 +144,17 @@ def run_grasp_trial(probe, joints: JointTrace, launch_args: dict[str, str], scor
     wall0 = time.monotonic()
     with LaunchedGraph(description, log_dir=log_dir) as graph:
         deadline = time.monotonic() + startup_timeout_s
-        while probe.record.start_t_s is None and time.monotonic() < deadline and not graph.failed():
-            time.sleep(0.05)
+        refused = None
+        while (probe.record.start_t_s is None and time.monotonic() < deadline and not graph.failed()
+               and refused is None):
+            time.sleep(0.25)
+            refused = _refusal(graph)
         record = probe.snapshot()
         start = record.start_t_s
         startup_s = time.monotonic() - wall0
         if start is None:
             failed = graph.failed()
-            notes.append(f"nodes exited: {failed} (logs in {log_dir})" if failed else
+            notes.append(refused if refused else f"nodes exited: {failed} (logs in {log_dir})" if failed else
                          f"no policy command within {startup_timeout_s:.0f} s")
         else:
             wall_deadline = time.monotonic() + 10.0 * run_for_s + 60.0  # sim time: a slow simulation gets its time
@@ -157,7 +171,7 @@ def run_grasp_trial(probe, joints: JointTrace, launch_args: dict[str, str], scor
         if name in messages:
             notes.append(f"{name}: {messages[name][:200]}")
     if start is None:
-        score = GraspScore(False, float("nan"), float("nan"), "the policy never commanded")
+        score = GraspScore(False, float("nan"), float("nan"), refused or "the policy never commanded")
     else:
         jt, jq = joints.snapshot()
         score = score_grasp(record.gt_t_s, record.gt_pose, jt, jq, start, palm_pose, scoring)
