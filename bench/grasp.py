@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", default="fungrasp_allegro", help="grasp bundle ('' to skip)")
     parser.add_argument("--timestep-s", type=float, default=0.001, help="physics timestep of the policy trials")
     parser.add_argument("--skip-kinematic", action="store_true", help="only the policy (and its zero residual)")
+    parser.add_argument("--start", choices=("pregrasp", "reach"), default="pregrasp",
+                        help="policy episodes start at the pre-grasp, or at home with the reach (as on the graph)")
     parser.add_argument("--object-pose", choices=("perception", "sim"), default="perception",
                         help="where the robot's object pose comes from (success is always measured on the sim's)")
     parser.add_argument("--camera-hz", type=float, default=15.0, help="perception: frames per second tracked")
@@ -151,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return _mean([r["success"] for r in rows if split is None or r["split"] == split])
 
     ms = [r["retarget_ms"] for r in rows if "retarget_ms" in r]
-    policy = (evaluate_policy(args.policy, names, args.poses, args.seed, args.timestep_s, verifier, perception)
+    policy = (evaluate_policy(args.policy, names, args.poses, args.seed, args.timestep_s, verifier, perception,
+                              args.start)
               if args.policy else {})
     perception_json = {} if perception is None else {"perception": _perception_figures(initial, policy)}
     verify_ms = list({(r["object"], r["kind"]): r["verify_ms"] for r in rows if "verify_ms" in r}.values())
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate_policy(bundle: str, names: list[str], poses: int, seed: int, timestep_s: float, verifier,
-                    perception=None) -> dict:
+                    perception=None, start: str = "pregrasp") -> dict:
     """The grasp policy and its zero residual on the same episodes (see the module doc). ``perception``: a
     :class:`~dexstack.evaluation.grasp_perception.GraspPerception`: the plans from the perceived pose, the policy's
     observed object pose from its tracking (None: the simulator's)."""
@@ -193,7 +196,7 @@ def evaluate_policy(bundle: str, names: list[str], poses: int, seed: int, timest
     from dexstack.policies.grasp.bank import build_episodes
     from dexstack.policies.grasp.env import VecGraspEnv
     from dexstack.policies.grasp.physics import MultiObjectBatch
-    from dexstack.policies.grasp.task import GraspTask
+    from dexstack.policies.grasp.task import GraspTask, GraspTaskConfig
     from dexstack.policies.grasp.trainer import validate
     from dexstack.policies.tracking.cpu_backend import CommandPath
     from dexstack.policies.tracking.task import Randomization
@@ -213,7 +216,7 @@ def evaluate_policy(bundle: str, names: list[str], poses: int, seed: int, timest
 
     episodes, counts = build_episodes(objects, poses, 20_000 + seed, d, verifier=verifier,
                                       perceive=None if perception is None else perceive)
-    task = GraspTask(policy.manifest, d, episodes, randomization=Randomization.none())
+    task = GraspTask(policy.manifest, d, episodes, GraspTaskConfig(start=start), randomization=Randomization.none())
     backend = MultiObjectBatch([e.object_name for e in episodes], policy.manifest.period_s, task.link_names,
                                CommandPath.ideal("full", timestep_s))
     env = zero_env = VecGraspEnv(task, backend, auto_reset=False)

@@ -62,6 +62,29 @@ def task(description, episodes):
                      GraspTaskConfig(), Randomization.none())
 
 
+@pytest.mark.parametrize("start", ["pregrasp", "reach"])
+def test_episodes_start_at_the_pre_grasp_or_at_home_with_the_reach(description, episodes, start):
+    """start="reach" runs the episode as the launched graph does (robot at home, the reach included)."""
+    task = GraspTask(parse_manifest(_manifest(description, episodes, True)), description, episodes[:1],
+                     GraspTaskConfig(start=start), Randomization.none())
+    state = task.new_state(2)
+    out = task.reset(state, torch.arange(2), None, ref=torch.zeros(2, dtype=torch.long))
+    ph, ref = task.grasp.phases, episodes[0].plan.reference
+    t0 = ph.t_pregrasp_s if start == "pregrasp" else 0.0
+    assert torch.allclose(state.t_s, torch.full((2,), t0))
+    np.testing.assert_allclose(out["q"][0].numpy(), ref.q_at(t0), atol=1e-5)
+    if start == "reach":
+        np.testing.assert_allclose(out["q"][0].numpy(), description.home(), atol=1e-5)
+    # the residual acts from the pre-grasp on; during the reach the reference plays as it is (as deployed)
+    m = GraspMeasured(q=out["q"], dq=torch.zeros_like(out["q"]), object_pose=out["object_pose"])
+    raw = torch.full((2, task.action_size), 0.5)
+    _, with_residual = task.targets(state, m, raw)
+    _, without = task.targets(state, m, torch.zeros_like(raw))
+    assert torch.equal(with_residual, without) == (start == "reach")
+    with pytest.raises(ValueError, match="start must be"):
+        GraspTaskConfig(start="lift")
+
+
 def _perfect_state(task: GraspTask, episode) -> GraspMeasured:
     """Object where planned, palm at the target palm pose, every link at its target: the ideal grasp."""
     T_bo = episode.plan.T_base_object

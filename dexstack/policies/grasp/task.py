@@ -94,11 +94,16 @@ class GraspTaskConfig:
     max_vel_m_s: float = 2.0  # velocity penalties saturate here
     max_object_palm_m: float = 0.5  # an object this far from the palm was flung: the episode fails
     phases: GraspPhases = field(default_factory=GraspPhases)
+    # Where episodes start: "pregrasp" (robot at the pre-grasp, object at rest: training, the free-space reach
+    # teaches nothing) or "reach" (robot at the plan's start, home: as the launched graph runs a target).
+    start: str = "pregrasp"
 
     def __post_init__(self) -> None:
         for name in ("k_links", "k_wrist", "k_lift", "impulse_cap_n", "success_rise_m", "max_slip_m"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"GraspTaskConfig.{name} must be positive")
+        if self.start not in ("pregrasp", "reach"):
+            raise ValueError(f"GraspTaskConfig.start must be 'pregrasp' or 'reach', got {self.start!r}")
 
 
 @dataclass
@@ -185,8 +190,8 @@ class GraspTask(TrackingTask):
         if ref is None:
             ref = self.sample_refs(env_ids, generator)
         if t_s is None:
-            t_s = torch.full((env_ids.numel(),), self.grasp.phases.t_pregrasp_s, dtype=self.dtype,
-                             device=self.device)
+            t0 = self.grasp.phases.t_pregrasp_s if self.grasp.start == "pregrasp" else 0.0
+            t_s = torch.full((env_ids.numel(),), t0, dtype=self.dtype, device=self.device)
         start = super().reset(state, env_ids, generator, ref=ref, t_s=t_s)
         if self.object_start is not None:  # the object where it truly is (the plan's pose was perceived)
             start["object_pose"] = self.object_start[ref]
@@ -210,6 +215,14 @@ class GraspTask(TrackingTask):
 
     def target_links_base(self, state: GraspState, object_pose: torch.Tensor) -> torch.Tensor:
         return object_pose[:, None, :3] + quat_apply(object_pose[:, None, 3:], self.links_obj[state.ref])
+
+    def targets(self, state: TaskState, m: Measured, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As tracking's; during the reach (episodes started at home) the reference as it is, the residual zeroed, as
+        the deployed grasp policy plays it (:class:`dexstack.policies.grasp.policy.GraspPolicy`)."""
+        reach = state.t_s < self.grasp.phases.t_pregrasp_s - 1e-6
+        if bool(reach.any()):
+            raw = torch.where(reach[:, None], torch.zeros_like(raw), raw)
+        return super().targets(state, m, raw)
 
     # -------------------------------------------------------------------------------- reward and success
     def advance(self, state: GraspState, true: GraspMeasured, raw: torch.Tensor,
@@ -259,7 +272,8 @@ class GraspTask(TrackingTask):
         state.last_obj_pos, state.last_palm_pos = obj_pos.clone(), palm_pos.clone()
         state.last_action, state.last_target = raw, targets
         in_hold = t >= ph.t_hold_s + self.period_s
-        flung = (obj_pos - palm_pos).norm(dim=-1) > c.max_object_palm_m
+        # from the pre-grasp on: at home (an episode with the reach) the palm is ~0.5 m from the object anyway
+        flung = (t > ph.t_pregrasp_s + 1e-6) & ((obj_pos - palm_pos).norm(dim=-1) > c.max_object_palm_m)
         failed = (state.rise < -c.drop_m) | (in_hold & (state.rise < c.hold_min_rise_m)) | flung
         timeout = t >= self.bank.duration_s[state.ref] - 1e-6
         return reward, failed, timeout
