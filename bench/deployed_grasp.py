@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poses", type=int, default=2, help="placements per grasp (bench/grasp.py's --poses)")
     parser.add_argument("--seed", type=int, default=0, help="bench/grasp.py's --seed")
     parser.add_argument("--verify", action="store_true", help="grasp_target checks its retargeting candidates")
+    parser.add_argument("--gt-object-pose", action="store_true",
+                        help="feed the policy the simulator's object pose (the target still comes from perception)")
     parser.add_argument("--launch-arg", action="append", default=[], help="extra launch argument name:=value")
     parser.add_argument("--startup-timeout-s", type=float, default=300.0, help="until the policy's first command")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep node logs here")
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             launch_args = {"object": name, "grasp": kind, "policy": args.policy, "object_start": start,
                            "verify": "true" if args.verify else "false", **extra}
             result = run_grasp_trial(probe, joints, launch_args, scoring, palm_pose, log_root / f"{name}_{kind}_{k}",
-                                     args.startup_timeout_s)
+                                     args.startup_timeout_s, args.gt_object_pose)
             row = {"object": name, "split": load_object_model(name).split, "grasp": kind, "placement": k,
                    "object_start": start, **result}
             rows.append(row)
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(json.dumps({"deployed_success": rate(), "deployed_success_train": rate("train"),
                       "deployed_success_heldout": rate("heldout"), "trials": len(rows), "policy": args.policy,
-                      "verify": args.verify, "launch_args": extra, "per_trial": rows}))
+                      "verify": args.verify, "gt_object_pose": args.gt_object_pose, "launch_args": extra,
+                      "per_trial": rows}))
     return 0
 
 

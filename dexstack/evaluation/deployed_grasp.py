@@ -130,13 +130,20 @@ def _refusal(graph) -> str | None:
 
 
 def run_grasp_trial(probe, joints: JointTrace, launch_args: dict[str, str], scoring: GraspScoring,
-                    palm_pose, log_dir: Path, startup_timeout_s: float = 300.0) -> dict:
-    """One trial in a fresh ``sim_grasp`` graph; returns its score and what the nodes said."""
+                    palm_pose, log_dir: Path, startup_timeout_s: float = 300.0, gt_object_pose: bool = False) -> dict:
+    """One trial in a fresh ``sim_grasp`` graph; returns its score and what the nodes said. ``gt_object_pose``: the
+    policy node is fed the simulator's object pose (a remap; perception still runs and still makes the target),
+    which separates the tracked pose from the rest of the graph."""
+    from dexstack.evaluation.deployed import OBJECT_GT_TOPIC, OBJECT_POSE_TOPIC  # noqa: PLC0415
     from dexstack.evaluation.scoring import intervention_note  # noqa: PLC0415
     from dexstack.launch.runner import LaunchedGraph  # noqa: PLC0415
     from dexstack.launch.xml import parse_launch_file  # noqa: PLC0415
 
     description = parse_launch_file("sim_grasp", launch_args)
+    if gt_object_pose:
+        for node in description.nodes:
+            if node.executable == "policy":
+                node.remaps.append((OBJECT_POSE_TOPIC, OBJECT_GT_TOPIC))
     probe.start(launch_args.get("object", ""))
     joints.clear()
     notes: list[str] = []
