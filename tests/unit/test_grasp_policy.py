@@ -419,3 +419,15 @@ def test_tiny_teacher_student_run_ships_a_student_the_runtime_loads(tmp_path, de
     assert "link_contact_force" not in [f["name"] for f in manifest["observation"]]
     policy = load_policy(str(out), description)
     assert policy.manifest.type == "grasp"
+
+
+def test_an_object_far_from_the_palm_ends_the_episode_only_from_the_pre_grasp_on(task, episodes):
+    """At home (an episode with the reach) the palm is ~0.5 m from the object: that is not a flung object."""
+    ph = task.grasp.phases
+    m = _perfect_state(task, episodes[0])
+    m.object_pose = m.object_pose.clone()
+    m.object_pose[:, 0] += task.grasp.max_object_palm_m + 0.1  # on the table, far from the palm
+    _, failed, _ = _step(task, _state_at(task, 0.5 * ph.t_pregrasp_s), m)
+    assert not bool(failed[0])
+    _, failed, _ = _step(task, _state_at(task, ph.t_close_s), m)
+    assert bool(failed[0])
