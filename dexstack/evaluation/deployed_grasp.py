@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dexstack.evaluation.scoring import pose_at
+from dexstack.grasp.baseline import BaselineConfig
 from dexstack.grasp.episode import GraspPhases
 from dexstack.robot.description import RobotDescription
 from dexstack.transforms import invert_transform, pose_to_transform
@@ -31,8 +33,9 @@ from dexstack.transforms import invert_transform, pose_to_transform
 
 @dataclass(frozen=True)
 class GraspScoring:
-    success_rise_m: float = 0.08
-    max_slip_m: float = 0.02
+    # the in-process benchmark's thresholds (its open-loop baseline's), so both paths score alike
+    success_rise_m: float = BaselineConfig.success_rise_m
+    max_slip_m: float = BaselineConfig.max_slip_m
     phases: GraspPhases = field(default_factory=GraspPhases)
 
     def __post_init__(self) -> None:
@@ -48,10 +51,9 @@ class GraspScore:
     reason: str  # why it failed ('' on success)
 
 
-def _at(times_s: np.ndarray, values: np.ndarray, t_s: float) -> np.ndarray | None:
-    """The last sample at or before ``t_s`` (None if there is none)."""
-    k = int(np.searchsorted(times_s, t_s, side="right")) - 1
-    return None if k < 0 else values[k]
+def _covers(times_s: np.ndarray, t0_s: float, t1_s: float) -> bool:
+    """Samples at or before ``t0_s`` and up to ``t1_s`` (what :func:`pose_at` then reads is not extrapolated)."""
+    return times_s.size > 0 and times_s[0] <= t0_s and times_s[-1] >= t1_s
 
 
 def score_grasp(gt_t_s, gt_pose, joint_t_s, joint_q_rad, start_t_s: float, palm_pose, scoring: GraspScoring
@@ -63,21 +65,17 @@ def score_grasp(gt_t_s, gt_pose, joint_t_s, joint_q_rad, start_t_s: float, palm_
     jt, jq = np.asarray(joint_t_s, dtype=float), np.asarray(joint_q_rad, dtype=float)
     ph = scoring.phases
     t_lift_end, t_end = start_t_s + ph.t_hold_s, start_t_s + ph.duration_s
-    rest, end = _at(gt_t, gt, start_t_s), _at(gt_t, gt, t_end)
-    if rest is None or end is None or gt_t[-1] < t_end:
+    if not _covers(gt_t, start_t_s, t_end):
         return GraspScore(False, float("nan"), float("nan"), "the object's pose was not recorded over the episode")
-    rise = float(end[2] - rest[2])
-
-    def in_palm(t_s: float) -> np.ndarray | None:
-        q, pose = _at(jt, jq, t_s), _at(gt_t, gt, t_s)
-        if q is None or pose is None:
-            return None
-        return (invert_transform(palm_pose(q)) @ pose_to_transform(pose[:3], pose[3:]))[:3, 3]
-
-    lifted, held = in_palm(t_lift_end), in_palm(t_end)
-    if lifted is None or held is None or jt[-1] < t_end:
+    rise = float(pose_at(gt_t, gt, t_end)[2] - pose_at(gt_t, gt, start_t_s)[2])
+    if not _covers(jt, t_lift_end, t_end):
         return GraspScore(False, rise, float("nan"), "no joint state over the hold")
-    slip = float(np.linalg.norm(held - lifted))
+
+    def in_palm(t_s: float) -> np.ndarray:
+        pose = pose_at(gt_t, gt, t_s)
+        return (invert_transform(palm_pose(pose_at(jt, jq, t_s))) @ pose_to_transform(pose[:3], pose[3:]))[:3, 3]
+
+    slip = float(np.linalg.norm(in_palm(t_end) - in_palm(t_lift_end)))
     reasons = []
     if rise < scoring.success_rise_m:
         reasons.append(f"rose {1000 * rise:.0f} mm (< {1000 * scoring.success_rise_m:.0f})")

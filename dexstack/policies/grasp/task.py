@@ -219,8 +219,8 @@ class GraspTask(TrackingTask):
     def targets(self, state: TaskState, m: Measured, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """As tracking's; during the reach (episodes started at home) the reference as it is, the residual zeroed, as
         the deployed grasp policy plays it (:class:`dexstack.policies.grasp.policy.GraspPolicy`)."""
-        reach = state.t_s < self.grasp.phases.t_pregrasp_s - 1e-6
-        if bool(reach.any()):
+        if self.grasp.start == "reach":  # episodes from the pre-grasp (training) never see the reach
+            reach = state.t_s < self.grasp.phases.t_pregrasp_s - 1e-6
             raw = torch.where(reach[:, None], torch.zeros_like(raw), raw)
         return super().targets(state, m, raw)
 
