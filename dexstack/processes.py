@@ -14,6 +14,7 @@ import time
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_DEATH_SIGNAL = signal.SIGTERM  # rclpy shuts a node down cleanly on it (SIGKILL would skip the cleanup)
+STACK_DUMP_SIGNAL = signal.SIGUSR1  # a dexstack node writes its threads' Python stacks to stderr on it
 
 
 def die_with_parent_preexec():

@@ -27,7 +27,7 @@ import yaml
 
 from dexstack.launch.xml import LaunchDescription, LaunchError, NodeAction, parse_launch_file
 from dexstack.paths import PACKAGE_NAME
-from dexstack.processes import die_with_parent_preexec
+from dexstack.processes import STACK_DUMP_SIGNAL, die_with_parent_preexec
 from dexstack.rosenv import force_localhost_dds
 
 
@@ -112,7 +112,10 @@ class LaunchedGraph:
         return [n.name for n in self.nodes if n.process.poll() is not None]
 
     def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
-        """SIGINT every node (clean rclpy shutdown), then SIGKILL what is left; return exit codes."""
+        """SIGINT every node (clean rclpy shutdown), then SIGKILL what is left; return exit codes.
+
+        A node still running at ``timeout_s`` first gets ``STACK_DUMP_SIGNAL``: its threads' stacks go to its log,
+        so the hang can be read there, then it is killed (exit code -9)."""
         for n in self.nodes:
             if n.process.poll() is None:
                 n.process.send_signal(signal.SIGINT)
@@ -122,8 +125,12 @@ class LaunchedGraph:
             try:
                 codes[n.name] = n.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                n.process.kill()
-                codes[n.name] = n.process.wait()
+                n.process.send_signal(STACK_DUMP_SIGNAL)
+                try:
+                    codes[n.name] = n.process.wait(timeout=1.0)  # the dump takes milliseconds; a node may end meanwhile
+                except subprocess.TimeoutExpired:
+                    n.process.kill()
+                    codes[n.name] = n.process.wait()
         return codes
 
     def __enter__(self) -> LaunchedGraph:

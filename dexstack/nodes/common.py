@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from dexstack.diagnostics import StatusReport
+from dexstack.processes import STACK_DUMP_SIGNAL
 
 # Sensor streams: latest wins, never block the publisher.
 SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -226,6 +228,9 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None) ->
     # a message conversion in take_message, which pybind11 turns into "RuntimeError: Unable to convert call
     # argument '0'" and the node exits 1 on a plain Ctrl-C. A handler that does not raise leaves the stop to rclpy.
     signal.signal(signal.SIGINT, _stop_via_rclpy)
+    # A node that does not stop when asked is a bug to find: the launcher sends this signal before it kills one, and
+    # every thread's Python stack goes to the node's log (stderr).
+    faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True, chain=False)
     rclpy.init(args=args)
     node = None
     try:

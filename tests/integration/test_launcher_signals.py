@@ -124,3 +124,44 @@ def test_ctrl_c_stops_a_node_between_callbacks_never_inside_one(tmp_path):
         proc.kill()
     assert "interrupted inside a callback" not in out
     assert proc.returncode == 0, err
+
+
+# A node whose timer callback never returns: Ctrl-C shuts its context down, but spin_once never comes back to see it.
+HANGING_NODE = """
+import time
+from rclpy.node import Node
+from dexstack.nodes import common
+
+class Stuck(Node):
+    def __init__(self):
+        super().__init__("stuck")
+        self.create_timer(0.01, self.wedged_callback)
+
+    def wedged_callback(self):
+        print("in the callback", flush=True)
+        while True:
+            time.sleep(0.05)
+
+common.run_node(Stuck)
+"""
+
+
+def test_a_node_that_does_not_stop_logs_its_stacks_before_it_is_killed(tmp_path):
+    from dexstack.launch.runner import LaunchedGraph, RunningNode
+    from dexstack.launch.xml import LaunchDescription
+
+    graph = LaunchedGraph(LaunchDescription(path=tmp_path / "none.launch.xml", args={}, env={}, nodes=[]))
+    log_path = tmp_path / "stuck.log"
+    with open(log_path, "w") as out:
+        process = subprocess.Popen([sys.executable, "-c", HANGING_NODE], env=graph.env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    graph.nodes.append(RunningNode("stuck", process, log_path))
+    try:
+        assert wait_for(lambda: "in the callback" in log_path.read_text(), 30.0), log_path.read_text()
+        codes = graph.stop(timeout_s=1.0)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert codes == {"stuck": -signal.SIGKILL}
+    log = log_path.read_text()
+    assert "in wedged_callback" in log and "Current thread" in log, log  # faulthandler names the stuck function
