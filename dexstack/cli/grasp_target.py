@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ground-truth-hand", action="store_true",
                         help="--sim: the rendered hand's exact keypoints instead of MediaPipe (diagnosis)")
     parser.add_argument("--contact-gap-m", type=float, default=0.02,
-                        help="a keypoint within this of the surface (beyond the finger's radius) is a contact")
+                        help="a detected keypoint within this of the surface (beyond the finger's radius) is a "
+                             "contact (exact keypoints, --ground-truth-hand: the retargeter's own band)")
     parser.add_argument("--table-z-m", type=float, default=0.0, help="table height in the base frame")
     parser.add_argument("--check-reach", action="store_true", help="also plan the arm: refuse unreachable targets")
     parser.add_argument("--out", help="write the target here (YAML)")

@@ -68,16 +68,26 @@ class GraspFromFrame:
         self.object_roi_base_m = object_roi_base_m
         self.T_base_camera = np.asarray(T_base_camera, dtype=float)
         self.detector = detector
-        base = retargeter or FunctionalRetargeter()
-        # Perceived keypoints sit centimetres off (MediaPipe + depth): a wider contact band than for exact ones.
-        self.retargeter = base if contact_gap_m == base.config.contact_gap_m else _with_gap(base, contact_gap_m)
+        # Detected keypoints sit centimetres off (MediaPipe + depth): ``contact_gap_m``, a wider contact band than
+        # the retargeter's own. Exact keypoints (a library grasp, the simulator's hand) keep the retargeter's band:
+        # the one bench/grasp.py and the grasp policy's training targets use (with 20 mm the sim_grasp graph marked
+        # about twice the library grasps' keypoints as contacts and ran other targets than the bench).
+        self.retargeter = retargeter or FunctionalRetargeter()
+        self.detected_retargeter = (self.retargeter if contact_gap_m == self.retargeter.config.contact_gap_m
+                                    else _with_gap(self.retargeter, contact_gap_m))
         # verify: the first retargeting candidate whose open-loop grasp lifts the object in the sim grasp cell
-        # (dexstack/grasp/verify.py, as bench/grasp.py and the training bank use), same contact band
-        self.verifier = None
-        if verify:
+        # (dexstack/grasp/verify.py, as bench/grasp.py and the training bank use), each with its contact band
+        self.verify = verify
+        self._verifiers: dict[float, object] = {}
+
+    def verifier(self, retargeter: FunctionalRetargeter):
+        """The verifier of ``retargeter``'s candidates (built on first use: a MuJoCo grasp cell)."""
+        gap = retargeter.config.contact_gap_m
+        if gap not in self._verifiers:
             from dexstack.grasp.verify import VerifiedRetargeter  # noqa: PLC0415 (MuJoCo only when asked)
 
-            self.verifier = VerifiedRetargeter(retarget_config=self.retargeter.config)
+            self._verifiers[gap] = VerifiedRetargeter(retarget_config=retargeter.config)
+        return self._verifiers[gap]
 
     def estimate(self, color_rgb8: np.ndarray, depth: np.ndarray, object_color_rgb8: np.ndarray | None = None,
                  object_depth: np.ndarray | None = None, table_z_base_m: float | None = 0.0,
@@ -89,6 +99,7 @@ class GraspFromFrame:
         ``keypoints_object_m``: the same in the object frame (a library human grasp: only the object's pose comes
         from the frame); with both, the library grasp held as ``keypoints_base_m`` shows (the simulator's object
         pose): the fitted frame of a symmetric object is turned to the hand's (:mod:`dexstack.grasp.frame_choice`)."""
+        detected = keypoints_object_m is None and keypoints_base_m is None
         if keypoints_object_m is not None:
             score = 1.0
         elif keypoints_base_m is None:
@@ -123,11 +134,12 @@ class GraspFromFrame:
         table_z = None
         if table_z_base_m is not None:  # the table plane in the object frame (object upright on it)
             table_z = float(table_z_base_m - T_base_object[2, 3])
+        retargeter = self.detected_retargeter if detected else self.retargeter
         try:
-            if self.verifier is not None and table_z is not None:
-                target = self.verifier.retarget(self.model, kp_object, table_z_m=table_z).target
+            if self.verify and table_z is not None:
+                target = self.verifier(retargeter).retarget(self.model, kp_object, table_z_m=table_z).target
             else:
-                target = self.retargeter.retarget(self.model, kp_object, table_z_m=table_z)
+                target = retargeter.retarget(self.model, kp_object, table_z_m=table_z)
         except GraspRetargetError as exc:
             raise GraspInputError(str(exc)) from None
         return FrameGrasp(target, T_base_object, np.asarray(keypoints_base_m), float(score), float(pose.fitness))

@@ -69,8 +69,10 @@ class Params:
     calibration: str = common.param("sim_tabletop", "Camera calibration (calibration/<name>/camera.yaml or a path): "
                                     "T_base_camera and the base frame.", read_only=True)
     object: str = common.param("can", "Object grasped (config/objects/<name>.yaml).", validate=_known_object)
-    contact_gap_m: float = common.param(0.02, "A hand keypoint within this of the object's surface (beyond the "
-                                        "finger's radius) is a contact (m).", min=0.001, max=0.05)
+    contact_gap_m: float = common.param(0.02, "A detected hand keypoint within this of the object's surface (beyond "
+                                        "the finger's radius) is a contact (m). A sim_human_grasp's exact keypoints "
+                                        "use the retargeter's own band, as the grasp policy's training targets.",
+                                        min=0.001, max=0.05)
     table_z_m: float = common.param(0.0, "Table height in the base frame (m): the grasp keeps clear of it.",
                                     min=-1.0, max=2.0)
     sync_tolerance_s: float = common.param(0.015, "Color and depth pair if their stamps differ by at most this (s).",
