@@ -47,15 +47,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="feed the policy the simulator's object pose (the target still comes from perception)")
     parser.add_argument("--launch-arg", action="append", default=[], help="extra launch argument name:=value")
     parser.add_argument("--startup-timeout-s", type=float, default=300.0, help="until the policy's first command")
-    parser.add_argument("--log-dir", type=Path, default=None, help="keep node logs here")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="keep each trial's node logs, trace.npz and grasp_target.json here")
     args = parser.parse_args(argv)
     bad = [a for a in args.launch_arg if ":=" not in a]
     if bad:
         parser.error(f"--launch-arg takes name:=value, got {bad}")
     extra = dict(a.split(":=", 1) for a in args.launch_arg)
 
-    from dexstack.evaluation.deployed import probe_session
-    from dexstack.evaluation.deployed_grasp import GraspScoring, JointTrace, run_grasp_trial
+    from dexstack.evaluation.deployed import GRASP_TARGET_TOPIC, probe_session
+    from dexstack.evaluation.deployed_grasp import GraspScoring, JointTrace, LatestText, run_grasp_trial
     from dexstack.grasp.human_grasps import library
     from dexstack.perception.objects import known_objects, load_object_model
     from dexstack.policies.grasp.bank import library_placements
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with probe_session("deployed_grasp_probe", extra, args.log_dir) as (probe, log_root):
         joints = JointTrace(probe, d)
+        target = LatestText(probe, GRASP_TARGET_TOPIC)
         for name, g, k, T in trials:
             kind = library(name)[g].kind
             yaw = float(np.arctan2(T[1, 0], T[0, 0]))
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             launch_args = {"object": name, "grasp": kind, "policy": args.policy, "object_start": start,
                            "verify": "true" if args.verify else "false", **extra}
             result = run_grasp_trial(probe, joints, launch_args, scoring, palm_pose, log_root / f"{name}_{kind}_{k}",
-                                     args.startup_timeout_s, args.gt_object_pose)
+                                     args.startup_timeout_s, args.gt_object_pose, target)
             row = {"object": name, "split": load_object_model(name).split, "grasp": kind, "placement": k,
                    "object_start": start, **result}
             rows.append(row)

@@ -30,6 +30,7 @@ from dexstack.policies.reference import ReferenceTrajectory
 
 OBJECT_POSE_TOPIC = "/dexstack/object_pose"
 OBJECT_GT_TOPIC = "/dexstack/sim/object_pose_gt"
+GRASP_TARGET_TOPIC = "/dexstack/grasp/target"  # grasp_target -> policy (std_msgs/String, latched JSON)
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,24 @@ class JointTrace:
             return np.array(self.t_s), np.array(self.q_rad)
 
 
+class LatestText:
+    """The last std_msgs/String a latched topic gave (the grasp target's JSON): what the graph's policy was told."""
+
+    def __init__(self, node, topic: str) -> None:
+        from std_msgs.msg import String  # noqa: PLC0415
+
+        from dexstack.nodes import common  # noqa: PLC0415
+
+        self.text: str | None = None
+        node.create_subscription(String, topic, self._on_text, common.LATCHED_QOS)
+
+    def clear(self) -> None:
+        self.text = None
+
+    def _on_text(self, msg) -> None:
+        self.text = msg.data
+
+
 def _refusal(graph) -> str | None:
     """The policy node's refusal of the grasp target (e.g. an unreachable pose), from its log: the policy then
     never commands, and waiting out the start-up timeout would learn nothing more."""
@@ -128,10 +146,16 @@ def _refusal(graph) -> str | None:
 
 
 def run_grasp_trial(probe, joints: JointTrace, launch_args: dict[str, str], scoring: GraspScoring,
-                    palm_pose, log_dir: Path, startup_timeout_s: float = 300.0, gt_object_pose: bool = False) -> dict:
+                    palm_pose, log_dir: Path, startup_timeout_s: float = 300.0, gt_object_pose: bool = False,
+                    target: LatestText | None = None) -> dict:
     """One trial in a fresh ``sim_grasp`` graph; returns its score and what the nodes said. ``gt_object_pose``: the
     policy node is fed the simulator's object pose (a remap; perception still runs and still makes the target),
-    which separates the tracked pose from the rest of the graph."""
+    which separates the tracked pose from the rest of the graph.
+
+    Beside the node logs, ``log_dir`` gets the trial's record, to compare with an in-process run of the same trial:
+    ``trace.npz`` (``joint_t_s``, ``joint_q_rad`` in the description's joint order, ``object_t_s``,
+    ``object_pose`` (the simulator's, xyz + quaternion xyzw, base frame), ``command_t_s``, ``start_t_s``; the
+    probe's clock) and, with ``target``, ``grasp_target.json`` (the target the policy was sent)."""
     from dexstack.evaluation.deployed import OBJECT_GT_TOPIC, OBJECT_POSE_TOPIC  # noqa: PLC0415
     from dexstack.evaluation.scoring import intervention_note  # noqa: PLC0415
     from dexstack.launch.runner import LaunchedGraph  # noqa: PLC0415
@@ -144,6 +168,8 @@ def run_grasp_trial(probe, joints: JointTrace, launch_args: dict[str, str], scor
                 node.remaps.append((OBJECT_POSE_TOPIC, OBJECT_GT_TOPIC))
     probe.start(launch_args.get("object", ""))
     joints.clear()
+    if target is not None:
+        target.clear()
     notes: list[str] = []
     run_for_s = scoring.phases.duration_s + 0.5
     wall0 = time.monotonic()
@@ -175,10 +201,16 @@ def run_grasp_trial(probe, joints: JointTrace, launch_args: dict[str, str], scor
     for name in ("grasp_target", "policy", "object_pose"):
         if name in messages:
             notes.append(f"{name}: {messages[name][:200]}")
+    jt, jq = joints.snapshot()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(log_dir / "trace.npz", joint_t_s=jt, joint_q_rad=jq, object_t_s=np.asarray(record.gt_t_s),
+                        object_pose=np.asarray(record.gt_pose), command_t_s=np.asarray(record.command_t_s),
+                        start_t_s=np.nan if start is None else start)
+    if target is not None and target.text is not None:
+        (log_dir / "grasp_target.json").write_text(target.text)
     if start is None:
         score = GraspScore(False, float("nan"), float("nan"), refused or "the policy never commanded")
     else:
-        jt, jq = joints.snapshot()
         score = score_grasp(record.gt_t_s, record.gt_pose, jt, jq, start, palm_pose, scoring)
     return {"success": score.success, "rise_m": round(score.rise_m, 4), "slip_m": round(score.slip_m, 4),
             "reason": score.reason, "startup_s": round(startup_s, 1), "commands": len(record.command_t_s),
