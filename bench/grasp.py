@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.poses):
                 xy = np.array([0.5, 0.0]) + rng.uniform([-0.05, -0.08], [0.05, 0.08])
                 yaw = rng.uniform(-0.3, 0.3)
-                z = float(model.extents_m[2]) / 2 + 1e-4
+                z = model.rest_height_m
                 sim.place_object([*xy, z, *matrix_to_quat_xyzw(rpy_to_matrix([0.0, 0.0, yaw]))])
                 sim.reset()
                 sim.step(200)

@@ -142,7 +142,7 @@ class SimTrial:
             sim = SimCell(with_object(load_cell_config(self.cell_name), model.name), with_camera=False)
             grasp = self._sims[model.name] = OpenLoopGrasp(sim, self.baseline, finger_links=self.finger_links)
         x, y, yaw = self.config.placement_xyz_yaw
-        z = float(model.extents_m[2]) / 2 + 1e-4  # resting on the table (object frame at its centre)
+        z = model.rest_height_m
         grasp.sim.place_object([x, y, z, *matrix_to_quat_xyzw(rpy_to_matrix([0.0, 0.0, yaw]))])
         grasp.sim.reset()
         grasp.sim.step(200)  # settle

@@ -33,6 +33,9 @@ class TagConfig:
     T_object_tag: np.ndarray  # 4x4 pose of the tag frame in the object frame
 
 
+REST_CLEARANCE_M = 1e-4  # an object set on the table starts this far above it (no initial penetration)
+
+
 @dataclass(frozen=True, eq=False)
 class ObjectModel:
     name: str
@@ -90,6 +93,13 @@ class ObjectModel:
             return np.full(3, 2 * self.size_m[0])
         tri = load_stl(self.mesh_path).reshape(-1, 3)
         return tri.max(0) - tri.min(0)
+
+    @property
+    def rest_height_m(self) -> float:
+        """Height of the object frame (at the object's centre) above the table when the object stands upright on
+        it: half its z extent, plus ``REST_CLEARANCE_M``. Where the sim places it, and the table plane the
+        retargeting keeps the hand off (at ``-rest_height_m`` in the object frame)."""
+        return float(self.extents_m[2]) / 2 + REST_CLEARANCE_M
 
     def signed_distance(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Signed distance (m, negative inside) of (N, 3) object-frame points to the surface, and its (N, 3)

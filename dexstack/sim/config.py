@@ -152,7 +152,7 @@ def object_from_model(name: str, xyz_m: tuple[float, float, float] | None = None
 
     model = load_object_model(name)
     if xyz_m is None:
-        xyz_m = (0.5, 0.0, float(model.extents_m[2]) / 2 + 1e-4)
+        xyz_m = (0.5, 0.0, model.rest_height_m)
     return ObjectConfig(name=model.name, shape=model.shape, size_m=model.size_m or (0.0,), mass_kg=model.mass_kg,
                         friction=model.friction, initial_xyz_m=tuple(map(float, xyz_m)),
                         initial_rpy_rad=tuple(map(float, rpy_rad)), rgba=model.rgba,

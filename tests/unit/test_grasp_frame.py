@@ -82,8 +82,10 @@ def test_exact_keypoints_get_the_target_the_bench_and_training_use(scene):
     assert pipeline.detected_retargeter.config.contact_gap_m == 0.02
     held = pipeline.estimate(frame.color_rgb8, frame.depth_mm, empty.color_rgb8, empty.depth_mm,
                              keypoints_object_m=grasp.keypoints_object_m)
+    # bench/grasp.py's table plane: the object stands on it (the fit's height is set to the resting one)
+    assert held.T_base_object[2, 3] == pytest.approx(load_object_model("can").rest_height_m, abs=1e-12)
     bench = FunctionalRetargeter().retarget(load_object_model("can"), grasp.keypoints_object_m,
-                                            table_z_m=-float(held.T_base_object[2, 3]))
+                                            table_z_m=-load_object_model("can").rest_height_m)
     np.testing.assert_allclose(held.target.q_hand_rad, bench.q_hand_rad, atol=1e-9)
     np.testing.assert_allclose(held.target.T_object_palm, bench.T_object_palm, atol=1e-9)
     assert held.target.contact_mask.sum() == bench.contact_mask.sum()
@@ -149,3 +151,22 @@ def test_a_library_grasp_held_where_the_sim_has_the_object_lands_on_the_hand(sce
     # the sampled surface's centroid)
     if miss_m(as_fitted) < 0.005:  # the fit happened to be in the hand's frame: nothing to turn
         assert np.allclose(held.T_base_object, as_fitted.T_base_object)
+
+
+def test_a_fit_standing_on_the_table_rests_on_it_and_any_other_is_kept():
+    from dexstack.grasp.from_frame import standing_on_table
+    from dexstack.transforms import rpy_to_matrix
+
+    model = load_object_model("juice_box")
+    T = np.eye(4)
+    T[:3, :3] = rpy_to_matrix([0.0, 0.0, 0.7])
+    T[:3, 3] = (0.5, 0.0, 0.02 + model.rest_height_m - 0.0002)  # the fit 0.2 mm low on a table at z = 2 cm
+    rested = standing_on_table(model, T, table_z_base_m=0.02)
+    assert rested[2, 3] == pytest.approx(0.02 + model.rest_height_m, abs=1e-12)
+    np.testing.assert_array_equal(rested[:2], T[:2])  # x, y and the rotation as fitted
+    tilted = T.copy()
+    tilted[:3, :3] = rpy_to_matrix([0.3, 0.0, 0.7])  # 17 deg: lying against something
+    lifted = T.copy()
+    lifted[2, 3] += 0.03  # 3 cm up: held, or on something else
+    for pose in (tilted, lifted):
+        np.testing.assert_array_equal(standing_on_table(model, pose, table_z_base_m=0.02), pose)

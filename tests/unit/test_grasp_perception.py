@@ -16,6 +16,7 @@ from dexstack.evaluation.grasp_perception import GraspPerception, InitialPose, P
 from dexstack.grasp import baseline as baseline_module
 from dexstack.grasp.baseline import TrialResult, UnreachableError
 from dexstack.perception.geometry import pose_error
+from dexstack.perception.objects import load_object_model
 from dexstack.policies import load_policy
 from dexstack.policies.grasp.bank import build_episodes, placement
 from dexstack.policies.grasp.task import GraspTask
@@ -48,7 +49,7 @@ class _Record:
 def test_the_planning_pose_is_measured_on_the_grasp_cells_object(description):
     perception = GraspPerception(description, camera_hz=10.0)
     try:
-        T = placement(np.random.default_rng(3), 0.12)  # the can (12 cm tall) somewhere on the table
+        T = placement(np.random.default_rng(3), load_object_model("can").rest_height_m)  # somewhere on the table
         init = perception.initial("can", description.home(), T)
         assert init.feed.object_model.name == "can"  # the grasp cell's object, not the tabletop cell's cube
         assert init.perceived and init.frame.kind == "fresh"
@@ -71,7 +72,7 @@ def test_the_seen_hand_turns_a_symmetric_objects_fitted_frame_to_its_own(descrip
     kp = library("can")[0].keypoints_object_m
     perception = GraspPerception(description, camera_hz=10.0)
     try:
-        T = placement(np.random.default_rng(3), 0.12)
+        T = placement(np.random.default_rng(3), load_object_model("can").rest_height_m)
         plain = perception.initial("can", description.home(), T)
         init = perception.initial("can", description.home(), T, kp)
     finally:

@@ -39,13 +39,14 @@ class GraspEpisode:
     perception: object = None  # with ``perceive``: its record of the planning pose (bench/grasp.py)
 
 
-def placement(rng: np.random.Generator, height_m: float) -> np.ndarray:
-    """T_base_object of a random placement on the table (``height_m``: the object's extent along z)."""
+def placement(rng: np.random.Generator, rest_height_m: float) -> np.ndarray:
+    """T_base_object of a random placement on the table (``rest_height_m``: the object's
+    :attr:`~dexstack.perception.objects.ObjectModel.rest_height_m`)."""
     c, h = np.asarray(PLACEMENT_CENTER_XY_M), np.asarray(PLACEMENT_HALF_RANGE_XY_M)
     xy = c + rng.uniform(-h, h)
     T = np.eye(4)
     T[:3, :3] = rpy_to_matrix([0.0, 0.0, rng.uniform(-PLACEMENT_HALF_RANGE_YAW_RAD, PLACEMENT_HALF_RANGE_YAW_RAD)])
-    T[:3, 3] = (*xy, height_m / 2 + 1e-4)
+    T[:3, 3] = (*xy, rest_height_m)
     return T
 
 
@@ -57,9 +58,9 @@ def library_placements(objects: list[str], placements: int, seed: int) -> list[t
     rng = np.random.default_rng(seed)
     out = []
     for name in objects:
-        height_m = float(load_object_model(name).extents_m[2])
+        rest_height_m = load_object_model(name).rest_height_m
         for g, _grasp in enumerate(library(name)):
-            out.extend((name, g, k, placement(rng, height_m)) for k in range(placements))
+            out.extend((name, g, k, placement(rng, rest_height_m)) for k in range(placements))
     return out
 
 
@@ -88,7 +89,7 @@ def build_episodes(objects: list[str], placements: int, seed: int, description: 
     for name in objects:
         model = load_object_model(name)
         for g, grasp in enumerate(library(name)):
-            z = float(model.extents_m[2]) / 2 + 1e-4
+            z = model.rest_height_m
             try:
                 if verifier is not None:
                     checked = verifier.retarget(model, grasp.keypoints_object_m, table_z_m=-z)
