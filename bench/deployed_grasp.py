@@ -16,7 +16,10 @@ states as ``bench/grasp.py`` scores (rise >= 8 cm, < 2 cm slip in the hand over 
 
 Prints one JSON line: ``deployed_success`` (all trials), ``deployed_success_train`` / ``_heldout``, ``trials``,
 ``policy`` (the bundle), ``verify``, ``launch_args``, ``per_trial`` (object, grasp, placement, success, rise,
-slip, why it failed, startup time, the gate's and the nodes' notes); one progress line per trial on stderr.
+slip, why it failed, startup time, the gate's and the nodes' notes, ``target_vs_bench``: the graph's grasp target
+against the one ``bench/grasp.py`` plans for the same grasp,
+:func:`~dexstack.evaluation.deployed_grasp.target_difference`), ``targets_as_bench`` of ``targets_compared`` (within
+0.1 mm, 0.1 deg, 1e-3 rad); one progress line per trial on stderr.
 """
 
 from __future__ import annotations
@@ -56,10 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(a.split(":=", 1) for a in args.launch_arg)
 
     from dexstack.evaluation.deployed import GRASP_TARGET_TOPIC, probe_session
-    from dexstack.evaluation.deployed_grasp import GraspScoring, JointTrace, LatestText, run_grasp_trial
+    from dexstack.evaluation.deployed_grasp import (
+        GraspScoring,
+        JointTrace,
+        LatestText,
+        run_grasp_trial,
+        target_difference,
+    )
     from dexstack.grasp.human_grasps import library
+    from dexstack.grasp.target_io import target_from_dict
+    from dexstack.grasp.verify import VerifiedRetargeter
     from dexstack.perception.objects import known_objects, load_object_model
-    from dexstack.policies.grasp.bank import library_placements
+    from dexstack.policies.grasp.bank import library_placements, retarget_resting
+    from dexstack.retarget.functional import FunctionalRetargeter
     from dexstack.robot import load_description
     from dexstack.robot.kinematics import Kinematics
 
@@ -79,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         return kin.frame_pose(q, palm)
 
     scoring = GraspScoring()
+    # the target bench/grasp.py plans for each library grasp, to compare with the one the graph sent
+    retargeter = FunctionalRetargeter(description=d)
+    verifier = VerifiedRetargeter() if args.verify else None
+    bench_targets = {}
     rows = []
     with probe_session("deployed_grasp_probe", extra, args.log_dir) as (probe, log_root):
         joints = JointTrace(probe, d)
@@ -89,10 +105,18 @@ def main(argv: list[str] | None = None) -> int:
             start = f"{T[0, 3]:.6f} {T[1, 3]:.6f} {T[2, 3]:.6f} {yaw:.6f}"
             launch_args = {"object": name, "grasp": kind, "policy": args.policy, "object_start": start,
                            "verify": "true" if args.verify else "false", **extra}
-            result = run_grasp_trial(probe, joints, launch_args, scoring, palm_pose, log_root / f"{name}_{kind}_{k}",
+            trial_dir = log_root / f"{name}_{kind}_{k}"
+            result = run_grasp_trial(probe, joints, launch_args, scoring, palm_pose, trial_dir,
                                      args.startup_timeout_s, args.gt_object_pose, target)
             row = {"object": name, "split": load_object_model(name).split, "grasp": kind, "placement": k,
-                   "object_start": start, **result}
+                   "object_start": start, **result, "target_vs_bench": None}
+            if target.text is not None:  # after the graph stopped: the bench's retargeting runs on an idle machine
+                sent, _ = target_from_dict(json.loads(target.text), len(d.hand_joints))
+                if (name, g) not in bench_targets:
+                    grasp_kp = library(name)[g].keypoints_object_m
+                    bench_targets[name, g], _ = retarget_resting(load_object_model(name), grasp_kp, retargeter,
+                                                                 verifier)
+                row["target_vs_bench"] = target_difference(sent, bench_targets[name, g])
             rows.append(row)
             print(f"{name} {kind} #{k}: success={row['success']} rise={row['rise_m']} slip={row['slip_m']} "
                   f"{row['reason']}", file=sys.stderr, flush=True)
@@ -101,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         ok = [r["success"] for r in rows if split is None or r["split"] == split]
         return round(sum(ok) / len(ok), 3) if ok else None
 
+    compared = [r["target_vs_bench"] for r in rows if r["target_vs_bench"] is not None]
+    same = sum(c["palm_mm"] < 0.1 and c["palm_deg"] < 0.1 and c["hand_rad"] < 1e-3 for c in compared)
     print(json.dumps({"deployed_success": rate(), "deployed_success_train": rate("train"),
+                      "targets_as_bench": same, "targets_compared": len(compared),
                       "deployed_success_heldout": rate("heldout"), "trials": len(rows), "policy": args.policy,
                       "verify": args.verify, "gt_object_pose": args.gt_object_pose, "launch_args": extra,
                       "per_trial": rows}))

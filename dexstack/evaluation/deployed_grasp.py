@@ -27,6 +27,7 @@ import numpy as np
 from dexstack.evaluation.scoring import pose_at
 from dexstack.grasp.baseline import BaselineConfig
 from dexstack.grasp.episode import GraspPhases
+from dexstack.retarget.functional import GraspTarget
 from dexstack.robot.description import RobotDescription
 from dexstack.transforms import invert_transform, pose_to_transform
 
@@ -132,6 +133,17 @@ class LatestText:
 
     def _on_text(self, msg) -> None:
         self.text = msg.data
+
+
+def target_difference(graph_target: GraspTarget, bench_target: GraspTarget) -> dict:
+    """How far the graph's grasp target is from ``bench/grasp.py``'s for the same human grasp (both in the object
+    frame): palm position (mm) and rotation (deg), the largest hand-joint difference (rad). All zero when the graph
+    retargets what the bench (and the policy's training bank) retargets."""
+    dT = invert_transform(bench_target.T_object_palm) @ graph_target.T_object_palm
+    cos = np.clip((np.trace(dT[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)
+    return {"palm_mm": round(1000.0 * float(np.linalg.norm(dT[:3, 3])), 3),
+            "palm_deg": round(float(np.degrees(np.arccos(cos))), 3),
+            "hand_rad": round(float(np.abs(graph_target.q_hand_rad - bench_target.q_hand_rad).max()), 4)}
 
 
 def _refusal(graph) -> str | None:

@@ -66,3 +66,26 @@ def test_an_episode_recorded_short_of_its_end_fails_with_the_reason():
 def test_scoring_config_refuses_non_positive_thresholds():
     with pytest.raises(ValueError, match="must be positive"):
         GraspScoring(success_rise_m=0.0)
+
+
+def test_target_difference_measures_the_palm_and_the_fingers_against_the_benchs_target():
+    from dataclasses import replace
+
+    from dexstack.evaluation.deployed_grasp import target_difference
+    from dexstack.grasp.human_grasps import human_grasp
+    from dexstack.perception.objects import load_object_model
+    from dexstack.retarget.functional import FunctionalRetargeter
+    from dexstack.transforms import rpy_to_matrix
+
+    model = load_object_model("can")
+    bench = FunctionalRetargeter().retarget(model, human_grasp("can", "side_power").keypoints_object_m,
+                                            table_z_m=-model.rest_height_m)
+    assert target_difference(bench, bench) == {"palm_mm": 0.0, "palm_deg": 0.0, "hand_rad": 0.0}
+    moved = bench.T_object_palm.copy()
+    moved[:3, :3] = moved[:3, :3] @ rpy_to_matrix([0.0, 0.0, np.deg2rad(5.0)])
+    moved[:3, 3] += moved[:3, :3] @ np.array([0.003, 0.0, 0.004])  # 5 mm in the palm's own frame
+    q = bench.q_hand_rad.copy()
+    q[3] += 0.2
+    other = replace(bench, T_object_palm=moved, q_hand_rad=q)
+    assert target_difference(other, bench) == {"palm_mm": pytest.approx(5.0, abs=1e-3),
+                                               "palm_deg": pytest.approx(5.0, abs=1e-3), "hand_rad": pytest.approx(0.2)}

@@ -64,6 +64,17 @@ def library_placements(objects: list[str], placements: int, seed: int) -> list[t
     return out
 
 
+def retarget_resting(model, keypoints_object_m: np.ndarray, retargeter: FunctionalRetargeter,
+                     verifier: VerifiedRetargeter | None = None) -> tuple[GraspTarget, bool]:
+    """(target, verified) of a human grasp of ``model`` standing on the table (its plane at
+    ``-model.rest_height_m`` in the object frame): ``verifier``'s first candidate that lifts, or ``retargeter``'s
+    solution. What the training bank and ``bench/grasp.py`` plan; raises GraspRetargetError."""
+    if verifier is not None:
+        checked = verifier.retarget(model, keypoints_object_m, table_z_m=-model.rest_height_m)
+        return checked.target, bool(checked.verified)
+    return retargeter.retarget(model, keypoints_object_m, table_z_m=-model.rest_height_m), False
+
+
 def build_episodes(objects: list[str], placements: int, seed: int, description: RobotDescription,
                    phases: GraspPhases | None = None, retargeter: FunctionalRetargeter | None = None,
                    log=None, verifier: VerifiedRetargeter | None = None,
@@ -89,14 +100,9 @@ def build_episodes(objects: list[str], placements: int, seed: int, description: 
     for name in objects:
         model = load_object_model(name)
         for g, grasp in enumerate(library(name)):
-            z = model.rest_height_m
             try:
-                if verifier is not None:
-                    checked = verifier.retarget(model, grasp.keypoints_object_m, table_z_m=-z)
-                    target = checked.target
-                    counts["verified_grasps"] += checked.verified
-                else:
-                    target = retargeter.retarget(model, grasp.keypoints_object_m, table_z_m=-z)
+                target, verified = retarget_resting(model, grasp.keypoints_object_m, retargeter, verifier)
+                counts["verified_grasps"] += verified
             except GraspRetargetError as exc:
                 counts["retarget_failed"] += placements
                 if log:
