@@ -27,6 +27,7 @@ import numpy as np
 from dexstack.evaluation.scoring import pose_at
 from dexstack.grasp.baseline import BaselineConfig
 from dexstack.grasp.episode import GraspPhases
+from dexstack.perception.geometry import pose_error
 from dexstack.retarget.functional import GraspTarget
 from dexstack.robot.description import RobotDescription
 from dexstack.transforms import invert_transform, pose_to_transform
@@ -139,10 +140,8 @@ def target_difference(graph_target: GraspTarget, bench_target: GraspTarget) -> d
     """How far the graph's grasp target is from ``bench/grasp.py``'s for the same human grasp (both in the object
     frame): palm position (mm) and rotation (deg), the largest hand-joint difference (rad). All zero when the graph
     retargets what the bench (and the policy's training bank) retargets."""
-    dT = invert_transform(bench_target.T_object_palm) @ graph_target.T_object_palm
-    cos = np.clip((np.trace(dT[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)
-    return {"palm_mm": round(1000.0 * float(np.linalg.norm(dT[:3, 3])), 3),
-            "palm_deg": round(float(np.degrees(np.arccos(cos))), 3),
+    palm_mm, palm_deg = pose_error(graph_target.T_object_palm, bench_target.T_object_palm)
+    return {"palm_mm": round(palm_mm, 3), "palm_deg": round(palm_deg, 3),
             "hand_rad": round(float(np.abs(graph_target.q_hand_rad - bench_target.q_hand_rad).max()), 4)}
 
 

@@ -47,7 +47,6 @@ def standing_on_table(model: ObjectModel, T_base_object: np.ndarray, table_z_bas
     return T
 
 
-
 def mask_depth_outside(depth: np.ndarray, camera: CameraModel, T_base_camera: np.ndarray, depth_scale_m: float,
                        roi_base_m) -> np.ndarray:
     """``depth`` with every pixel whose point lies outside the base-frame box ``roi_base_m`` set to 0 (no data)."""
